@@ -1,0 +1,1 @@
+"""Chat network adapters; each module translates one network's wire format."""

@@ -1,0 +1,123 @@
+"""The seam between the relay core and a chat network.
+
+A network is one module `bots/<network>.py` (or package) that exposes
+`create(name, settings, ctx) -> Channel`. The adapter only translates its wire format to
+`relay.model` values and back; journaling, policy, routing and retries live in the core.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+
+from aiohttp import web
+
+from relay.model import Inbound, Outgoing, Receipt
+
+Deliver = Callable[[Inbound], Awaitable[Receipt]]
+"""Hand an inbound to the hub; returns only after it is durably journaled (or deduplicated)."""
+
+
+class DeliveryError(Exception):
+    """Base of the errors `Channel.send` may raise; the outbox journals every one."""
+
+
+class Retryable(DeliveryError):
+    """Temporary failure (429, 5xx, timeout, peer offline): try again, not before `after` s."""
+
+    def __init__(self, reason: str, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.after = after
+
+
+class Permanent(DeliveryError):
+    """Will never succeed as sent (blocked by user, chat not found, bad request)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StateStore(Protocol):
+    """Durable key/value state for an adapter (topic ids, JID maps, tokens), per channel.
+
+    Backed by the journal database, so maps survive restarts; `put` returns after commit.
+    """
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class EmployeeInfo:
+    """An employee as a staff-side adapter needs to know them."""
+
+    id: str
+    name: str
+    address: str
+    password_hash: str = ""
+    active: bool = True
+
+
+@dataclass
+class ChannelContext:
+    """What the host gives an adapter at construction.
+
+    `app` is the one aiohttp Application (add webhook routes to `app.router` in `create`,
+    before the app starts). `wake(address)` asks the outbox to retry at once every pending
+    delivery to `address` on this channel (e.g. a desk user just connected).
+    `employees` lists the employees whose staff endpoint is this channel (keyed by address).
+    """
+
+    name: str
+    side: str
+    state: StateStore
+    app: web.Application
+    data_dir: str
+    max_attachment_bytes: int
+    wake: Callable[[str], None]
+    employees: Mapping[str, EmployeeInfo] = field(default_factory=dict)
+    public_url: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A configured instance of a network, e.g. `telegram-clients`."""
+
+    name: str
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin receiving; call `deliver(inbound)` per received item. Must not block."""
+
+    async def send(self, out: Outgoing) -> str:
+        """Deliver `out`; return its platform id. Raise `Retryable` or `Permanent`."""
+
+    async def stop(self) -> None:
+        """Stop receiving and release connections."""
+
+
+ChannelFactory = Callable[[str, Mapping[str, Any], ChannelContext], Channel]
+
+
+class ChannelConfigError(ValueError):
+    """A channel block in the config is wrong; the message names the channel and field."""
+
+
+def load_factory(network: str) -> ChannelFactory:
+    """The `create` function of `bots/<network>` (network names are module names)."""
+    if not network.replace("_", "").isalnum():
+        raise ChannelConfigError(f"unknown network {network!r}")
+    try:
+        module = importlib.import_module(f"bots.{network}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("bots."):
+            raise ChannelConfigError(f"unknown network {network!r}: no module bots/{network}") from exc
+        raise
+    factory = getattr(module, "create", None)
+    if factory is None:
+        raise ChannelConfigError(f"bots/{network} has no create(name, settings, ctx)")
+    return factory

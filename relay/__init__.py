@@ -1,0 +1,3 @@
+"""relay: an inline compliant chat relay (journal, policy, forward)."""
+
+__version__ = "0.1.0"

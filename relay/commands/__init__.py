@@ -1,0 +1,1 @@
+"""`relay` subcommands: each module here has `register(subparsers)` and is found by name."""
