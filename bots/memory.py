@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any, Mapping
 
-from bots.base import ChannelContext, Deliver, Retryable
+from bots.base import ChannelContext, Deliver, Permanent, Retryable
 from relay.model import Inbound, Outgoing, Party, Receipt
 
 
@@ -23,6 +23,8 @@ class MemoryChannel:
         self.sent: list[Outgoing] = []
         self.sent_at: list[float] = []
         self.online = True
+        self.permanent_error: str | None = None
+        self.retry_after: float | None = None
         self._deliver: Deliver | None = None
         self._counter = 0
         self.arrived = asyncio.Event()
@@ -34,8 +36,10 @@ class MemoryChannel:
         self._deliver = None
 
     async def send(self, out: Outgoing) -> str:
+        if self.permanent_error is not None:
+            raise Permanent(self.permanent_error)
         if not self.online:
-            raise Retryable("memory channel offline")
+            raise Retryable("memory channel offline", after=self.retry_after)
         self._counter += 1
         self.sent.append(out)
         self.sent_at.append(time.perf_counter())
