@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,10 +449,12 @@ class Journal:
         return verifier.finish()
 
     async def iter_events(
-        self, where: str = "", params: tuple[Any, ...] = (), chunk: int = 1000
-    ) -> Any:
+        self, where: str = "", params: tuple[Any, ...] = (), limit: int | None = None, chunk: int = 1000
+    ) -> AsyncIterator[Event]:
         """Events in seq order, streamed (`where` is an SQL condition on the events table)."""
         sql = _SELECT_EVENTS + (f" WHERE {where}" if where else "") + " ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         cursor = await self._reader.execute(sql, params)
         try:
             while rows := await cursor.fetchmany(chunk):
