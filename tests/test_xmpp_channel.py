@@ -233,9 +233,9 @@ async def test_stranger_is_delivered_then_refused_with_stanza_error(staff, proso
         stranger.send(contact, "let me in", mid="mal-1")
         inbound = await recorder.wait_for(lambda i: i.sender.user == stranger.jid)
         assert inbound.kind == "message" and inbound.chat == "c-s1"
+        message_id = recorder.seen[("xmpp-staff", inbound.platform_id)]
         notice = Outgoing(conversation="c-s1", to=Party("xmpp-staff", stranger.jid, ""), kind="notice",
-                          text="You are not an employee of this desk.", message_id="n-1",
-                          reply_to=inbound.platform_id)
+                          text="You are not an employee of this desk.", message_id=message_id)
         await channel.send(notice)
         err = await stranger.wait_message(lambda m: m["type"] == "error")
         assert err["id"] == "mal-1"

@@ -19,4 +19,4 @@ __all__ = ["XmppChannel", "XmppSettings", "create"]
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> XmppChannel:
     """Build the channel from its config block; raises ChannelConfigError naming the field."""
-    return XmppChannel(name, parse_settings(name, settings), ctx)
+    return XmppChannel(name, parse_settings(name, settings, ctx.side), ctx)

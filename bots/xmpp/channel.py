@@ -77,7 +77,9 @@ class XmppChannel:
         self._workers: set[asyncio.Task[None]] = set()
         self._conv_by_local: dict[str, str] = {}
         self._contacts: set[tuple[str, str]] = set()
-        self._recent: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
+        self._nicks: dict[str, str] = {}
+        self._employees = {_bare(address) or address: address for address in ctx.employees}
         self._upload_target: tuple[str, int | None] | None = (
             (settings.upload_service, None) if settings.upload_service else None
         )
@@ -167,19 +169,20 @@ class XmppChannel:
         sender, to = msg["from"], msg["to"]
         bare, to_bare = sender.bare, to.bare
         chat = await self._chat_for(sender, to)
-        party = Party(self.name, bare, self._display(sender, parsed))
+        user = self._employees.get(bare, bare) if self.staff else bare
+        party = Party(self.name, user, await self._display(sender, parsed))
         stanza_id = parsed.id or "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
         pid = make_pid(bare, stanza_id)
         inbound = await self._inbound(parsed, party, chat, pid, to_bare, raw)
+        receipt = await self._deliver(inbound)
         if parsed.kind in ("message", "edit"):
-            self._remember(pid, str(sender), to_bare)
-        await self._deliver(inbound)
+            self._remember(receipt.message_id, str(sender), to_bare, stanza_id)
         if parsed.receipt_requested and parsed.id and parsed.kind in ("message", "edit"):
             self._ack(msg)
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:
-        bare = party.user
+        bare = JID(party.user).bare
         common: dict[str, Any] = dict(channel=self.name, sender=party, chat=chat, sent_at=parsed.sent_at, raw=raw)
         if parsed.kind in ("receipt", "marker", "error"):
             text = {"receipt": "receipt", "marker": f"marker:{parsed.body}"}.get(parsed.kind, f"error: {parsed.error}")
@@ -222,16 +225,25 @@ class XmppChannel:
             self._conv_by_local[local] = conv
         return conv
 
-    def _display(self, sender: JID, parsed: ParsedMessage) -> str:
+    async def _display(self, sender: JID, parsed: ParsedMessage) -> str:
+        """Employees by their configured name; others by their latest XEP-0172 nick."""
         if self.staff:
-            employee = self.ctx.employees.get(sender.bare)
-            if employee is not None:
-                return employee.name
-        return parsed.nick or sender.user or sender.bare
+            address = self._employees.get(sender.bare)
+            if address is not None:
+                return self.ctx.employees[address].name
+        bare = sender.bare
+        if parsed.nick:
+            if self._nicks.get(bare) != parsed.nick:
+                self._nicks[bare] = parsed.nick
+                await self.ctx.state.put(f"nick:{bare}", parsed.nick)
+            return parsed.nick
+        if bare not in self._nicks:
+            self._nicks[bare] = await self.ctx.state.get(f"nick:{bare}") or ""
+        return self._nicks[bare] or sender.user or bare
 
-    def _remember(self, pid: str, sender_full: str, to_bare: str) -> None:
-        """Who wrote a recent message, and to which contact, so a refusal can answer it."""
-        self._recent[pid] = (sender_full, to_bare)
+    def _remember(self, message_id: str, sender_full: str, to_bare: str, stanza_id: str) -> None:
+        """Who wrote a recent message (by relay id), to which contact, so a refusal can answer it."""
+        self._recent[message_id] = (sender_full, to_bare, stanza_id)
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
 
@@ -267,7 +279,7 @@ class XmppChannel:
         if not to.user or not self.link.online:
             return
         xmpp = self.link.current()
-        if sender not in self.ctx.employees:
+        if sender not in self._employees:
             if ptype == "subscribe":
                 xmpp.make_presence(pto=sender, pfrom=to.bare, ptype="unsubscribed").send()
             return
@@ -277,7 +289,7 @@ class XmppChannel:
         elif ptype in ("probe", "subscribed"):
             xmpp.make_presence(pto=sender, pfrom=to.bare).send()
         elif ptype in ("available", "chat", "away", "xa", "dnd", ""):
-            self.ctx.wake(sender)
+            self.ctx.wake(self._employees[sender])
 
     # --- sending ---------------------------------------------------------------------
 
@@ -412,11 +424,9 @@ class XmppChannel:
         """
         xmpp = self.link.current()
         sid = self._sid(out)
-        recent = self._recent.get(out.reply_to or "")
-        if self.staff and to not in self.ctx.employees and recent is not None:
-            assert out.reply_to is not None
-            refused_id = split_pid(out.reply_to)[1]
-            full, contact = recent
+        recent = self._recent.get(out.message_id)
+        if self.staff and to not in self._employees and recent is not None:
+            full, contact, refused_id = recent
             xmpp.send(self._error_stanza(xmpp, full, contact, refused_id, "forbidden", "auth", out.text))
             await self.link.flush(xmpp)
             return make_pid(contact, f"error:{refused_id}")

@@ -74,14 +74,15 @@ def _number(name: str, key: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def parse_settings(name: str, settings: Mapping[str, Any]) -> XmppSettings:
+def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = None) -> XmppSettings:
+    """`side` is the channel's configured side; `mode` defaults to what that side needs."""
     unknown = sorted(set(settings) - KNOWN_KEYS)
     if unknown:
         raise ChannelConfigError(f"channel {name}: unknown xmpp setting(s) {', '.join(unknown)}")
-    mode = settings.get("mode") or ("component" if settings.get("side") == "staff" else "client")
+    side = settings.get("side") or side
+    mode = settings.get("mode") or ("component" if side == "staff" else "client")
     if mode not in ("component", "client"):
         raise ChannelConfigError(f"channel {name}: mode must be 'component' or 'client', got {mode!r}")
-    side = settings.get("side")
     if side is not None and (side == "staff") != (mode == "component"):
         raise ChannelConfigError(
             f"channel {name}: side {side!r} needs mode {'component' if side == 'staff' else 'client'!r}"
