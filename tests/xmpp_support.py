@@ -207,3 +207,35 @@ class XmppUser:
     def bodies_from(self, sender_bare: str) -> list[str]:
         return [m["body"] for m in self.messages if m["from"].bare == sender_bare and m["body"]
                 and m["type"] != "error" and m.xml.find("{urn:xmpp:message-retract:1}retract") is None]
+
+
+def relay_config(prosody: Any, data_dir: str, desk: str, desk_password: str, employees: dict[str, str],
+                 policies: str, **extra: Any) -> dict[str, Any]:
+    """A relay config with the XMPP client side (`desk` account) and staff side (component).
+
+    `employees` maps an employee id to their bare JID; all of them serve the one desk.
+    """
+    cfg: dict[str, Any] = {
+        "data_dir": data_dir,
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "policies": {"dir": policies, "reload_seconds": 5},
+        "journal": {"checkpoint_seconds": 3600},
+        "outbox": {"base_delay": 0.05, "max_delay": 0.5},
+        "channels": {
+            "xmpp-clients": {"network": "xmpp", "side": "client", "jid": desk, "password": desk_password,
+                             "host": "127.0.0.1", "port": prosody.c2s_port, "use_tls": False,
+                             "reconnect_base": 0.05, "reconnect_max": 0.5},
+            "xmpp-staff": {"network": "xmpp", "side": "staff", "jid": prosody.component_domain,
+                           "secret": prosody.component_secret, "host": "127.0.0.1",
+                           "port": prosody.component_port, "use_tls": False,
+                           "reconnect_base": 0.05, "reconnect_max": 0.5},
+        },
+        "employees": {
+            eid: {"name": eid.rstrip("0123456789").title(), "staff": {"channel": "xmpp-staff", "address": jid},
+                  "groups": ["advisors"]}
+            for eid, jid in employees.items()
+        },
+        "desks": {"advisors": {"clients": ["xmpp-clients"], "members": list(employees)}},
+    }
+    cfg.update(extra)
+    return cfg
