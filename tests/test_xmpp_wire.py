@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 import bots.xmpp
@@ -16,6 +17,7 @@ from bots.base import ChannelConfigError
 from bots.xmpp import files
 from bots.xmpp.link import backoff_delay
 from bots.xmpp.settings import parse_settings
+from relay.config import config_from_dict
 from bots.xmpp.stanzas import make_pid, parse_message, parse_slot, split_pid
 from tests.xmpp_support import make_ctx
 
@@ -165,3 +167,24 @@ async def test_fetch_checks_declared_and_streamed_size(file_server: tuple[str, d
         assert scheme.refused == "unsupported URL scheme"
         closed = await files.fetch(session, "http://127.0.0.1:1/x", 1000, 5)
         assert closed.refused.startswith("fetch failed:")
+
+
+def test_example_config_block_uncommented_is_valid(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    lines = []
+    for line in (root / "config.example.yaml").read_text().splitlines():
+        if line.startswith(("  # xmpp-clients:", "  # xmpp-staff:", "  #   ")):
+            line = "  " + line[4:]
+        lines.append(line)
+    data = yaml.safe_load("\n".join(lines))
+    data["desks"]["advisors"]["clients"].append("xmpp-clients")
+    data["employees"]["carol"] = {"name": "Carol", "staff": {"channel": "xmpp-staff", "address": "carol@example.org"}}
+    env = {"RELAY_XMPP_DESK_PASSWORD": "pw", "RELAY_XMPP_COMPONENT_SECRET": "sec"}
+    cfg = config_from_dict(data, base=root, env=env)
+    staff = cfg.channels["xmpp-staff"]
+    channel = bots.xmpp.create("xmpp-staff", staff.settings, make_ctx("xmpp-staff", staff.side, str(tmp_path)))
+    assert (channel.settings.mode, channel.settings.secret, channel.settings.upload_service) == (
+        "component", "sec", "upload.example.org")
+    clients = cfg.channels["xmpp-clients"]
+    desk = bots.xmpp.create("xmpp-clients", clients.settings, make_ctx("xmpp-clients", clients.side, str(tmp_path)))
+    assert (desk.settings.mode, desk.settings.jid, desk.settings.secret) == ("client", "desk@example.org", "pw")
