@@ -349,3 +349,13 @@ async def test_outage_messages_delivered_in_order_once(staff, prosody: Prosody) 
     assert retries > 0
     assert channel.link.connections >= 2
     assert alice.sessions >= 2
+
+
+async def test_control_characters_do_not_break_the_stream(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, _ = staff
+    await channel.send(outgoing("c-ctl", alice.jid, "ding\x07dong", "m-ctl-1"))
+    await channel.send(outgoing("c-ctl", alice.jid, "after", "m-ctl-2"))
+    got = await alice.wait_message(lambda m: m["body"] == "after")
+    assert got["from"].bare == f"c-ctl@{channel.settings.jid}"
+    assert [m["body"] for m in alice.messages if m["id"] == "relay-m-ctl-1"] == ["ding\ufffddong"]
+    assert channel.link.connections == 1

@@ -18,7 +18,9 @@ from bots.xmpp import files
 from bots.xmpp.link import backoff_delay
 from bots.xmpp.settings import parse_settings
 from relay.config import config_from_dict
-from bots.xmpp.stanzas import make_pid, parse_message, parse_slot, split_pid
+from bots.base import Permanent
+from bots.xmpp.stanzas import make_pid, parse_message, parse_slot, split_pid, xml_safe
+from relay.model import Outgoing, Party
 from tests.xmpp_support import make_ctx
 
 
@@ -96,9 +98,9 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
 
 def test_settings_defaults_and_errors(tmp_path: Path) -> None:
     s = parse_settings("x", {"jid": "clients.example.org", "secret": "s"}, "staff")
-    assert (s.mode, s.port, s.host, s.domain, s.use_tls) == ("component", 5347, "clients.example.org", "example.org", True)
+    assert (s.mode, s.port, s.host, s.domain, s.use_tls) == ("component", 5347, "clients.example.org", "example.org", False)
     c = parse_settings("y", {"jid": "desk@example.org", "password": "p"}, "client")
-    assert (c.mode, c.port, c.domain) == ("client", 5222, "example.org")
+    assert (c.mode, c.port, c.domain, c.use_tls) == ("client", 5222, "example.org", True)
     cases = [
         ({"jid": "clients.example.org"}, "staff", "secret is required"),
         ({"jid": "desk@example.org", "secret": "s"}, "staff", "a component jid is a bare domain"),
@@ -188,3 +190,14 @@ def test_example_config_block_uncommented_is_valid(tmp_path: Path) -> None:
     clients = cfg.channels["xmpp-clients"]
     desk = bots.xmpp.create("xmpp-clients", clients.settings, make_ctx("xmpp-clients", clients.side, str(tmp_path)))
     assert (desk.settings.mode, desk.settings.jid, desk.settings.secret) == ("client", "desk@example.org", "pw")
+
+
+def test_text_xml_cannot_carry_is_replaced_not_sent_raw() -> None:
+    assert xml_safe("bell\x07 nul\x00 tab\t nl\n ok é 中") == "bell\ufffd nul\ufffd tab\t nl\n ok é 中"
+
+
+async def test_overlong_message_is_permanent_before_touching_the_stream(tmp_path: Path) -> None:
+    channel = bots.xmpp.create("t", {"jid": "clients.example.org", "secret": "s"}, make_ctx("t", "staff", str(tmp_path)))
+    out = Outgoing(conversation="c-1", to=Party("t", "alice@example.org"), text="x" * 300_000, message_id="m-1")
+    with pytest.raises(Permanent, match="too long for XMPP"):
+        await channel.send(out)

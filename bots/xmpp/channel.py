@@ -51,6 +51,7 @@ from bots.xmpp.stanzas import (
     q,
     slot_request,
     split_pid,
+    xml_safe,
 )
 from relay.model import Attachment, Inbound, Outgoing, Party
 
@@ -60,6 +61,9 @@ DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 FEATURES = (NS_RECEIPTS, NS_CORRECT, NS_RETRACT, NS_OOB, NS_SID)
 RECENT = 4096
+MAX_BODY_BYTES = 200_000
+"""Bodies above this are refused: servers close a stream on an oversized stanza (Prosody's
+default limit is 256 KiB), which would turn one message into an endless reconnect loop."""
 
 
 class XmppChannel:
@@ -270,7 +274,7 @@ class XmppChannel:
             err["id"] = stanza_id
         node = ET.SubElement(err.xml, q(xmpp.default_ns, "error"), {"type": kind})
         ET.SubElement(node, q(NS_STANZAS, condition))
-        ET.SubElement(node, q(NS_STANZAS, "text")).text = text
+        ET.SubElement(node, q(NS_STANZAS, "text")).text = xml_safe(text)[:MAX_BODY_BYTES // 4]
         return err
 
     def _on_presence(self, pres: Presence) -> None:
@@ -297,6 +301,9 @@ class XmppChannel:
         to = _bare(out.to.user)
         if not to:
             raise Permanent(f"not a JID: {out.to.user!r}")
+        size = len(xml_safe(out.text).encode())
+        if size > MAX_BODY_BYTES:
+            raise Permanent(f"message of {size} bytes is too long for XMPP (limit {MAX_BODY_BYTES})")
         mfrom = self._contact(self._local(out.conversation)) if self.staff else None
         if out.kind == "notice":
             return await self._send_notice(out, to, mfrom)
@@ -326,6 +333,9 @@ class XmppChannel:
         return f"relay-{out.message_id}" + (f"-{part}" if part else "")
 
     def _message(self, xmpp: BaseXMPP, to: str, mfrom: str | None, sid: str, body: str) -> Message:
+        body = xml_safe(body)
+        if len(body.encode()) > MAX_BODY_BYTES:
+            raise Permanent(f"message of {len(body.encode())} bytes is too long for XMPP (limit {MAX_BODY_BYTES})")
         msg = xmpp.make_message(mto=to, mbody=body, mtype="chat", mfrom=mfrom)
         msg["id"] = sid
         msg.xml.append(el(NS_SID, "origin-id", id=sid))
@@ -353,7 +363,7 @@ class XmppChannel:
         if new_contact:
             sub = xmpp.make_presence(pto=to, pfrom=mfrom, ptype="subscribe")
             if nick:
-                sub.xml.append(el(NS_NICK, "nick", nick))
+                sub.xml.append(el(NS_NICK, "nick", xml_safe(nick)))
             sub.send()
             xmpp.make_presence(pto=to, pfrom=mfrom).send()
         sids: list[str] = []
@@ -364,7 +374,7 @@ class XmppChannel:
                 _, target = split_pid(out.reply_to)
                 msg.xml.append(el("urn:xmpp:reply:0", "reply", id=target, to=split_pid(out.reply_to)[0] or to))
             if nick:
-                msg.xml.append(el(NS_NICK, "nick", nick))
+                msg.xml.append(el(NS_NICK, "nick", xml_safe(nick)))
             if extra is not None:
                 msg.xml.append(extra)
             msg.send()

@@ -43,6 +43,9 @@ class XmppSettings:
     host: str
     port: int
     use_tls: bool = True
+    """Client: STARTTLS (default on). Component: direct TLS to a TLS listener (default off:
+    XEP-0114 has no TLS negotiation and servers such as Prosody accept components in plain TCP,
+    so keep that port on loopback or a private network)."""
     upload_service: str = ""
     server_domain: str = ""
     reconnect_base: float = 0.5
@@ -104,7 +107,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
         raise ChannelConfigError(f"channel {name}: {secret_key} is required (use ${{ENV_VAR}})")
     host = str(settings.get("host") or jid.host)
     port = int(_number(name, "port", settings.get("port", 5347 if mode == "component" else 5222), int))
-    use_tls = settings.get("use_tls", True)
+    use_tls = settings.get("use_tls", mode == "client")
     if not isinstance(use_tls, bool):
         raise ChannelConfigError(f"channel {name}: use_tls must be true or false")
     floats = {

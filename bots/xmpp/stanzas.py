@@ -159,6 +159,14 @@ def parse_stamp(stamp: str) -> float | None:
         return None
 
 
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Text XML 1.0 can carry: other control characters would break the whole stream."""
+    return _XML_ILLEGAL.sub("\ufffd", text)
+
+
 _PID = re.compile(r"^([^:\[]*(?:\[[^\]]*\])?[^:]*):(.*)$", re.S)
 
 
