@@ -3,25 +3,31 @@ one real Prosody, against the same clients messaging the employee directly on th
 
 Both paths use the same bare slixmpp clients in the same run (K senders, each a client
 with its own conversation, and one receiving employee), the same message and count; the
-relay has its journal durable (synchronous FULL) and the shipped policies. Prints
-messages/s for each (median of several runs) and the ratio relay / direct (target >= 0.5).
+relay runs as its own process (`relay run`, as deployed) with its journal durable
+(synchronous FULL) and the shipped policies. Prints messages/s for each (median of several
+runs, the two paths alternating which goes first) and the ratio relay / direct (target >= 0.5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from slixmpp import ClientXMPP, Message
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from relay.app import RelayApp
 from tests.prosody_support import Prosody
 from tests.xmpp_support import relay_config
 
@@ -92,20 +98,45 @@ async def timed(senders: list[Bare], receiver: Bare, to_of: list[str], per: int)
     return len(senders) * per / (time.perf_counter() - t0)
 
 
+def start_relay(cfg: dict[str, Any], workdir: Path) -> subprocess.Popen[bytes]:
+    """`relay run` in its own process, as deployed: the relay does not share the clients' loop."""
+    config = workdir / "relay.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "run", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=open(workdir / "relay.log", "ab"))  # noqa: SIM115
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if b"relay is running" not in line:
+        proc.kill()
+        raise RuntimeError(f"relay did not start: {line!r}; see {workdir / 'relay.log'}")
+    return proc
+
+
+def stop_relay(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def one_run(prosody: Prosody, n: int, tmp: Path) -> tuple[float, float]:
     """One relay, one employee, the same senders: time the direct path and the relayed path."""
     alice = prosody.register(f"alice{n}", PASSWORD)
     desk = prosody.register(f"desk{n}", PASSWORD)
-    cfg = relay_config(prosody, str(tmp / f"data{n}"), desk, PASSWORD, {"alice": alice}, str(ROOT / "policies"))
-    relay = await RelayApp.start(cfg)
+    workdir = tmp / f"run{n}"
+    workdir.mkdir()
+    cfg = relay_config(prosody, str(workdir / "data"), desk, PASSWORD, {"alice": alice}, str(ROOT / "policies"))
+    cfg["log_level"] = "WARNING"
+    relay = await asyncio.to_thread(start_relay, cfg, workdir)
     clients: list[Bare] = []
     try:
-        for channel in relay.channels.values():
-            await channel.wait_online(10)  # type: ignore[attr-defined]
         receiver = await Bare(alice, prosody.c2s_port).connect()
         clients.append(receiver)
-        senders = [await Bare(prosody.register(f"c{n}x{i}", PASSWORD), prosody.c2s_port).connect()
-                   for i in range(SENDERS)]
+        jids = [prosody.register(f"c{n}x{i}", PASSWORD) for i in range(SENDERS)]
+        senders = list(await asyncio.gather(*(Bare(jid, prosody.c2s_port).connect() for jid in jids)))
         clients.extend(senders)
         await timed(senders, receiver, [alice] * SENDERS, 1)
         await timed(senders, receiver, [desk] * SENDERS, 1)
@@ -119,7 +150,7 @@ async def one_run(prosody: Prosody, n: int, tmp: Path) -> tuple[float, float]:
     finally:
         for c in clients:
             await c.close()
-        await relay.stop()
+        await asyncio.to_thread(stop_relay, relay)
 
 
 async def run() -> None:
