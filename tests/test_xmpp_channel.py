@@ -243,6 +243,15 @@ async def test_stranger_is_delivered_then_refused_with_stanza_error(staff, proso
         assert err.xml.find(f".//{{{NS_STANZAS}}}forbidden") is not None
         assert err["error"]["text"] == "You are not an employee of this desk."
         assert not alice.bodies_from(contact)
+
+        stranger.send(channel.settings.jid, "hello component", mid="mal-2")
+        bare = await recorder.wait_for(lambda i: i.platform_id == f"{stranger.jid}:mal-2")
+        assert bare.chat == "" and bare.kind == "message"
+        await channel.send(Outgoing(conversation="", to=Party("xmpp-staff", stranger.jid, ""), kind="notice",
+                                    text="Write to a conversation contact.",
+                                    message_id=recorder.seen[("xmpp-staff", bare.platform_id)]))
+        err2 = await stranger.wait_message(lambda m: m["type"] == "error" and m["id"] == "mal-2")
+        assert err2["from"].full == channel.settings.jid
     finally:
         await stranger.stop()
 

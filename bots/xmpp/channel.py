@@ -177,16 +177,18 @@ class XmppChannel:
         party = Party(self.name, user, await self._display(sender, parsed))
         stanza_id = parsed.id or "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
         pid = make_pid(bare, stanza_id)
-        inbound = await self._inbound(parsed, party, chat, pid, to_bare, raw)
+        if not sender.user or msg["type"] == "groupchat":
+            parsed = ParsedMessage("event", id=parsed.id, body=parsed.body, sent_at=parsed.sent_at)
+        inbound = await self._inbound(parsed, party, bare, chat, pid, to_bare, raw)
         receipt = await self._deliver(inbound)
         if parsed.kind in ("message", "edit"):
             self._remember(receipt.message_id, str(sender), to_bare, stanza_id)
         if parsed.receipt_requested and parsed.id and parsed.kind in ("message", "edit"):
             self._ack(msg)
 
-    async def _inbound(self, parsed: ParsedMessage, party: Party, chat: str, pid: str, to_bare: str,
+    async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:
-        bare = JID(party.user).bare
+        """Server and group-chat messages arrive as kind `event`: journaled, never a client message."""
         common: dict[str, Any] = dict(channel=self.name, sender=party, chat=chat, sent_at=parsed.sent_at, raw=raw)
         if parsed.kind in ("receipt", "marker", "error"):
             text = {"receipt": "receipt", "marker": f"marker:{parsed.body}"}.get(parsed.kind, f"error: {parsed.error}")
@@ -304,9 +306,9 @@ class XmppChannel:
         size = len(xml_safe(out.text).encode())
         if size > MAX_BODY_BYTES:
             raise Permanent(f"message of {size} bytes is too long for XMPP (limit {MAX_BODY_BYTES})")
-        mfrom = self._contact(self._local(out.conversation)) if self.staff else None
         if out.kind == "notice":
-            return await self._send_notice(out, to, mfrom)
+            return await self._send_notice(out, to)
+        mfrom = self._contact(self._local(out.conversation)) if self.staff else None
         if out.kind == "delete":
             return await self._send_retraction(out, to, mfrom)
         if out.kind == "edit":
@@ -422,7 +424,7 @@ class XmppChannel:
         await self.link.flush(xmpp)
         return make_pid(self._own_bare(mfrom), sid)
 
-    async def _send_notice(self, out: Outgoing, to: str, mfrom: str | None) -> str:
+    async def _send_notice(self, out: Outgoing, to: str) -> str:
         """Staff side, to a JID that is not an employee: the refusal is a stanza error.
 
         RFC 6120 §8.3 answers a stanza the recipient will not process with an error of the
@@ -440,6 +442,12 @@ class XmppChannel:
             xmpp.send(self._error_stanza(xmpp, full, contact, refused_id, "forbidden", "auth", out.text))
             await self.link.flush(xmpp)
             return make_pid(contact, f"error:{refused_id}")
+        mfrom: str | None = None
+        if self.staff:
+            try:
+                mfrom = self._contact(self._local(out.conversation))
+            except Permanent:
+                mfrom = self.settings.jid
         msg = self._message(xmpp, to, mfrom, sid, out.text)
         msg.send()
         await self.link.flush(xmpp)
