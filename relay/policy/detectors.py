@@ -41,6 +41,7 @@ IBAN_LENGTHS: dict[str, int] = {
 
 _CARD = re.compile(r"[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
 _IBAN_CHECK_DIGITS = re.compile(r"[0-9]{2}(?<=[A-Za-z]{2}[0-9]{2})")
+_IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,32}")
 _SSN = re.compile(r"([0-9]{3})([- ]?)([0-9]{2})\2([0-9]{4})(?![0-9-])")
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9_%+-][A-Za-z0-9._%+-]*@"
@@ -63,25 +64,21 @@ def digit_count(text: str) -> int:
     return len(raw) - len(raw.translate(None, b"0123456789"))
 
 
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_IBAN_LETTERS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check used by payment card numbers."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        total += _LUHN_DOUBLE[d] if i & 1 else d
-    return total % 10 == 0
+    return (sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))) % 10 == 0
 
 
 def iban_valid(iban: str) -> bool:
     """Country length and ISO 13616 mod-97 check of a compact, upper-case IBAN."""
-    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit():
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit() or not iban.isalnum():
         return False
-    rearranged = iban[4:] + iban[:4]
-    try:
-        number = int("".join(str(int(ch, 36)) for ch in rearranged))
-    except ValueError:
-        return False
-    return number % 97 == 1
+    number = (iban[4:] + iban[:4]).translate(_IBAN_LETTERS)
+    return number.isdigit() and int(number) % 97 == 1
 
 
 def ssn_valid(area: str, group: str, serial: str) -> bool:
@@ -102,32 +99,34 @@ def find_credit_cards(text: str) -> list[Finding]:
 
 def find_ibans(text: str) -> list[Finding]:
     found: list[Finding] = []
-    n = len(text)
-    for m in _IBAN_CHECK_DIGITS.finditer(text):
-        begin = m.start() - 2
+    for hint in _IBAN_CHECK_DIGITS.finditer(text):
+        begin = hint.start() - 2
         if begin and _is_alnum(text[begin - 1]):
             continue
-        country = text[begin : begin + 2].upper()
+        m = _IBAN.match(text, begin)
+        if m is None:
+            continue
+        raw = m.group()
+        country = raw[:2].upper()
         length = IBAN_LENGTHS.get(country)
         if length is None:
             continue
-        chars = [country, m.group()]
-        count = 4
-        i = m.end()
-        while count < length and i < n:
-            ch = text[i]
-            if ch == " " and i + 1 < n and text[i + 1].isascii() and text[i + 1].isalnum():
-                i += 1
-                continue
-            if not (ch.isascii() and ch.isalnum()):
-                break
-            chars.append(ch)
-            count += 1
-            i += 1
-        if count != length or (i < n and text[i].isascii() and text[i].isalnum()):
+        compact = raw.replace(" ", "")
+        if len(compact) < length:
             continue
-        if iban_valid("".join(chars).upper()):
-            found.append((begin, i, BASE_SCORES["iban"]))
+        end = m.end()
+        if len(compact) > length:
+            seen = 0
+            for offset, ch in enumerate(raw):
+                if ch != " ":
+                    seen += 1
+                    if seen == length:
+                        end = begin + offset + 1
+                        break
+            if _is_alnum(text[end]):
+                continue
+        if iban_valid(compact[:length].upper()):
+            found.append((begin, end, BASE_SCORES["iban"]))
     return found
 
 
