@@ -14,7 +14,7 @@ from aiohttp import web
 from bots.base import ChannelConfigError, ChannelContext, Retryable
 from bots.webchat import create
 from relay.model import Attachment, Outgoing, Party
-from tests.webchat_support import Harness, MemoryState, frame_of_type, next_frame, start_harness, until
+from tests.webchat_support import Harness, MemoryState, next_frame, start_harness, until
 
 
 @pytest.fixture
@@ -31,10 +31,8 @@ def out(visitor: str, **kw: object) -> Outgoing:
     return Outgoing(**base)  # type: ignore[arg-type]
 
 
-async def test_welcome_then_ack_only_after_deliver_returns(h: Harness) -> None:
+async def test_ack_only_after_deliver_returns(h: Harness) -> None:
     ws = await h.visitor("v1")
-    welcome = await next_frame(ws)
-    assert welcome == {"type": "notice", "id": "welcome", "text": "Hello, how can we help?"}
     h.recorder.gate = asyncio.Event()
     frame = json.dumps({"type": "message", "id": "a1", "text": "my card 4111 1111 1111 1111"})
     await ws.send_str(frame)
@@ -55,7 +53,6 @@ async def test_welcome_then_ack_only_after_deliver_returns(h: Harness) -> None:
 
 async def test_repeated_id_is_acked_again_as_duplicate(h: Harness) -> None:
     ws = await h.visitor("v2")
-    await frame_of_type(ws, "notice")
     for _ in range(2):
         await ws.send_json({"type": "message", "id": "same", "text": "hi"})
         assert await next_frame(ws) == {"type": "ack", "id": "same"}
@@ -76,7 +73,6 @@ async def test_repeated_id_is_acked_again_as_duplicate(h: Harness) -> None:
 ])
 async def test_malformed_frame_gets_error_and_socket_stays_open(h: Harness, bad: str, fragment: str) -> None:
     ws = await h.visitor("v3")
-    await frame_of_type(ws, "notice")
     await ws.send_str(bad)
     reply = await next_frame(ws)
     assert reply["type"] == "error" and fragment in reply["error"], reply
@@ -87,7 +83,6 @@ async def test_malformed_frame_gets_error_and_socket_stays_open(h: Harness, bad:
 
 async def test_binary_frame_gets_error(h: Harness) -> None:
     ws = await h.visitor("v4")
-    await frame_of_type(ws, "notice")
     await ws.send_bytes(b"\x00\x01")
     reply = await next_frame(ws)
     assert reply["type"] == "error" and "binary" in reply["error"]
@@ -96,14 +91,12 @@ async def test_binary_frame_gets_error(h: Harness) -> None:
 
 async def test_error_frame_names_the_id_it_refers_to(h: Harness) -> None:
     ws = await h.visitor("v5")
-    await frame_of_type(ws, "notice")
     await ws.send_json({"type": "message", "id": "e1", "text": ""})
     assert (await next_frame(ws))["id"] == "e1"
 
 
 async def test_deliver_failure_is_not_acked_and_retry_succeeds(h: Harness) -> None:
     ws = await h.visitor("v6")
-    await frame_of_type(ws, "notice")
     h.recorder.fail = RuntimeError("journal down")
     await ws.send_json({"type": "message", "id": "r1", "text": "important"})
     assert await next_frame(ws) == {"type": "error", "id": "r1", "error": "not accepted, please retry"}
@@ -116,14 +109,11 @@ async def test_deliver_failure_is_not_acked_and_retry_succeeds(h: Harness) -> No
 
 async def test_connect_wakes_the_outbox_for_that_visitor(h: Harness) -> None:
     ws = await h.visitor("v7")
-    await frame_of_type(ws, "notice")
     await until(lambda: ("webchat", "v7") in h.wakes)
 
 
 async def test_send_pushes_to_every_socket_of_the_visitor_only(h: Harness) -> None:
     tab1, tab2, other = await h.visitor("v8"), await h.visitor("v8"), await h.visitor("v9")
-    for ws in (tab1, tab2, other):
-        await frame_of_type(ws, "notice")
     assert await h.chat.send(out("v8")) == "m-100"
     for ws in (tab1, tab2):
         assert await next_frame(ws) == {"type": "message", "id": "m-100", "text": "Hello from Alice",
@@ -145,7 +135,6 @@ async def test_send_to_offline_visitor_is_retryable(h: Harness) -> None:
         await h.chat.send(out("nobody"))
     assert info.value.reason == "visitor offline"
     ws = await h.visitor("v10")
-    await frame_of_type(ws, "notice")
     await h.chat.send(out("v10"))
     await ws.close()
     await until(lambda: h.chat.sockets.count("v10") == 0)
@@ -155,7 +144,6 @@ async def test_send_to_offline_visitor_is_retryable(h: Harness) -> None:
 
 async def test_sent_attachment_is_served_to_its_recipient_only(h: Harness) -> None:
     ws = await h.visitor("v11")
-    await frame_of_type(ws, "notice")
     att = Attachment.of("statement.pdf", "application/pdf", b"%PDF-1.4 statement")
     await h.chat.send(out("v11", attachments=(att,)))
     frame = await next_frame(ws)
@@ -206,7 +194,7 @@ def context(app: web.Application, side: str = "client") -> ChannelContext:
 @pytest.mark.parametrize("settings, side, fragment", [
     ({"colour": "blue"}, "client", "unknown setting(s) colour"),
     ({}, "staff", "client-side"),
-    ({"welcome": 5}, "client", "`welcome`"),
+    ({"welcome": "hi"}, "client", "unknown setting(s) welcome"),
     ({"path": "chat"}, "client", "`path`"),
 ])
 def test_create_rejects_bad_settings(tmp_path: Path, settings: dict, side: str, fragment: str) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from bots.webchat.uploads import clean_name
-from tests.webchat_support import Harness, frame_of_type, next_frame, start_harness
+from tests.webchat_support import Harness, next_frame, start_harness
 
 LIMIT = 64 * 1024
 
@@ -41,7 +41,6 @@ async def test_upload_then_message_carries_the_bytes(h: Harness) -> None:
     assert meta["sha256"] == hashlib.sha256(data).hexdigest()
     assert list((h.data_dir / "uploads" / "pending").glob("*.bin"))
     ws = await h.visitor("v1")
-    await frame_of_type(ws, "notice")
     frame = {"type": "message", "id": "f1", "text": "see attached", "attachments": [meta["upload"]]}
     await ws.send_json(frame)
     assert await next_frame(ws) == {"type": "ack", "id": "f1"}
@@ -61,7 +60,6 @@ async def test_upload_of_another_visitor_is_unknown(h: Harness) -> None:
     s = h.session()
     _, meta = await upload(s, h.base + "/chat/upload?visitor=mallory", b"secret")
     ws = await h.visitor("v2")
-    await frame_of_type(ws, "notice")
     await ws.send_json({"type": "message", "id": "f2", "text": "x", "attachments": [meta["upload"]]})
     reply = await next_frame(ws)
     assert reply["type"] == "error" and "unknown upload" in reply["error"] and reply["id"] == "f2"
@@ -72,7 +70,6 @@ async def test_failed_deliver_keeps_the_upload_for_the_retry(h: Harness) -> None
     s = h.session()
     _, meta = await upload(s, h.base + "/chat/upload?visitor=v3", b"payload")
     ws = await h.visitor("v3")
-    await frame_of_type(ws, "notice")
     frame = {"type": "message", "id": "f3", "text": "", "attachments": [meta["upload"]]}
     h.recorder.fail = RuntimeError("journal down")
     await ws.send_json(frame)

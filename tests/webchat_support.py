@@ -110,7 +110,7 @@ class Harness:
         await self.runner.cleanup()
 
 
-async def start_harness(data_dir: Path, *, max_bytes: int = 1024 * 1024, welcome: str = "Hello, how can we help?",
+async def start_harness(data_dir: Path, *, max_bytes: int = 1024 * 1024,
                         chat_settings: dict[str, Any] | None = None,
                         desk_settings: dict[str, Any] | None = None) -> Harness:
     app = web.Application()
@@ -127,7 +127,7 @@ async def start_harness(data_dir: Path, *, max_bytes: int = 1024 * 1024, welcome
                               max_attachment_bytes=max_bytes, wake=lambda addr: wakes.append((name, addr)),
                               employees=employees_)
 
-    chat = create_chat("webchat", {"network": "webchat", "side": "client", "welcome": welcome, **(chat_settings or {})},
+    chat = create_chat("webchat", {"network": "webchat", "side": "client", **(chat_settings or {})},
                        context("webchat", "client", {}))
     desk = create_desk("webdesk", {"network": "webdesk", "side": "staff", **(desk_settings or {})},
                        context("webdesk", "staff", employees))

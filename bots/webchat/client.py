@@ -24,17 +24,16 @@ from relay.model import Attachment, Inbound, Outgoing, Party
 
 log = logging.getLogger("relay.webchat.client")
 
-SETTINGS = {"network", "side", "path", "welcome"}
+SETTINGS = {"network", "side", "path"}
 
 
 class WebChatChannel:
     """Channel `name`: routes under `prefix`, sockets keyed by visitor id."""
 
-    def __init__(self, name: str, ctx: ChannelContext, prefix: str, welcome: str) -> None:
+    def __init__(self, name: str, ctx: ChannelContext, prefix: str) -> None:
         self.name = name
         self.ctx = ctx
         self.prefix = prefix
-        self.welcome = welcome
         self.sockets = Sockets()
         self.uploads = UploadStore(Path(ctx.data_dir) / "uploads", ctx.max_attachment_bytes)
         self._deliver: Deliver | None = None
@@ -81,8 +80,6 @@ class WebChatChannel:
         await ws.prepare(request)
         self.sockets.add(visitor, ws)
         try:
-            if self.welcome:
-                await ws.send_str(frames.encode({"type": "notice", "id": "welcome", "text": self.welcome}))
             self.ctx.wake(visitor)
             await run_socket(ws, lambda data: self._handle(data, visitor, name))
         finally:
@@ -130,13 +127,10 @@ def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> WebCh
     unknown = set(settings) - SETTINGS
     if unknown:
         raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(sorted(unknown))} "
-                                 f"(webchat knows {', '.join(sorted(SETTINGS - {'network', 'side'}))})")
+                                 "(webchat knows path)")
     if ctx.side != "client":
         raise ChannelConfigError(f"channel {name}: network webchat is a client-side channel (side: client)")
-    welcome = settings.get("welcome", "")
-    if not isinstance(welcome, str):
-        raise ChannelConfigError(f"channel {name}: `welcome` must be a string")
     prefix = check_prefix(name, settings.get("path", "/chat"), ctx.app)
-    channel = WebChatChannel(name, ctx, prefix, welcome)
+    channel = WebChatChannel(name, ctx, prefix)
     channel.add_routes(ctx.app)
     return channel
