@@ -72,6 +72,7 @@ class Compiler:
         self.errors: list[str] = []
         self.keywords = KeywordIndexBuilder()
         self.regex_patterns: list[str] = []
+        self.regex_compiled: list[Any] = []
         self.rules: list[tuple[int, int, int, Rule]] = []
         self.rules_without_tests: list[str] = []
         self.lexicon_files: dict[str, bytes] = {}
@@ -213,11 +214,12 @@ class Compiler:
             return None if terms is None else Keywords(self.keywords.add_leaf(terms))
         if op == "regex":
             try:
-                compile_regex(value)
+                compiled = compile_regex(value)
             except ValueError as exc:
                 self.error(at, f"invalid regex {value!r}: {exc}")
                 return None
             self.regex_patterns.append(value)
+            self.regex_compiled.append(compiled)
             return Regex(len(self.regex_patterns) - 1)
         if op == "detector":
             context = raw.get("context")

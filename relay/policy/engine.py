@@ -222,7 +222,7 @@ class PolicySet:
                     action=action,
                     severity=rule.severity,
                     title=rule.title,
-                    spans=tuple(Span(s, e) for s, e in sorted(set(spans))),
+                    spans=(Span(*spans[0]),) if len(spans) == 1 else tuple(Span(s, e) for s, e in sorted(set(spans))),
                     sampled=is_sampled,
                 )
             )

@@ -35,8 +35,8 @@ class RegexBank:
 
     __slots__ = ("patterns", "_set")
 
-    def __init__(self, patterns: list[str]) -> None:
-        self.patterns = [compile_regex(p) for p in patterns]
+    def __init__(self, patterns: list[str], compiled: list[Any] | None = None) -> None:
+        self.patterns = compiled if compiled is not None else [compile_regex(p) for p in patterns]
         self._set: Any = None
         if len(patterns) > 1:
             regex_set = re2.Set.SearchSet(_options())
