@@ -322,3 +322,16 @@ def test_shipped_policies_end_to_end() -> None:
     blocked = evaluate(ps, "", attachments=(Attachment("x.msi", "application/x-msi", 10),))
     assert blocked.action == "block"
     assert evaluate(ps, "我有内幕消息").rules == ("MC-004",)
+
+
+def test_evaluate_is_thread_safe(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ps = load_policy_dir(ROOT / "policies")
+    texts = [f"msg {i}: " + ("card 4111 1111 1111 1111" if i % 3 == 0 else "an insider" if i % 3 == 1 else "hello")
+             for i in range(300)]
+    expected = [evaluate(ps, t, message_id=str(i)) for i, t in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda it: evaluate(ps, it[1], message_id=str(it[0])), enumerate(texts)))
+    assert got == expected
+    assert {v.action for v in got} == {"redact", "quarantine", "allow"}
