@@ -208,3 +208,8 @@ def test_several_paths_form_one_set(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError) as info:
         load_policy_paths([one, two])
     assert info.value.errors == [f"{two / 'b.yaml'}:4: duplicate rule id 'A' (first defined at {one / 'a.yaml'}:4)"]
+
+
+def test_empty_list_is_an_error(tmp_path: Path) -> None:
+    policy_file(tmp_path, "p.yaml", "- id: R\n  match: {keywords: {list: none}}\n  action: flag", lists="none: []")
+    assert load_errors(tmp_path) == [f"{tmp_path / 'p.yaml'}:7: list 'none' is empty"]

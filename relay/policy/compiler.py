@@ -240,6 +240,9 @@ class Compiler:
                 self.error((*path, "list"), f"unknown list {name!r} (lists in this file: {known})")
                 return None
             raw_terms = [(term, ("lists", name, i)) for i, term in enumerate(self._lists[name])]
+            if not raw_terms:
+                self.error((*path, "list"), f"list {name!r} is empty")
+                return None
         else:
             return self._lexicon(value["lexicon"], (*path, "lexicon"))
         folded: list[str] = []
