@@ -335,3 +335,11 @@ def test_evaluate_is_thread_safe(tmp_path: Path) -> None:
         got = list(pool.map(lambda it: evaluate(ps, it[1], message_id=str(it[0])), enumerate(texts)))
     assert got == expected
     assert {v.action for v in got} == {"redact", "quarantine", "allow"}
+
+
+def test_lone_surrogates_do_not_break_evaluation() -> None:
+    ps = load_policy_dir(ROOT / "policies")
+    text = "\ud800 signal me, card 4111 1111 1111 1111 \udfff"
+    verdict = evaluate(ps, text)
+    assert verdict.action == "quarantine" and {"MC-003", "PII-001"} <= set(verdict.rules)
+    assert apply_verdict(text, verdict) == "\ud800 signal me, card [REDACTED] \udfff"

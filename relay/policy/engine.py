@@ -16,7 +16,7 @@ from relay.policy.conditions import Node, Spans
 from relay.policy.detectors import DETECTORS, Finding, digit_count
 from relay.policy.keywords import KeywordIndex
 from relay.policy.normalize import fold_text
-from relay.policy.regexes import RegexBank
+from relay.policy.regexes import RegexBank, searchable
 
 _RANK = {action: rank for rank, action in enumerate(ACTIONS)}
 _REVIEW_ACTIONS = frozenset({"flag", "quarantine"})
@@ -84,7 +84,7 @@ class Rule:
 class _Context:
     """Per-message lazily computed scan results shared by every rule of one evaluation."""
 
-    __slots__ = ("text", "channel", "sender_groups", "attachments", "_set", "_kw", "_rx", "_rx_spans", "_found", "_digits")
+    __slots__ = ("text", "channel", "sender_groups", "attachments", "_set", "_kw", "_rx", "_rx_text", "_rx_spans", "_found", "_digits")
 
     def __init__(self, policy_set: PolicySet, inp: EvalInput) -> None:
         self.text = inp.text
@@ -94,6 +94,7 @@ class _Context:
         self._set = policy_set
         self._kw: dict[int, Spans] | None = None
         self._rx: frozenset[int] | None = None
+        self._rx_text = ""
         self._rx_spans: dict[int, Spans] = {}
         self._found: dict[str, list[Finding]] = {}
         self._digits = -1
@@ -107,12 +108,14 @@ class _Context:
     def regex_spans(self, index: int) -> Spans | None:
         matching = self._rx
         if matching is None:
-            matching = self._rx = self._set.regexes.matching(self.text)
+            self._rx_text, data = searchable(self.text)
+            matching = self._rx = self._set.regexes.matching(data)
         if index not in matching:
             return None
         spans = self._rx_spans.get(index)
         if spans is None:
-            spans = self._rx_spans[index] = [s for s in self._set.regexes.spans(index, self.text) if s[0] != s[1]]
+            found = self._set.regexes.spans(index, self._rx_text)
+            spans = self._rx_spans[index] = [s for s in found if s[0] != s[1]]
         return spans
 
     def findings(self, detector: str) -> list[Finding]:
