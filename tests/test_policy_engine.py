@@ -343,3 +343,21 @@ def test_lone_surrogates_do_not_break_evaluation() -> None:
     verdict = evaluate(ps, text)
     assert verdict.action == "quarantine" and {"MC-003", "PII-001"} <= set(verdict.rules)
     assert apply_verdict(text, verdict) == "\ud800 signal me, card [REDACTED] \udfff"
+
+
+def test_rule_tests_default_to_a_channel_in_scope(tmp_path: Path) -> None:
+    from relay.policy import run_rule_tests
+
+    ps = load_rules(
+        tmp_path,
+        """
+        - id: TG
+          scope: {direction: outbound, channels: ["telegram-*"]}
+          match: {keywords: [alpha]}
+          action: flag
+          tests: [{text: alpha, expect: flag}, {text: alpha, channel: webchat, expect: allow}, {text: beta, expect: allow}]
+        """,
+    )
+    results = run_rule_tests(ps)
+    assert [r.ok for r in results] == [True, True, True]
+    assert results[0].test.input.channel == "telegram-x" and results[0].test.input.direction == "outbound"

@@ -151,6 +151,7 @@ class Compiler:
             first_only=bool(scope.get("first_in_conversation", False)),
             match=match,
             unless=unless,
+            channel_globs=tuple(channel_globs),
         )
         tests = self._tests(raw.get("tests") or [], (*path, "tests"), rule)
         if tests is None:

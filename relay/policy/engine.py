@@ -68,6 +68,7 @@ class Rule:
     match: Node | None
     unless: tuple[Node, ...]
     tests: tuple[RuleTest, ...] = field(default=())
+    channel_globs: tuple[str, ...] = ()
 
     def in_scope(self, direction: str, channel: str) -> bool:
         return direction in self.directions and (self.channels is None or self.channels.match(channel) is not None)
@@ -76,8 +77,13 @@ class Rule:
         return "inbound" if "inbound" in self.directions else "outbound"
 
     def default_channel(self) -> str:
+        """A channel name inside the rule's scope, for tests that do not name one."""
         if self.channels is None or self.channels.match("webchat") is not None:
             return "webchat"
+        for glob in self.channel_globs:
+            candidate = re.sub(r"\[[^\]]*\]", "x", glob).replace("*", "x").replace("?", "x")
+            if self.channels.match(candidate) is not None:
+                return candidate
         return "test"
 
 
