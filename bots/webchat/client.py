@@ -50,6 +50,7 @@ class WebChatChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self.uploads.drop_refused()
         await self.sockets.close()
 
     async def send(self, out: Outgoing) -> str:

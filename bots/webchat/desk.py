@@ -61,6 +61,7 @@ class WebDeskChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self.uploads.drop_refused()
         await self.sockets.close()
 
     async def send(self, out: Outgoing) -> str:
