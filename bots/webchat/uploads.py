@@ -157,17 +157,28 @@ class UploadStore:
         return web.json_response({"upload": upload_id, "name": name, "mime": mime, "size": size,
                                   "sha256": meta["sha256"]})
 
-    def claim(self, upload_id: str, owner: str) -> Attachment:
+    async def claim(self, upload_id: str, owner: str) -> Attachment:
         """The attachment for an upload of `owner`, bytes included (also after it was sent once)."""
         meta = self._pending_meta(upload_id)
         if meta is None or meta.get("owner") != owner:
             raise UnknownUpload(upload_id)
-        source = self.files / meta["sha256"] if meta.get("consumed") else self.pending / f"{upload_id}.bin"
-        try:
-            data = source.read_bytes()
-        except FileNotFoundError as exc:
-            raise UnknownUpload(upload_id) from exc
+        sources = [self.pending / f"{upload_id}.bin", self.files / meta["sha256"]]
+        if meta.get("consumed"):
+            sources.reverse()
+        data = await asyncio.to_thread(self._read_first, sources)
+        if data is None:
+            raise UnknownUpload(upload_id)
         return Attachment.of(meta["name"], meta["mime"], data, platform_ref=upload_id)
+
+    @staticmethod
+    def _read_first(paths: list[Path]) -> bytes | None:
+        """The bytes of the first path that exists (an upload may move while a second tab sends it)."""
+        for path in paths:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                continue
+        return None
 
     def consume(self, upload_id: str, owner: str) -> None:
         """After the message naming it was journaled: move the bytes to the file store."""
@@ -184,7 +195,7 @@ class UploadStore:
         meta["consumed"] = True
         self._write_json(self.pending / f"{upload_id}.json", meta)
 
-    def keep(self, attachment: Attachment, reader: str) -> str | None:
+    async def keep(self, attachment: Attachment, reader: str) -> str | None:
         """Store a sent attachment's bytes by digest so `reader` can fetch it; None if no bytes."""
         sha = attachment.sha256
         if not _SHA256.match(sha or ""):
@@ -195,11 +206,15 @@ class UploadStore:
         if not target.exists():
             if not attachment.data or hashlib.sha256(attachment.data).hexdigest() != sha:
                 return None
-            partial = self.files / f"{sha}.{secrets.token_hex(4)}.part"
-            partial.write_bytes(attachment.data)
-            partial.replace(target)
+            await asyncio.to_thread(self._write_file, target, attachment.data)
         self.grant(sha, reader, name=clean_name(attachment.name), mime=clean_mime(attachment.mime, attachment.name))
         return sha
+
+    @staticmethod
+    def _write_file(target: Path, data: bytes) -> None:
+        partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.part")
+        partial.write_bytes(data)
+        partial.replace(target)
 
     def grant(self, sha: str, reader: str, *, name: str, mime: str) -> None:
         meta_path = self.files / f"{sha}.json"
