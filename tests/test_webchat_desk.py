@@ -178,7 +178,7 @@ async def test_attachment_pushed_to_desk_is_downloadable_by_that_employee(h: Har
     att = Attachment.of("id-card.png", "image/png", b"\x89PNG fake image")
     await h.desk.send(to_alice(attachments=(att,)))
     [meta] = (await next_frame(ws))["attachments"]
-    assert meta == {"name": "id-card.png", "mime": "image/png", "size": 16, "url": f"/desk/file/{att.sha256}"}
+    assert meta == {"name": "id-card.png", "mime": "image/png", "size": 15, "url": f"/desk/file/{att.sha256}"}
     async with s.get(h.base + meta["url"]) as r:
         assert r.status == 200 and await r.read() == b"\x89PNG fake image"
         assert r.headers["Content-Disposition"].startswith("inline;")
