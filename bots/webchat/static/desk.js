@@ -163,14 +163,15 @@
         return;
       }
     } else if (f.type === "message" || f.type === "notice") {
-      if (!f.conversation) return;
-      const c = conv(f.conversation);
+      const cid = f.conversation || "relay";
+      const c = conv(cid);
+      if (!f.conversation) c.client = { name: "Relay notices", channel: "" };
       if (findEntry(c, f.id)) return;
       if (f.client) c.client = f.client;
-      if (!current) current = f.conversation;
+      if (!current) current = cid;
       c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
         from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
-      touch(f.conversation);
+      touch(cid);
     } else if (f.type === "edit" || f.type === "delete") {
       const [, e] = locate(f.id);
       if (!e) return;
