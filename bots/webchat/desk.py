@@ -30,6 +30,7 @@ log = logging.getLogger("relay.webdesk")
 SETTINGS = {"network", "side", "path"}
 COOKIE = "relay_desk"
 BAD_LOGIN = "wrong employee or password"
+MAX_LOGIN_BODY = 16 * 1024
 _DUMMY_HASH = hash_password("relay-timing-equalizer")
 
 
@@ -61,19 +62,21 @@ class WebDeskChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self.uploads.drop_refused()
         await self.sockets.close()
 
     async def send(self, out: Outgoing) -> str:
         employee = out.to.user
         if self.sockets.count(employee) == 0:
             raise Retryable("employee offline")
-        frame = frames.desk_push(out, lambda att: self._file_url(att, employee))
+        urls = [await self._file_url(att, employee) for att in out.attachments]
+        frame = frames.desk_push(out, urls)
         if await self.sockets.push(employee, frame) == 0:
             raise Retryable("employee offline")
         return out.message_id
 
-    def _file_url(self, attachment: Attachment, employee: str) -> str | None:
-        sha = self.uploads.keep(attachment, f"desk:{employee}")
+    async def _file_url(self, attachment: Attachment, employee: str) -> str | None:
+        sha = await self.uploads.keep(attachment, f"desk:{employee}")
         return None if sha is None else f"{self.prefix}/file/{sha}"
 
     def _find(self, login: str) -> EmployeeInfo | None:
@@ -99,6 +102,8 @@ class WebDeskChannel:
         return current
 
     async def _login(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > MAX_LOGIN_BODY:
+            return web.json_response({"error": "login form too large"}, status=413)
         form = await request.post()
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
@@ -161,7 +166,7 @@ class WebDeskChannel:
                 raise frames.FrameError("empty reply: give `text` or `attachments`", frame_id)
         owner = f"desk:{who}"
         try:
-            attachments = tuple(self.uploads.claim(upload_id, owner) for upload_id in ids)
+            attachments = tuple([await self.uploads.claim(upload_id, owner) for upload_id in ids])
         except UnknownUpload as exc:
             raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
         inbound = Inbound(
