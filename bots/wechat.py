@@ -242,11 +242,12 @@ class WeChatChannel:
         return 200
 
     async def _take(self, deliver: Deliver, item: Item) -> None:
+        """Fetch media, open the window (the hub may answer before `deliver` returns), journal."""
         attachments = tuple([await self._fetch(ref) for ref in item.media])
         inbound = replace(item.inbound, attachments=attachments) if attachments else item.inbound
-        await deliver(inbound)
         if item.touches_window:
             await self.window.touch(inbound.chat, inbound.sent_at or time.time())
+        await deliver(inbound)
 
     async def _fetch(self, ref: MediaRef) -> Attachment:
         """Temporary media by id; a failure is journaled as a refusal (WeChat retries only

@@ -187,7 +187,7 @@ def _status(channel: str, body: bytes, st: Any, path: str) -> Item:
     inbound = Inbound(
         channel=channel,
         platform_id=f"status:{wamid}:{status}:{timestamp if isinstance(timestamp, (str, int)) else ''}",
-        sender=Party(channel, NETWORK_USER, "WhatsApp"),
+        sender=Party(channel, NETWORK_USER),
         chat=recipient,
         kind="event",
         text=text,
