@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import aiohttp
@@ -83,6 +83,9 @@ class WeChatSettings:
                 raise ChannelConfigError(f"channel {name}: `{key}` is required (a non-empty string)")
             return value
 
+        unknown = sorted(set(settings) - {f.name for f in fields(WeChatSettings)})
+        if unknown:
+            raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(unknown)}")
         aes = settings.get("encoding_aes_key") or None
         if aes is not None and (not isinstance(aes, str) or len(aes) != 43):
             raise ChannelConfigError(f"channel {name}: `encoding_aes_key` must be the 43-character key from the WeChat console")

@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 import aiohttp
@@ -78,6 +78,9 @@ class WhatsAppSettings:
                 raise ChannelConfigError(f"channel {name}: `{key}` is required (a non-empty string)")
             return value
 
+        unknown = sorted(set(settings) - {f.name for f in fields(WhatsAppSettings)})
+        if unknown:
+            raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(unknown)}")
         template = None
         raw_template = settings.get("template")
         if raw_template is not None:

@@ -181,6 +181,9 @@ async def test_config_errors_name_the_field() -> None:
     host = Host()
     with pytest.raises(ChannelConfigError, match="app_secret"):
         create("wa", {"phone_number_id": "1", "access_token": "t", "verify_token": "v"}, host.ctx("wa"))
+    with pytest.raises(ChannelConfigError, match="app_secert"):
+        create("wa", {"phone_number_id": "1", "access_token": "t", "verify_token": "v", "app_secret": "s",
+                      "app_secert": "typo"}, host.ctx("wa"))
     with pytest.raises(ChannelConfigError, match="client"):
         create("wa", {"phone_number_id": "1", "access_token": "t", "verify_token": "v", "app_secret": "s"},
                host.ctx("wa", side="staff"))
