@@ -168,6 +168,13 @@ async def test_wechat_client_in_chinese_through_policies_and_back(
         count = await rows(relay, "SELECT COUNT(*) AS n FROM messages WHERE channel = 'wechat' AND platform_id = '6054768590064713728'")
         assert count[0]["n"] == 1
 
+        card = wechat.text(OPENID, "我的卡号是 4111 1111 1111 1111 请帮我付款", msg_id=6054768590064713731)
+        assert await wechat.push(url, card) == (200, "success")
+        redacted = await desk.wait_for(lambda f: f.get("type") == "message" and "付款" in f.get("text", ""))
+        assert "4111" not in redacted["text"] and "[REDACTED]" in redacted["text"]
+        original = await rows(relay, "SELECT text FROM messages WHERE platform_id = '6054768590064713731'")
+        assert original[0]["text"] == "我的卡号是 4111 1111 1111 1111 请帮我付款"
+
         inside = wechat.text(OPENID, "我有内幕消息，明天买入", msg_id=6054768590064713729)
         assert await wechat.push(url, inside) == (200, "success")
         marker = wechat.text(OPENID, "谢谢", msg_id=6054768590064713730)
