@@ -42,11 +42,13 @@ WINDOW_REASON = "outside WeChat's 48-hour customer-service window"
 TEXT_LIMIT_BYTES = 2048
 TOKEN_ERRORS: frozenset[int] = frozenset({40001, 40014, 42001})
 RETRY_AFTER: dict[int, float] = {-1: 1.0, 45009: 60.0}
-UPLOAD_LIMITS: dict[str, int] = {"image": 10 << 20, "voice": 2 << 20, "video": 10 << 20}
+UPLOAD_LIMITS: dict[str, int] = {"image": 10 << 20, "voice": 2 << 20}
 MEDIA_TYPES: dict[str, str] = {
     "image/jpeg": "image", "image/png": "image", "image/gif": "image", "image/bmp": "image",
-    "audio/amr": "voice", "audio/mpeg": "voice", "audio/mp3": "voice", "video/mp4": "video",
+    "audio/amr": "voice", "audio/mpeg": "voice", "audio/mp3": "voice",
 }
+"""What a customer-service message can carry. Video needs a separate thumbnail upload
+(`thumb_media_id`) relay does not have, so video files are refused with that reason."""
 
 
 class TokenRejected(Retryable):
@@ -332,15 +334,16 @@ class WeChatChannel:
             else:
                 media_id = await self._upload(key, kind, content)
                 body = {"touser": to, "msgtype": kind, kind: {"media_id": media_id}}
-                if kind == "video":
-                    body[kind]["title"] = content.name
             await self._with_token(lambda token, body=body: self._api("POST", "/cgi-bin/message/custom/send", token, json_body=body))
             await self.ctx.state.put(key, "sent")
         return f"custom:{out.message_id}"
 
     @staticmethod
     def _media_kind(file: Attachment) -> str:
-        kind = MEDIA_TYPES.get(file.mime.split(";")[0].strip().lower())
+        base = file.mime.split(";")[0].strip().lower()
+        kind = MEDIA_TYPES.get(base)
+        if base.startswith("video/"):
+            raise Permanent(f"{file.name}: WeChat customer-service video messages need a thumbnail image; send a link instead")
         if kind is None:
             raise Permanent(f"WeChat customer-service messages cannot carry {file.mime} files ({file.name})")
         if file.size > UPLOAD_LIMITS[kind]:

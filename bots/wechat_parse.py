@@ -13,11 +13,8 @@ from bots.webhook_intake import Item, MediaRef, raw_event
 from relay.model import Inbound, Party
 
 VOICE_MIMES: dict[str, str] = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}
-USER_EVENTS: frozenset[str] = frozenset({
-    "subscribe", "SCAN", "CLICK", "VIEW", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
-    "pic_photo_or_album", "pic_weixin", "location_select", "view_miniprogram",
-})
-"""Events caused by the client's own action: they open or refresh the 48-hour window."""
+USER_EVENTS: frozenset[str] = frozenset({"subscribe", "SCAN", "CLICK"})
+"""Events that open or refresh the 48-hour window, as WeChat documents them (besides messages)."""
 _DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 

@@ -160,7 +160,10 @@ async def test_unsupported_attachment_is_refused_before_anything_is_sent(rig: Ri
     pdf = Attachment.of("terms.pdf", "application/pdf", b"%PDF")
     with pytest.raises(Permanent, match="application/pdf"):
         await rig.channel.send(out("terms", attachments=(pdf,)))
-    assert rig.fake.sent == []
+    video = Attachment.of("clip.mp4", "video/mp4", b"mp4")
+    with pytest.raises(Permanent, match="thumbnail"):
+        await rig.channel.send(out("clip", message_id="m-2", attachments=(video,)))
+    assert rig.fake.sent == [] and rig.fake.uploads == []
 
 
 async def test_retry_after_partial_send_skips_the_sent_part(rig: Rig) -> None:
