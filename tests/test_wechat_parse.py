@@ -128,3 +128,25 @@ def test_fuzz_receive_acknowledges_only_what_was_journaled(body: bytes, safe: bo
         await channel.stop()
 
     asyncio.run(run())
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=200),
+                 st.binary(min_size=1, max_size=96).map(lambda b: __import__("base64").b64encode(b).decode())))
+def test_fuzz_signed_garbage_envelopes_are_journaled_raw(encrypted: str) -> None:
+    async def run() -> None:
+        host = Host()
+        fake = FakeWeChat(encoding_aes_key=AES_KEY)
+        cfg = WeChatSettings.parse("wx", {"app_id": fake.app_id, "app_secret": "s", "token": fake.token,
+                                          "encoding_aes_key": AES_KEY, "api_url": "http://127.0.0.1:9"})
+        channel = WeChatChannel("wx", cfg, host.ctx("wx"))
+        hub = Recorder()
+        await channel.start(hub)
+        body = f"<xml><ToUserName>gh</ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
+        query = fake.signed_query(encrypted.strip())
+        assert await channel.receive(query, body) == 200
+        (journaled,) = hub.journal
+        assert journaled.kind == "event" and journaled.raw == body and journaled.platform_id.startswith("raw:")
+        await channel.stop()
+
+    asyncio.run(run())
