@@ -175,7 +175,7 @@ async def test_wechat_client_in_chinese_through_policies_and_back(
         original = await rows(relay, "SELECT text FROM messages WHERE platform_id = '6054768590064713731'")
         assert original[0]["text"] == "我的卡号是 4111 1111 1111 1111 请帮我付款"
 
-        inside = wechat.text(OPENID, "我有内幕消息，明天买入", msg_id=6054768590064713729)
+        inside = wechat.text(OPENID, "我有内幕消息，这个产品保本保息", msg_id=6054768590064713729)
         assert await wechat.push(url, inside) == (200, "success")
         marker = wechat.text(OPENID, "谢谢", msg_id=6054768590064713730)
         assert await wechat.push(url, marker) == (200, "success")
@@ -184,7 +184,7 @@ async def test_wechat_client_in_chinese_through_policies_and_back(
         held = await rows(relay, "SELECT q.state, q.action, q.rules_json FROM review_queue q JOIN messages m "
                                  "ON m.id = q.message_id WHERE m.platform_id = '6054768590064713729'")
         assert len(held) == 1 and held[0]["state"] == "open" and held[0]["action"] == "quarantine"
-        assert "CN-001" in held[0]["rules_json"]
+        assert {"MC-004", "CN-002"} <= {hit["rule"] for hit in json.loads(held[0]["rules_json"])}
 
         assert (await desk.reply(hello["conversation"], "r1", "您好，很高兴为您服务"))["type"] == "ack"
 
