@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
+import aiohttp
 import pytest
 
 from relay.app import RelayApp
@@ -224,4 +225,47 @@ async def test_wechat_reply_past_48_hours_is_a_journaled_failure_the_employee_se
         notice = await desk.wait_for(lambda f: f.get("type") == "notice" and "48-hour" in f.get("text", ""))
         assert notice["conversation"] == got["conversation"]
         assert wechat.sent == []
+        await desk.close()
+
+
+async def test_whatsapp_files_both_ways_and_the_oversize_notice(
+        tmp_path: Path, fakes: tuple[FakeGraph, FakeWeChat]) -> None:
+    graph, wechat = fakes
+    cfg = config(tmp_path, graph, wechat)
+    cfg["limits"] = {"max_attachment_bytes": 4096}
+    async with running(cfg) as relay:
+        url = f"{relay.base_url}/webhooks/whatsapp"
+        desk = await desk_socket(relay.base_url, "alice")
+        graph.add_media("img-1", b"\x89PNG small chart", "image/png")
+        graph.add_media("vid-big", b"v" * 10_000, "video/mp4", declared_size=10_000)
+        assert (await graph.post_webhook(url, graph.media_message(WA_ID, "image", "img-1", "image/png", caption="my chart")))[0] == 200
+        got = await desk.wait_for(lambda f: f.get("type") == "message" and f.get("text") == "my chart")
+        (att,) = got["attachments"]
+        async with desk.session.get(relay.base_url + att["url"]) as resp:
+            assert resp.status == 200 and await resp.read() == b"\x89PNG small chart"
+
+        assert (await graph.post_webhook(url, graph.media_message(WA_ID, "video", "vid-big", "video/mp4", caption="big one")))[0] == 200
+        assert "vid-big" not in graph.downloads
+
+        async def notice() -> list[dict[str, Any]]:
+            return [s for s in graph.sent if s["type"] == "text" and "larger than we can accept" in s["text"]["body"]]
+
+        await until(notice, "the oversize notice on WhatsApp")
+        refused = await rows(relay, "SELECT attachments_json FROM messages WHERE text = 'big one'")
+        assert json.loads(refused[0]["attachments_json"])[0]["refused"].startswith("too large")
+
+        form = aiohttp.FormData()
+        form.add_field("file", b"%PDF-1.7 terms", filename="terms.pdf", content_type="application/pdf")
+        async with desk.session.post(f"{relay.base_url}/desk/upload", data=form) as resp:
+            assert resp.status == 200
+            upload = (await resp.json())["upload"]
+        await desk.send({"type": "reply", "conversation": got["conversation"], "id": "r-file", "text": "the terms",
+                         "attachments": [upload]})
+
+        async def document() -> list[dict[str, Any]]:
+            return [s for s in graph.sent if s["type"] == "document"]
+
+        (doc,) = await until(document, "the document on WhatsApp")
+        assert doc["document"]["filename"] == "terms.pdf" and doc["document"]["caption"].endswith("the terms")
+        assert ("application/pdf", "terms.pdf", b"%PDF-1.7 terms") in graph.uploads
         await desk.close()
