@@ -198,3 +198,20 @@ async def test_every_sample_push_is_accepted(plain: Rig, fixture: str) -> None:
     assert await plain.fake.push(plain.url, raw) == (200, "success")
     (inbound,) = plain.hub.journal
     assert inbound.raw == raw and not inbound.platform_id.startswith("raw:")
+
+
+async def test_retries_during_a_slow_media_download_wait_for_it_and_fetch_once(plain: Rig) -> None:
+    plain.fake.add_media("SLOW", b"voice-bytes", "audio/amr")
+    await plain.channel.tokens.get()
+    plain.fake.fail_next(delay=0.6)
+    xml = plain.fake.xml(OPENID, "voice", MediaId="SLOW", Format="amr", msg_id=31337)
+
+    async def retry(after: float) -> tuple[int, str]:
+        await asyncio.sleep(after)
+        return await plain.fake.push(plain.url, xml)
+
+    results = await asyncio.gather(retry(0.0), retry(0.2), retry(0.4))
+    assert results == [(200, "success")] * 3
+    assert plain.fake.media_gets == ["SLOW"]
+    (inbound,) = plain.hub.journal
+    assert inbound.attachments[0].data == b"voice-bytes" and plain.hub.calls == 1

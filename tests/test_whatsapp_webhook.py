@@ -174,3 +174,17 @@ async def test_every_sample_payload_is_accepted_and_journaled(rig: Rig, fixture:
     status, _ = await rig.graph.post_webhook(rig.url, raw)
     assert status == 200
     assert len(rig.hub.journal) == 1 and rig.hub.journal[0].raw == raw
+
+
+async def test_redelivery_during_a_slow_media_fetch_waits_for_it(rig: Rig) -> None:
+    rig.graph.add_media("slow", b"pic", "image/jpeg")
+    rig.graph.fail_next(delay=0.5)
+    body = rig.graph.media_message("15551234567", "image", "slow", "image/jpeg", wamid="wamid.SLOW")
+
+    async def again(after: float) -> tuple[int, str]:
+        await asyncio.sleep(after)
+        return await rig.graph.post_webhook(rig.url, body)
+
+    assert [s for s, _ in await asyncio.gather(again(0.0), again(0.2))] == [200, 200]
+    assert rig.graph.lookups == ["slow"] and rig.graph.downloads == ["slow"]
+    assert rig.hub.calls == 1 and rig.hub.by_id("wamid.SLOW").attachments[0].data == b"pic"
