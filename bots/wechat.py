@@ -223,10 +223,12 @@ class WeChatChannel:
         if not signature_matches(expected, q.get("msg_signature")):
             return None
         if self.crypto is None:
+            log.error("%s: encrypted push journaled unread: configure encoding_aes_key (safe mode)", self.name)
             return Item(raw_event(self.name, body, "encrypted push, but no encoding_aes_key is configured"))
         try:
             xml = self.crypto.decrypt(encrypted)
         except CryptoError as exc:
+            log.error("%s: signed push journaled unread: cannot decrypt (%s)", self.name, exc)
             return Item(raw_event(self.name, body, f"cannot decrypt: {exc}"))
         return parse_push(self.name, xml)
 
