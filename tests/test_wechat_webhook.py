@@ -215,3 +215,11 @@ async def test_retries_during_a_slow_media_download_wait_for_it_and_fetch_once(p
     assert plain.fake.media_gets == ["SLOW"]
     (inbound,) = plain.hub.journal
     assert inbound.attachments[0].data == b"voice-bytes" and plain.hub.calls == 1
+
+
+async def test_encrypted_push_to_a_plaintext_channel_is_journaled_raw(plain: Rig) -> None:
+    safe_side = FakeWeChat(encoding_aes_key=AES_KEY, token=plain.fake.token, app_id=plain.fake.app_id)
+    body, query = safe_side.envelope(plain.fake.text(OPENID, "switched to safe mode"))
+    assert await plain.fake.push(plain.url, b"", query=query, body=body) == (200, "success")
+    (event,) = plain.hub.journal
+    assert event.kind == "event" and event.raw == body and "encoding_aes_key" in event.text
