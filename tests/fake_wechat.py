@@ -48,6 +48,7 @@ class FakeMedia:
     mime: str
     filename: str
     as_video_url: bool = False
+    chunked: bool = False
 
 
 @dataclass
@@ -179,8 +180,10 @@ class FakeWeChat:
         self.media[media_id] = FakeMedia(data, upload.content_type, upload.filename)
         return web.json_response({"type": kind, "media_id": media_id, "created_at": int(time.time())})
 
-    def add_media(self, media_id: str, data: bytes, mime: str, filename: str = "", as_video_url: bool = False) -> None:
-        self.media[media_id] = FakeMedia(data, mime, filename or f"{media_id}.bin", as_video_url)
+    def add_media(self, media_id: str, data: bytes, mime: str, filename: str = "", as_video_url: bool = False,
+                  chunked: bool = False) -> None:
+        """`chunked` sends the file without Content-Length, as a proxy may."""
+        self.media[media_id] = FakeMedia(data, mime, filename or f"{media_id}.bin", as_video_url, chunked)
 
     async def _media_get(self, request: web.Request) -> web.StreamResponse:
         problem = self._token_error(request)
@@ -196,8 +199,16 @@ class FakeWeChat:
             return self.err(40007)
         if media.as_video_url:
             return web.json_response({"video_url": f"{self.url}/video/{media_id}"})
-        return web.Response(body=media.data, headers={"Content-Type": media.mime,
-                                                      "Content-Disposition": f'attachment; filename="{media.filename}"'})
+        headers = {"Content-Type": media.mime, "Content-Disposition": f'attachment; filename="{media.filename}"'}
+        if not media.chunked:
+            return web.Response(body=media.data, headers=headers)
+        stream = web.StreamResponse(headers=headers)
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        for i in range(0, len(media.data), 1024):
+            await stream.write(media.data[i:i + 1024])
+        await stream.write_eof()
+        return stream
 
     async def _video(self, request: web.Request) -> web.Response:
         media = self.media.get(request.match_info["media_id"])

@@ -223,3 +223,13 @@ async def test_encrypted_push_to_a_plaintext_channel_is_journaled_raw(plain: Rig
     assert await plain.fake.push(plain.url, b"", query=query, body=body) == (200, "success")
     (event,) = plain.hub.journal
     assert event.kind == "event" and event.raw == body and "encoding_aes_key" in event.text
+
+
+async def test_oversized_media_without_content_length_is_stopped_while_streaming(plain: Rig) -> None:
+    plain.fake.add_media("CHUNKY", b"i" * 5000, "image/jpeg", chunked=True)
+    plain.fake.add_media("SMALL", b"j" * 900, "image/jpeg", chunked=True)
+    for media_id in ("CHUNKY", "SMALL"):
+        assert (await plain.fake.push(plain.url, plain.fake.xml(OPENID, "image", MediaId=media_id)))[0] == 200
+    big, small = (i.attachments[0] for i in plain.hub.journal)
+    assert big.refused.startswith("too large") and "download stopped" in big.refused and big.data == b""
+    assert small.refused == "" and small.data == b"j" * 900
