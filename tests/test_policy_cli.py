@@ -27,7 +27,7 @@ def relay(*args: str, stdin: str | bytes = "") -> subprocess.CompletedProcess[st
 def test_check_shipped_policies_ok() -> None:
     result = relay("check", "policies")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 5 files, 10 rules, version ")
+    assert result.stdout.startswith("ok: 6 files, 14 rules, version ")
     assert result.stderr == ""
 
 

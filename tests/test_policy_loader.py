@@ -193,7 +193,7 @@ def test_load_single_file_uses_its_lexicons(tmp_path: Path) -> None:
 def test_shipped_policies_load_with_every_rule_tested() -> None:
     ps = load_policy_dir(Path(__file__).resolve().parents[1] / "policies")
     assert ps.rules_without_tests == []
-    assert {"recording.yaml", "pii.yaml", "market-conduct.yaml", "attachments.yaml",
+    assert {"recording.yaml", "pii.yaml", "market-conduct.yaml", "attachments.yaml", "china-market-conduct.yaml",
             "lexicons/market-conduct.txt"} == set(ps.files)
 
 
