@@ -192,3 +192,16 @@ async def test_oversized_login_form_is_refused(h: Harness) -> None:
     s = h.session()
     async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "x" * 20000}) as r:
         assert r.status == 413
+
+
+async def test_repeated_failures_are_throttled_per_employee_and_address(h: Harness) -> None:
+    s = h.session()
+    for _ in range(5):
+        async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "guess"}) as r:
+            assert r.status == 401
+    async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "alice-secret"}) as r:
+        assert r.status == 429
+        assert "too many failed logins" in (await r.json())["error"] and int(r.headers["Retry-After"]) > 0
+    await h.login("bob", "bob-secret")
+    h.desk.throttle.window = 0.0
+    await h.login("alice", "alice-secret")

@@ -18,7 +18,7 @@ from aiohttp import web
 from bots.base import ChannelConfigError, ChannelContext, Deliver, EmployeeInfo, Retryable
 from bots.webchat import frames
 from bots.webchat.pages import add_page_routes, check_prefix
-from bots.webchat.sessions import Session, Sessions
+from bots.webchat.sessions import LoginThrottle, Session, Sessions
 from bots.webchat.sockets import Sockets
 from bots.webchat.uploads import UnknownUpload, UploadStore
 from bots.webchat.wsloop import MAX_FRAME_BYTES, deliver_and_ack, origin_allowed, run_socket
@@ -43,6 +43,7 @@ class WebDeskChannel:
         self.prefix = prefix
         self.sockets = Sockets()
         self.sessions = Sessions()
+        self.throttle = LoginThrottle()
         self.uploads = UploadStore(Path(ctx.data_dir) / "uploads", ctx.max_attachment_bytes)
         self._deliver: Deliver | None = None
         self._secure = ctx.public_url.startswith("https://")
@@ -107,12 +108,20 @@ class WebDeskChannel:
         form = await request.post()
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
+        remote = request.remote or ""
+        wait = self.throttle.retry_after(login, remote)
+        if wait > 0:
+            log.warning("desk %s: login for %r from %s refused: too many failures", self.name, login[:100], remote)
+            return web.json_response({"error": f"too many failed logins; try again in {int(wait) + 1} s"},
+                                     status=429, headers={"Retry-After": str(int(wait) + 1)})
         employee = self._find(login) if login else None
         stored = employee.password_hash if employee is not None and employee.active else ""
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if employee is None or not employee.active or not stored or not ok:
-            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], request.remote)
+            self.throttle.failed(login, remote)
+            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], remote)
             return web.json_response({"error": BAD_LOGIN}, status=401)
+        self.throttle.succeeded(login, remote)
         session = self.sessions.open(employee.address)
         log.info("desk %s: %s logged in from %s", self.name, employee.address, request.remote)
         response = web.json_response({"employee": employee.address, "name": employee.name})
