@@ -220,6 +220,11 @@ class Hub:
         cid = conversation_id(inb.channel, inb.chat)
         events: list[Event] = []
         conv = await self.router.get(cid)
+        if inb.kind == "event":
+            # statuses, receipts, unreadable payloads: journaled, but they open no conversation
+            body = self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
+            events.append(("message.received", body, cid if conv else None))
+            return events, [], cid if conv else ""
         new = conv is None
         if conv is None:
             conv = Conversation(cid, Party(inb.channel, inb.chat, inb.sender.display), None)
