@@ -174,8 +174,11 @@ async def test_fetch_checks_declared_and_streamed_size(file_server: tuple[str, d
 def test_example_config_block_uncommented_is_valid(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     lines = []
+    in_xmpp = False
     for line in (root / "config.example.yaml").read_text().splitlines():
-        if line.startswith(("  # xmpp-clients:", "  # xmpp-staff:", "  #   ")):
+        if line.startswith("# --- "):
+            in_xmpp = line.startswith("# --- xmpp ---")
+        elif in_xmpp and line.startswith(("  # xmpp-clients:", "  # xmpp-staff:", "  #   ")):
             line = "  " + line[4:]
         lines.append(line)
     data = yaml.safe_load("\n".join(lines))
