@@ -116,12 +116,18 @@ async def test_client_message_reaches_employee_roster_redacted_and_reply_carries
         staff_pid = delivered[0]["platform_id"]
         assert staff_pid == f"{d.contact}:{got['id']}"
 
-        async def receipt_journaled() -> None:
-            while not any(b["kind"] == "event" and b["text"] == "receipt" and b["reply_to_platform"] == staff_pid
-                          for b in await d.received()):
+        client_rows = await d.relay.journal.fetchall("SELECT platform_id FROM deliveries WHERE state = 'delivered' "
+                                                     "AND channel = 'xmpp-clients' ORDER BY seq")
+        client_pid = client_rows[0]["platform_id"]
+        assert client_pid == f"{d.desk}:{first['id']}"
+
+        async def receipts_journaled() -> None:
+            wanted = {staff_pid, client_pid}
+            while not wanted <= {b["reply_to_platform"] for b in await d.received()
+                                 if b["kind"] == "event" and b["text"] == "receipt"}:
                 await asyncio.sleep(0.05)
 
-        await asyncio.wait_for(receipt_journaled(), 10)
+        await asyncio.wait_for(receipts_journaled(), 10)
 
 
 async def test_corrections_and_retractions_both_ways(prosody: Prosody, tmp_path: Path) -> None:
