@@ -16,7 +16,7 @@ from slixmpp import Message
 import bots.xmpp
 from bots.base import Channel, Permanent, Retryable
 from bots.xmpp.stanzas import NS_OOB, NS_STANZAS, el
-from relay.model import Attachment, Inbound, Outgoing, Party
+from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
 from tests.prosody_support import Prosody
 from tests.xmpp_support import Recorder, XmppUser, make_ctx
 
@@ -368,3 +368,25 @@ async def test_control_characters_do_not_break_the_stream(staff) -> None:  # typ
     assert got["from"].bare == f"c-ctl@{channel.settings.jid}"
     assert [m["body"] for m in alice.messages if m["id"] == "relay-m-ctl-1"] == ["ding\ufffddong"]
     assert channel.link.connections == 1
+
+
+async def test_hub_failure_is_answered_with_an_error_and_no_receipt(prosody: Prosody, tmp_path: Path) -> None:
+    alice = account(prosody, "alice")
+    channel = staff_channel(prosody, tmp_path, {alice: "Alice"})
+
+    async def broken(inbound: Inbound) -> Receipt:
+        raise RuntimeError("journal unavailable")
+
+    await channel.start(broken)
+    user = await XmppUser(alice, PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        contact = f"c-broken@{channel.settings.jid}"
+        user.send(contact, "are you there?", mid="b-1")
+        err = await user.wait_message(lambda m: m["type"] == "error" and m["id"] == "b-1")
+        assert err["error"]["condition"] == "internal-server-error"
+        assert err["error"]["type"] == "wait"
+        assert not [m for m in user.messages if m["receipt"] == "b-1"]
+    finally:
+        await user.stop()
+        await channel.stop()

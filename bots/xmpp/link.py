@@ -141,7 +141,8 @@ class Link:
             elif exc is None or isinstance(exc, IqError):
                 fut.set_result(None)
             elif isinstance(exc, IqTimeout):
-                fut.set_exception(Retryable("xmpp server did not confirm in time"))
+                hint = f" (is {self.settings.domain} the server's domain? set server_domain)" if xmpp.is_component else ""
+                fut.set_exception(Retryable(f"xmpp server did not confirm in time{hint}"))
             else:
                 fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
 
