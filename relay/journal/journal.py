@@ -137,16 +137,20 @@ class Journal:
             except BaseException:
                 await self._db.close()
                 raise
+        reader: aiosqlite.Connection | None = None
         try:
-            self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-            self._reader.row_factory = sqlite3.Row
-            await self._reader.execute("PRAGMA busy_timeout=5000")
+            reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            reader.row_factory = sqlite3.Row
+            self._reader = reader
+            await reader.execute("PRAGMA busy_timeout=5000")
             if read_only:
                 await self._check_meta_readonly()
-                row = await self._reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                row = await reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
                 if row:
                     self._head_seq, self._head_hash = row[0][0], row[0][1]
         except BaseException:
+            if reader is not None:
+                await reader.close()
             if self._db is not None:
                 await self._db.close()
             raise
