@@ -34,6 +34,8 @@ DB_NAME = "journal.sqlite3"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _KEY_CHECK = b"relay journal hmac key check"
 _INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
+WAL_FLUSH_EVENTS = 2000
+WAL_RESTART_FRAMES = 65536
 _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
 
 
@@ -126,6 +128,10 @@ class Journal:
         self._head_seq = 0
         self._head_hash = GENESIS
         self._since_cp = 0
+        self._wal_task: asyncio.Task[None] | None = None
+        self._wal_mark = 0
+        self._checkpoint_record: dict[str, Any] | None = None
+        self._file_tasks: set[asyncio.Task[None]] = set()
         if read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
@@ -155,6 +161,9 @@ class Journal:
                 await self._db.close()
             raise
         if not read_only:
+            self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._wal_conn.execute("PRAGMA busy_timeout=5000")
+            await self._wal_conn.execute(f"PRAGMA synchronous={sync}")
             self._wake = asyncio.Event()
             self._writer_task = asyncio.get_running_loop().create_task(self._writer())
             if self._since_cp > 0:
@@ -171,6 +180,7 @@ class Journal:
         if str(mode).lower() != "wal":
             raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
         await db.execute(f"PRAGMA synchronous={sync}")
+        await db.execute("PRAGMA wal_autocheckpoint=0")
         await db.executescript(schema.CORE + schema.PROJECTIONS)
         meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
         if not meta:
@@ -330,8 +340,29 @@ class Journal:
         for unit, result in zip(units, results):
             if not unit.future.done():
                 unit.future.set_result(result)
+        if self._checkpoint_record is not None:
+            record, self._checkpoint_record = self._checkpoint_record, None
+            task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
+            self._file_tasks.add(task)
+            task.add_done_callback(self._file_tasks.discard)
         if self._since_cp > 0 and self._timer is None and not self._closing:
             self._arm_timer()
+        if self.stats.events - self._wal_mark >= WAL_FLUSH_EVENTS and self._wal_task is None:
+            self._wal_mark = self.stats.events
+            self._wal_task = asyncio.get_running_loop().create_task(self._flush_wal())
+
+    async def _flush_wal(self) -> None:
+        """Copies committed WAL pages into the database on a third connection, so that work
+        (and its fsync) runs beside the commits instead of inside one; a WAL that keeps growing
+        under load is reset with a blocking RESTART checkpoint."""
+        try:
+            rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            if rows and rows[0][1] > WAL_RESTART_FRAMES:
+                await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %r", exc)
+        finally:
+            self._wal_task = None
 
     def _arm_timer(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self._cp_seconds, self._on_timer)
@@ -413,14 +444,17 @@ class Journal:
         if checkpoint is not None:
             self._since_cp = 0
             self.stats.checkpoints += 1
-            record = dict(checkpoint.body, seq=checkpoint.seq, hash=checkpoint.hash, ts=checkpoint.ts)
-            try:
-                checkpoints.write(self.checkpoint_dir, record)
-            except OSError as exc:
-                log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
+            self._checkpoint_record = dict(checkpoint.body, seq=checkpoint.seq, hash=checkpoint.hash, ts=checkpoint.ts)
         else:
             self._since_cp = since
         return results
+
+    async def _file_checkpoint(self, record: dict[str, Any]) -> None:
+        """Written after the commit, beside the next ones: a file never names an uncommitted head."""
+        try:
+            await asyncio.to_thread(checkpoints.write, self.checkpoint_dir, record)
+        except OSError as exc:
+            log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
 
     # --- reading and checking -----------------------------------------------------------
 
@@ -481,6 +515,11 @@ class Journal:
                 await self._writer_task
             finally:
                 self._closed = True
+                if self._wal_task is not None:
+                    await self._wal_task
+                if self._file_tasks:
+                    await asyncio.gather(*self._file_tasks)
+                await self._wal_conn.close()
                 await self._reader.close()
                 assert self._db is not None
                 await self._db.close()

@@ -22,7 +22,11 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else canonical_json(value)
+    if value is None:
+        return None
+    if not value and isinstance(value, (list, tuple)):
+        return "[]"
+    return canonical_json(value)
 
 
 def _client(body: dict[str, Any]) -> dict[str, Any]:
