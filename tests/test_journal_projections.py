@@ -130,7 +130,7 @@ async def test_search_chinese_japanese_and_latin(tmp_path: Path, jopen: Any) -> 
 
     async def search(q: str) -> list[str]:
         rows = await j.fetchall(
-            "SELECT m.id FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid WHERE messages_fts MATCH ? ORDER BY m.seq",
+            "SELECT m.id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid WHERE messages_fts MATCH ? ORDER BY m.seq",
             ('"' + q + '"',),
         )
         return [r[0] for r in rows]

@@ -139,7 +139,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 _SEARCH_FTS = (
     "SELECT m.id, m.conversation, m.channel, m.sender_user, m.seq,"
     " snippet(messages_fts, 0, '[', ']', '…', 16) AS snip"
-    " FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid"
+    " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
     " WHERE messages_fts MATCH ? ORDER BY m.seq LIMIT ?"
 )
 _SEARCH_LIKE = (

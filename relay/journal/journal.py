@@ -412,13 +412,7 @@ class Journal:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_INSERT_EVENT, rows)
-            apply = projections.apply
-            for ev in events:
-                try:
-                    apply(db, ev)
-                except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError, AttributeError) as exc:
-                    self.stats.projection_errors += 1
-                    log.warning("projection of seq %d (%s) failed: %r", ev.seq, ev.kind, exc)
+            self.stats.projection_errors += projections.apply_events(db, events)
             for i, unit in enumerate(units):
                 if unit.kv is not None:
                     ns, k, v = unit.kv
