@@ -188,3 +188,34 @@ async def test_rebuild_equals_incremental(tmp_path: Path, jopen: Any) -> None:
     assert await snapshot() == before
     hits = await j.fetchall("SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"你好世界\"'")
     assert len(hits) == 28
+
+
+async def test_unprojectable_body_is_skipped_alone_and_the_event_kept(tmp_path: Path, jopen: Any) -> None:
+    j = await jopen(tmp_path)
+    bad = received("m-bad", "odd one")
+    bad["channel"] = {"not": "a name"}
+    evs = await j.append_many([
+        ("message.received", received("m1", "first one"), "c-1"),
+        ("message.received", bad, "c-1"),
+        ("message.received", received("m2", "second one"), "c-1"),
+    ])
+    assert [e.seq for e in evs] == [1, 2, 3]
+    assert j.stats.projection_errors == 1
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m2"]
+    assert [r[0] for r in await j.fetchall("SELECT rowid FROM messages_fts ORDER BY rowid")] == [1, 3]
+    c = await one(j, "SELECT opened_seq, last_seq FROM conversations WHERE id='c-1'")
+    assert c == {"opened_seq": 1, "last_seq": 3}
+    assert (await j.verify()).ok
+    assert await j.rebuild() == 3
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m2"]
+
+
+async def test_duplicate_in_one_batch_is_indexed_once(tmp_path: Path, jopen: Any) -> None:
+    j = await jopen(tmp_path)
+    await j.append_many([
+        ("message.received", received("m1", "same words here", platform_id="p1"), "c-1"),
+        ("message.received", received("m1-again", "same words here", platform_id="p1"), "c-1"),
+        ("message.received", received("m3", "other words", platform_id="p3"), "c-1"),
+    ])
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m3"]
+    assert [r[0] for r in await j.fetchall("SELECT rowid FROM messages_fts ORDER BY rowid")] == [1, 3]
