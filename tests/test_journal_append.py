@@ -236,3 +236,23 @@ async def test_invalid_options_are_refused(tmp_path: Path, jopen: Any) -> None:
     j = await jopen(tmp_path, synchronous="normal")
     assert (await j.append("admin.action", {})).seq == 1
     await j.close()
+
+
+async def test_a_second_writer_is_refused_while_the_first_is_open(tmp_path: Path, jopen: Any) -> None:
+    j = await jopen(tmp_path)
+    await j.append("admin.action", {})
+    with pytest.raises(JournalError, match="in use by another relay process"):
+        await Journal.open(tmp_path)
+    reader = await jopen(tmp_path, read_only=True)
+    assert (await reader.verify()).ok
+    await j.close()
+    again = await jopen(tmp_path)
+    assert (await again.append("admin.action", {})).seq == 3
+
+
+async def test_concurrent_puts_of_the_same_bytes(tmp_path: Path, jopen: Any) -> None:
+    j = await jopen(tmp_path)
+    data = b"same attachment" * 1000
+    shas = await asyncio.gather(*(j.put_blob(data) for _ in range(20)))
+    assert len(set(shas)) == 1
+    assert [p.name for p in (tmp_path / "blobs" / shas[0][:2]).iterdir()] == [shas[0]]

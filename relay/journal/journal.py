@@ -9,6 +9,7 @@ signed checkpoints, all inside the same transaction as the events.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import hmac
 import json
@@ -19,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiosqlite
 
@@ -31,6 +32,7 @@ from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, load
 log = logging.getLogger("relay.journal")
 
 DB_NAME = "journal.sqlite3"
+LOCK_NAME = "journal.lock"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _KEY_CHECK = b"relay journal hmac key check"
 _INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
@@ -41,6 +43,17 @@ _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash
 
 class JournalError(Exception):
     """A journal that cannot be opened or used as asked; the message says what to do."""
+
+
+def _take_writer_lock(path: Path) -> IO[bytes]:
+    """One writer per journal: a second one would fork the chain (same seq, different events)."""
+    f = open(path, "a+b")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise JournalError(f"{path.parent} is in use by another relay process (stop it first)") from None
+    return f
 
 
 @dataclass
@@ -137,11 +150,13 @@ class Journal:
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = _take_writer_lock(data_dir / LOCK_NAME)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 await self._prepare_writer(sync)
             except BaseException:
                 await self._db.close()
+                self._lock.close()
                 raise
         reader: aiosqlite.Connection | None = None
         try:
@@ -159,6 +174,7 @@ class Journal:
                 await reader.close()
             if self._db is not None:
                 await self._db.close()
+                self._lock.close()
             raise
         if not read_only:
             self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -517,6 +533,7 @@ class Journal:
                 await self._reader.close()
                 assert self._db is not None
                 await self._db.close()
+                self._lock.close()
         else:
             self._closed = True
             await self._reader.close()
