@@ -120,6 +120,10 @@ async def test_client_message_appears_as_roster_contact_with_client_nick(staff) 
 
     assert await asyncio.wait_for(in_roster(), 10) in ("from", "both")
 
+    info = await alice.xmpp.plugin["xep_0030"].get_info(jid=contact, timeout=5)
+    assert {"urn:xmpp:receipts", "urn:xmpp:message-correct:0", "urn:xmpp:message-retract:1",
+            "jabber:x:oob"} <= set(info["disco_info"]["features"])
+
     receipt = await recorder.wait_for(lambda i: i.kind == "event" and i.text == "receipt")
     assert receipt.reply_to == pid
     assert receipt.chat == "c-0a1b2c"

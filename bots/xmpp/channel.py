@@ -23,6 +23,7 @@ from slixmpp import JID, Message, Presence
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import InvalidJID
+from slixmpp.plugins.xep_0030.stanza import DiscoInfo
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -118,6 +119,8 @@ class XmppChannel:
         xmpp.register_plugin("xep_0030")
         for feature in FEATURES:
             xmpp.plugin["xep_0030"].add_feature(feature)
+        if self.staff:
+            xmpp.plugin["xep_0030"].api.register(self._contact_info, "get_info")
         ns = xmpp.default_ns
         xmpp.register_handler(Callback("relay message", MatchXPath(f"{{{ns}}}message"), self._on_message))
         if self.staff:
@@ -127,6 +130,15 @@ class XmppChannel:
             xmpp.auto_authorize = True
             xmpp.auto_subscribe = False
         return xmpp
+
+    @staticmethod
+    def _contact_info(jid: JID, node: str | None, ifrom: JID, data: Any) -> DiscoInfo:
+        """disco#info of a conversation contact, so clients offer corrections and retractions."""
+        info = DiscoInfo()
+        info.add_identity("client", "bot", name="relay")
+        for feature in (DISCO_INFO, *FEATURES):
+            info.add_feature(feature)
+        return info
 
     def _on_online(self, xmpp: BaseXMPP) -> None:
         if self.staff:
