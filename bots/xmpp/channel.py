@@ -38,6 +38,7 @@ from bots.xmpp.stanzas import (
     NS_NICK,
     NS_OOB,
     NS_RECEIPTS,
+    NS_REPLY,
     NS_RETRACT,
     NS_SID,
     NS_STANZAS,
@@ -189,7 +190,7 @@ class XmppChannel:
         party = Party(self.name, user, await self._display(sender, parsed))
         stanza_id = parsed.id or "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
         pid = make_pid(bare, stanza_id)
-        if not sender.user or msg["type"] == "groupchat":
+        if not sender.user or msg["type"] == "groupchat":  # a server or a room: journal, never a client
             parsed = ParsedMessage("event", id=parsed.id, body=parsed.body, sent_at=parsed.sent_at)
         inbound = await self._inbound(parsed, party, bare, chat, pid, to_bare, raw)
         receipt = await self._deliver(inbound)
@@ -200,7 +201,8 @@ class XmppChannel:
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:
-        """Server and group-chat messages arrive as kind `event`: journaled, never a client message."""
+        """The Inbound for a parsed stanza; receipts, markers and bounces become kind `event`
+        whose `reply_to` is the platform id `send` returned for the message they concern."""
         common: dict[str, Any] = dict(channel=self.name, sender=party, chat=chat, sent_at=parsed.sent_at, raw=raw)
         if parsed.kind in ("receipt", "marker", "error"):
             text = {"receipt": "receipt", "marker": f"marker:{parsed.body}"}.get(parsed.kind, f"error: {parsed.error}")
@@ -385,8 +387,8 @@ class XmppChannel:
             sid = self._sid(out, index)
             msg = self._message(xmpp, to, mfrom, sid, body)
             if out.reply_to and index == 0:
-                _, target = split_pid(out.reply_to)
-                msg.xml.append(el("urn:xmpp:reply:0", "reply", id=target, to=split_pid(out.reply_to)[0] or to))
+                author, target = split_pid(out.reply_to)
+                msg.xml.append(el(NS_REPLY, "reply", id=target, to=author or to))
             if nick:
                 msg.xml.append(el(NS_NICK, "nick", xml_safe(nick)))
             if extra is not None:
