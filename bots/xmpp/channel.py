@@ -442,7 +442,7 @@ class XmppChannel:
         """Staff side, to a JID that is not an employee: the refusal is a stanza error.
 
         RFC 6120 §8.3 answers a stanza the recipient will not process with an error of the
-        same id; `forbidden` (type auth) says the sender lacks the permission, and the
+        same id; `forbidden` (§8.3.3.4, type auth) says the sender lacks the permission, and the
         notice travels in the error's <text/>. Clients show it on the refused message.
         Servers drop errors sent to a bare JID (RFC 6121 §8.5.2.1.1), so this needs the
         sender's full JID, remembered from the refused stanza; when it is not known (e.g.
