@@ -61,9 +61,6 @@ Component "{upload_domain}" "http_file_share"
 """
 
 
-_RUNNING: "weakref.WeakSet[Prosody]"
-
-
 def _stop_all() -> None:
     """At interpreter exit, stop any Prosody a crashed test left running."""
     for server in list(_RUNNING):
@@ -206,5 +203,5 @@ class Prosody:
         self.stop()
 
 
-_RUNNING = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[Prosody] = weakref.WeakSet()
 atexit.register(_stop_all)
