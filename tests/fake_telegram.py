@@ -32,7 +32,8 @@ class ApiError(Exception):
 
 @dataclass
 class Fault:
-    """One injected failure: applies to the next `times` calls of `method` (None: any)."""
+    """One injected failure: applies to `times` calls of `method` (None: any), after letting
+    `skip` matching calls through."""
 
     kind: str
     method: str | None = None
@@ -41,6 +42,7 @@ class Fault:
     retry_after: int = 1
     delay: float = 0.0
     description: str = ""
+    skip: int = 0
 
 
 @dataclass
@@ -301,6 +303,9 @@ class FakeTelegram:
     def _fault_for(self, token: str, method: str) -> Fault | None:
         for fault in self.faults:
             if fault.times > 0 and fault.method in (None, method) and fault.token in (None, token):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.times -= 1
                 self.fault_log.append((method, fault.kind))
                 return fault
@@ -566,7 +571,6 @@ class FakeTelegram:
         key = (chat["id"], p.int("message_id") or 0)
         if key not in self.messages:
             raise ApiError(400, "Bad Request: message to delete not found")
-        self.messages[key] = {**self.messages[key], "deleted": True}
         del self.messages[key]
         return True
 
