@@ -1,0 +1,246 @@
+"""config.yaml → typed, validated settings.
+
+Validation happens once, at start, against `config.schema.json`, and every problem is
+reported as `file:path: reason` so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+DEFAULT_NOTICES: dict[str, str] = {
+    "blocked": "Your message was not delivered because it breaches our communication policy.",
+    "oversize": "A file you sent is larger than we can accept and was not delivered.",
+    "refused": "This message was not forwarded: you are not a configured employee of this desk.",
+    "handover": "Your conversation has been handed over to a colleague, who has your history.",
+    "undeliverable": "Your message could not be delivered: {reason}",
+    "rejected": "Your message was reviewed by compliance and will not be delivered.",
+}
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config file, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    name: str
+    network: str
+    side: str
+    welcome: str | None
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Employee:
+    id: str
+    name: str
+    channel: str
+    address: str
+    password_hash: str = ""
+    groups: tuple[str, ...] = ()
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Desk:
+    name: str
+    clients: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings; `raw` keeps the whole mapping for sections other modules own."""
+
+    path: Path | None
+    data_dir: Path
+    host: str
+    port: int
+    public_url: str
+    policies_dir: Path
+    policies_reload: float
+    shadow_policies_dir: Path | None
+    hmac_key: bytes | None
+    checkpoint_every: int
+    checkpoint_seconds: float
+    checkpoint_dir: Path | None
+    synchronous: str
+    max_attachment_bytes: int
+    outbox_base_delay: float
+    outbox_max_delay: float
+    notices: Mapping[str, str]
+    channels: Mapping[str, ChannelSettings]
+    employees: Mapping[str, Employee]
+    desks: Mapping[str, Desk]
+    log_level: str = "INFO"
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def employee_by_address(self, channel: str, address: str) -> Employee | None:
+        for emp in self.employees.values():
+            if emp.channel == channel and emp.address == address:
+                return emp
+        return None
+
+    def desk_for_channel(self, channel: str) -> Desk | None:
+        for desk in self.desks.values():
+            if channel in desk.clients:
+                return desk
+        return None
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("relay").joinpath("config.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _expand(value: Any, where: str, problems: list[str], env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                problems.append(f"{where}: environment variable {name} is not set")
+                return ""
+            return env[name]
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}", problems, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", problems, env) for i, v in enumerate(value)]
+    return value
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand `${ENV}` and validate a YAML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read config: {exc.strerror or exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{p}{line}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{p}: the config must be a mapping of settings"])
+    return config_from_dict(data, base=p.parent, path=p, env=env)
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    base: Path | None = None,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate a config mapping; relative paths resolve against `base` (the file's folder)."""
+    where = str(path) if path else "config"
+    problems: list[str] = []
+    data = _expand(dict(data), where, problems, os.environ if env is None else env)
+    validator = jsonschema.Draft202012Validator(_schema())
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        loc = ".".join(str(x) for x in err.absolute_path) or "(top)"
+        problems.append(f"{where}: {loc}: {err.message}")
+    if problems:
+        raise ConfigError(problems)
+
+    root = base or Path.cwd()
+
+    def rel(value: str | None) -> Path | None:
+        if value is None:
+            return None
+        q = Path(value).expanduser()
+        return q if q.is_absolute() else (root / q).resolve()
+
+    channels: dict[str, ChannelSettings] = {}
+    for name, block in data["channels"].items():
+        if block.get("enabled", True) is False:
+            continue
+        rest = {k: v for k, v in block.items() if k not in ("network", "side", "welcome", "enabled")}
+        channels[name] = ChannelSettings(name, block["network"], block["side"], block.get("welcome"), rest)
+
+    employees: dict[str, Employee] = {}
+    for eid, block in (data.get("employees") or {}).items():
+        staff = block["staff"]
+        if staff["channel"] not in channels:
+            problems.append(f"{where}: employees.{eid}.staff.channel: no channel named {staff['channel']!r}")
+        elif channels[staff["channel"]].side != "staff":
+            problems.append(f"{where}: employees.{eid}.staff.channel: {staff['channel']!r} is not a staff-side channel")
+        employees[eid] = Employee(
+            id=eid,
+            name=block.get("name", eid),
+            channel=staff["channel"],
+            address=str(staff["address"]),
+            password_hash=block.get("password_hash", ""),
+            groups=tuple(block.get("groups", ())),
+            active=block.get("active", True),
+        )
+
+    desks: dict[str, Desk] = {}
+    served: dict[str, str] = {}
+    for dname, block in (data.get("desks") or {}).items():
+        for ch in block["clients"]:
+            if ch not in channels:
+                problems.append(f"{where}: desks.{dname}.clients: no channel named {ch!r}")
+            elif channels[ch].side != "client":
+                problems.append(f"{where}: desks.{dname}.clients: {ch!r} is not a client-side channel")
+            elif ch in served:
+                problems.append(f"{where}: desks.{dname}.clients: {ch!r} is already served by desk {served[ch]!r}")
+            served[ch] = dname
+        for member in block["members"]:
+            if member not in employees:
+                problems.append(f"{where}: desks.{dname}.members: no employee named {member!r}")
+        desks[dname] = Desk(dname, tuple(block["clients"]), tuple(block["members"]))
+    for name, ch in channels.items():
+        if ch.side == "client" and name not in served:
+            problems.append(f"{where}: channels.{name}: client channel is served by no desk (add it to a desk's clients)")
+    if problems:
+        raise ConfigError(problems)
+
+    listen = data.get("listen") or {}
+    pol = data.get("policies") or {}
+    jr = data.get("journal") or {}
+    ob = data.get("outbox") or {}
+    host = listen.get("host", "127.0.0.1")
+    port = int(listen.get("port", 8080))
+    key = jr.get("hmac_key")
+    return Config(
+        path=path,
+        data_dir=rel(data.get("data_dir", "./data")) or root,
+        host=host,
+        port=port,
+        public_url=data.get("public_url", f"http://{host}:{port}"),
+        policies_dir=rel(pol.get("dir", "./policies")) or root,
+        policies_reload=float(pol.get("reload_seconds", 1.0)),
+        shadow_policies_dir=rel(pol.get("shadow")),
+        hmac_key=key.encode() if key else None,
+        checkpoint_every=int(jr.get("checkpoint_every", 1000)),
+        checkpoint_seconds=float(jr.get("checkpoint_seconds", 60.0)),
+        checkpoint_dir=rel(jr.get("checkpoint_dir")),
+        synchronous=jr.get("synchronous", "FULL"),
+        max_attachment_bytes=int((data.get("limits") or {}).get("max_attachment_bytes", 25 * 1024 * 1024)),
+        outbox_base_delay=float(ob.get("base_delay", 0.5)),
+        outbox_max_delay=float(ob.get("max_delay", 60.0)),
+        notices={**DEFAULT_NOTICES, **(data.get("notices") or {})},
+        channels=channels,
+        employees=employees,
+        desks=desks,
+        log_level=data.get("log_level", "INFO"),
+        raw=data,
+    )
