@@ -293,9 +293,10 @@ async def test_transient_download_failure_retries_the_update(fake: FakeTelegram)
     assert len(fake.downloads) == 2
 
 
-async def test_start_command_is_delivered(fake: FakeTelegram) -> None:
-    got = await one(fake, text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}])
-    assert got.kind == "message" and got.text == "/start"
+async def test_start_command_is_an_event_not_a_message(fake: FakeTelegram) -> None:
+    got = await one(fake, text="/start ref-42", entities=[{"type": "bot_command", "offset": 0, "length": 6}])
+    assert (got.kind, got.text, got.chat) == ("event", "/start ref-42", str(ANN["id"]))
+    assert got.platform_id.startswith(f"{ANN['id']}:")
 
 
 @pytest.mark.parametrize(
