@@ -78,6 +78,7 @@ class TelegramSettings:
     album_window: float = 1.0
     request_timeout: float = 10.0
     backoff_max: float = 30.0
+    max_concurrent_sends: int = 8
 
 
 def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> TelegramSettings:
@@ -88,7 +89,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
 
     known = {
         "token", "side", "mode", "webhook_secret", "webhook_path", "base_url", "base_file_url",
-        "staff_group", "poll_timeout", "album_window", "request_timeout", "backoff_max",
+        "staff_group", "poll_timeout", "album_window", "request_timeout", "backoff_max", "max_concurrent_sends",
     }
     for key in settings:
         if key not in known:
@@ -137,6 +138,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
         album_window=number("album_window", 1.0, 0.0),
         request_timeout=number("request_timeout", 10.0, 0.1),
         backoff_max=number("backoff_max", 30.0, 0.1),
+        max_concurrent_sends=int(number("max_concurrent_sends", 8, 1)),
     )
 
 
@@ -260,7 +262,7 @@ class TelegramChannel:
             base_url=cfg.base_url,
             base_file_url=cfg.base_file_url,
             request=HTTPXRequest(
-                connection_pool_size=64,
+                connection_pool_size=cfg.max_concurrent_sends + 4,
                 read_timeout=timeout,
                 write_timeout=timeout,
                 connect_timeout=timeout,
@@ -275,6 +277,7 @@ class TelegramChannel:
                 pool_timeout=timeout,
             ),
         )
+        self._send_slots = asyncio.Semaphore(cfg.max_concurrent_sends)
         self._deliver: Deliver | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -702,6 +705,10 @@ class TelegramChannel:
     # ----- sending -----
 
     async def send(self, out: Outgoing) -> str:
+        async with self._send_slots:
+            return await self._send(out)
+
+    async def _send(self, out: Outgoing) -> str:
         try:
             await self._ensure_init()
             if out.kind == "edit":

@@ -14,7 +14,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -92,6 +92,7 @@ class FakeTelegram:
         self.files: dict[str, StoredFile] = {}
         self.files_by_path: dict[str, StoredFile] = {}
         self.blocked: set[tuple[str, int]] = set()
+        self.on_bot_message: Callable[[dict[str, Any]], None] | None = None
         self.calls: list[Call] = []
         self.downloads: list[str] = []
         self.faults: list[Fault] = []
@@ -440,6 +441,8 @@ class FakeTelegram:
             msg["reply_to_message"] = self.messages[(chat["id"], reply)]
         msg.update(content)
         self.messages[(chat["id"], msg["message_id"])] = msg
+        if self.on_bot_message is not None:
+            self.on_bot_message(msg)
         return msg
 
     async def _m_sendMessage(self, bot: FakeBot, p: _Params, files: dict[str, tuple[str, bytes]]) -> Any:
