@@ -78,7 +78,7 @@ class TelegramSettings:
     album_window: float = 1.0
     request_timeout: float = 10.0
     backoff_max: float = 30.0
-    max_concurrent_sends: int = 8
+    max_concurrent_sends: int = 4
 
 
 def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> TelegramSettings:
@@ -138,7 +138,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
         album_window=number("album_window", 1.0, 0.0),
         request_timeout=number("request_timeout", 10.0, 0.1),
         backoff_max=number("backoff_max", 30.0, 0.1),
-        max_concurrent_sends=int(number("max_concurrent_sends", 8, 1)),
+        max_concurrent_sends=int(number("max_concurrent_sends", 4, 1)),
     )
 
 
@@ -262,7 +262,7 @@ class TelegramChannel:
             base_url=cfg.base_url,
             base_file_url=cfg.base_file_url,
             request=HTTPXRequest(
-                connection_pool_size=cfg.max_concurrent_sends + 4,
+                connection_pool_size=cfg.max_concurrent_sends,
                 read_timeout=timeout,
                 write_timeout=timeout,
                 connect_timeout=timeout,
@@ -638,6 +638,8 @@ class TelegramChannel:
         if self.cfg.side == "staff":
             thread = payload.get("message_thread_id")
             chat = (await self._conversation_of(thread) if isinstance(thread, int) else None) or ""
+        elif not chat and user and not user.get("is_bot") and "id" in user:
+            chat = str(user["id"])
         sender = Party(self.name, str((user or {}).get("id", "")), display_name(user))
         return Inbound(
             channel=self.name, platform_id=pid, sender=sender, chat=chat, kind="event", text=text,

@@ -147,16 +147,21 @@ async def test_anything_else_is_an_event_with_raw_json(fake: FakeTelegram) -> No
                                          "is_anonymous": True, "type": "regular", "allows_multiple_answers": False})
         group = fake.add_group(-555, "Some group")
         fake.user_message(CLIENT_TOKEN, ANN, chat_id=group["id"], text="hi group")
-        got = await rec.wait_for(5)
-    assert [g.kind for g in got] == ["event"] * 5
-    assert got[0].platform_id == f"{ANN['id']}:{dice['message_id']}" and got[0].text == "[telegram dice]"
-    assert got[1].text == "[telegram callback_query]" and got[1].sender.user == str(ANN["id"])
-    assert got[2].text == "[telegram my_chat_member]" and got[2].chat == str(ANN["id"])
-    assert got[3].chat == "" and got[3].platform_id.startswith("update:")
-    assert "group" in got[4].text
+        fake.push(CLIENT_TOKEN, "inline_query", {"id": "iq1", "from": ANN, "query": "rates", "offset": ""})
+        got = await rec.wait_for(6)
+    assert [g.kind for g in got] == ["event"] * 6
+    by_type = {next(k for k in json.loads(g.raw) if k != "update_id"): g for g in got}
+    assert by_type["message"].platform_id in {f"{ANN['id']}:{dice['message_id']}", "-555:1"}
+    dice_event = next(g for g in got if g.platform_id == f"{ANN['id']}:{dice['message_id']}")
+    assert dice_event.text == "[telegram dice]" and json.loads(dice_event.raw)["message"]["dice"]["value"] == 4
+    assert by_type["callback_query"].text == "[telegram callback_query]" and by_type["callback_query"].sender.user == str(ANN["id"])
+    assert by_type["my_chat_member"].text == "[telegram my_chat_member]" and by_type["my_chat_member"].chat == str(ANN["id"])
+    assert by_type["poll"].chat == "" and by_type["poll"].platform_id.startswith("update:")
+    assert by_type["inline_query"].chat == str(ANN["id"]), "a user's private chat id is their id"
+    group_event = next(g for g in got if g.platform_id == "-555:1")
+    assert "group" in group_event.text and group_event.chat == "-555"
     for g in got:
         assert json.loads(g.raw)["update_id"] > 0
-    assert json.loads(got[0].raw)["message"]["dice"]["value"] == 4
 
 
 async def test_edited_message_is_an_edit_of_the_original(fake: FakeTelegram) -> None:
