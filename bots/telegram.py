@@ -207,12 +207,6 @@ def _not_modified(exc: TelegramError) -> bool:
     return isinstance(exc, BadRequest) and "not modified" in exc.message.lower()
 
 
-def _is_start(msg: dict[str, Any]) -> bool:
-    """`/start` opens a chat: journaled (the hub greets a new conversation), not forwarded."""
-    text = msg.get("text")
-    return isinstance(text, str) and text.split(" ", 1)[0].split("@", 1)[0] == "/start"
-
-
 def _split_pid(pid: str) -> tuple[int | str, int]:
     chat, _, mid = pid.partition(":")
     mid = mid.split(":", 1)[0]
@@ -589,8 +583,6 @@ class TelegramChannel:
             if found is None:
                 return await self._event(first, raw, f"[telegram {kind} outside a conversation topic]")
             conversation = found
-        if kind == "message" and self.cfg.side == "client" and _is_start(msg):
-            return await self._event(first, raw, str(msg["text"]))
         messages = [update_payload(u) for u in unit.updates]
         if not any(is_supported(m) for m in messages):
             return await self._event(first, raw, f"[telegram {content_key(msg)}]")

@@ -4,6 +4,7 @@ channels, client and staff side, both on the fake Bot API server with their own 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,7 +88,7 @@ async def test_card_number_in_a_photo_caption_reaches_the_topic_redacted(tmp_pat
         rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'message.received'")
         body = json.loads(rows[0]["body_json"])
         assert body["text"] == "my card is 4111 1111 1111 1111, please check", "the journal keeps the original"
-        raw = await relay.journal.get_blob(body["raw_sha256"])
+        raw = await relay.journal.get_blob(body["raw_sha256"]) if body.get("raw_sha256") else base64.b64decode(body["raw_inline"])
         assert raw is not None and json.loads(raw)["message"]["caption"].startswith("my card is 4111")
         assert await relay.journal.get_blob(body["attachments"][0]["sha256"]) == photo
     finally:
@@ -113,15 +114,18 @@ async def test_staff_reply_reaches_the_client_with_the_recording_notice_first(tm
         await relay.stop()
 
 
-async def test_start_gets_the_welcome_with_the_notice_and_is_not_forwarded(tmp_path: Path, fake: FakeTelegram) -> None:
+async def test_start_gets_the_welcome_with_the_recording_notice(tmp_path: Path, fake: FakeTelegram) -> None:
     relay = await RelayApp.start(config(tmp_path / "data", fake, welcome="Welcome to Example Bank."))
     try:
-        fake.user_message(CLIENT_TOKEN, ANN, text="/start")
+        fake.user_message(CLIENT_TOKEN, ANN, text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}])
         await eventually(lambda: client_texts(fake))
         assert client_texts(fake) == [f"{NOTICE}\nWelcome to Example Bank."]
-        rows = await relay.journal.fetchall("SELECT kind FROM messages WHERE channel = 'telegram-clients'")
-        assert [r["kind"] for r in rows] == ["event"]
-        assert fake.topics[STAFF_GROUP] == {}
+        await eventually(lambda: topic_texts(fake))
+        assert topic_texts(fake) == ["/start"], "the employee sees that the client opened the chat"
+        fake.user_message(CLIENT_TOKEN, ANN, text="/start")
+        fake.user_message(CLIENT_TOKEN, ANN, text="hello again")
+        await eventually(lambda: len(topic_texts(fake)) == 3)
+        assert len(client_texts(fake)) == 1, "the welcome is sent once per conversation"
     finally:
         await relay.stop()
 

@@ -298,10 +298,9 @@ async def test_transient_download_failure_retries_the_update(fake: FakeTelegram)
     assert len(fake.downloads) == 2
 
 
-async def test_start_command_is_an_event_not_a_message(fake: FakeTelegram) -> None:
+async def test_start_command_is_a_message_that_opens_the_conversation(fake: FakeTelegram) -> None:
     got = await one(fake, text="/start ref-42", entities=[{"type": "bot_command", "offset": 0, "length": 6}])
-    assert (got.kind, got.text, got.chat) == ("event", "/start ref-42", str(ANN["id"]))
-    assert got.platform_id.startswith(f"{ANN['id']}:")
+    assert (got.kind, got.text, got.chat) == ("message", "/start ref-42", str(ANN["id"]))
 
 
 @pytest.mark.parametrize(
