@@ -79,6 +79,8 @@ class TelegramSettings:
     request_timeout: float = 10.0
     backoff_max: float = 30.0
     max_concurrent_sends: int = 4
+    """Requests in flight at once. Telegram allows about 30 messages/s per bot and 20 per
+    minute into one group, so the staff side (one group) needs fewer than the client side."""
 
 
 def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> TelegramSettings:
@@ -138,7 +140,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
         album_window=number("album_window", 1.0, 0.0),
         request_timeout=number("request_timeout", 10.0, 0.1),
         backoff_max=number("backoff_max", 30.0, 0.1),
-        max_concurrent_sends=int(number("max_concurrent_sends", 4, 1)),
+        max_concurrent_sends=int(number("max_concurrent_sends", 2 if side == "staff" else 4, 1)),
     )
 
 
@@ -762,8 +764,7 @@ class TelegramChannel:
                 continue
             reply_id = reply if index == 0 else None
             if step == "text":
-                msg = await self.bot.send_message(chat_id, arg, message_thread_id=thread, reply_to_message_id=reply_id)
-                done.append([{"id": f"{msg.chat_id}:{msg.message_id}", "t": "text"}])
+                done.append([{"id": await self._send_text(chat_id, arg, thread, reply_id), "t": "text"}])
             else:
                 group, caption = arg
                 sent = await self._send_files(chat_id, thread, group, caption, reply_id)
@@ -778,6 +779,17 @@ class TelegramChannel:
             await self.ctx.state.put(f"parts:{first}", json.dumps(parts))
         return first
 
+    async def _send_text(self, chat_id: int | str, text: str, thread: int | None, reply: int | None = None) -> str:
+        """sendMessage through PTB's transport and error mapping, keeping the answer as JSON:
+        relay needs only its ids, and building a full `Message` costs more than the rest of a send."""
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+        if thread is not None:
+            params["message_thread_id"] = thread
+        if reply is not None:
+            params["reply_parameters"] = {"message_id": reply, "allow_sending_without_reply": True}
+        sent = await self.bot._post("sendMessage", params)  # noqa: SLF001
+        return f"{sent['chat']['id']}:{sent['message_id']}"
+
     async def _send_files(
         self, chat_id: int | str, thread: int | None, group: list[Attachment], caption: str, reply: int | None
     ) -> list[str]:
@@ -788,12 +800,16 @@ class TelegramChannel:
                 kinds[_file_kind(a)](media=a.data, filename=a.name, caption=cap if i == 0 else None)
                 for i, a in enumerate(group)
             ]
-            msgs = await self.bot.send_media_group(chat_id, media, message_thread_id=thread, reply_to_message_id=reply)
+            msgs = await self.bot.send_media_group(
+                chat_id, media, message_thread_id=thread, reply_to_message_id=reply, allow_sending_without_reply=True
+            )
             return [f"{m.chat_id}:{m.message_id}" for m in msgs]
         att = group[0]
         upload = InputFile(att.data, filename=att.name)
         kind = _file_kind(att)
-        common: dict[str, Any] = {"caption": cap, "message_thread_id": thread, "reply_to_message_id": reply}
+        common: dict[str, Any] = {
+            "caption": cap, "message_thread_id": thread, "reply_to_message_id": reply, "allow_sending_without_reply": True,
+        }
         if kind == "photo":
             msg = await self.bot.send_photo(chat_id, upload, **common)
         elif kind == "video":
@@ -839,8 +855,7 @@ class TelegramChannel:
                         raise
             else:
                 chat_id, thread = await self._target(out)
-                msg = await self.bot.send_message(chat_id, chunk, message_thread_id=thread)
-                added.append({"id": f"{msg.chat_id}:{msg.message_id}", "t": "text"})
+                added.append({"id": await self._send_text(chat_id, chunk, thread), "t": "text"})
         removed = editable[len(chunks):]
         for part in removed:
             chat_id, mid = _split_pid(part["id"])

@@ -433,12 +433,15 @@ class FakeTelegram:
             msg["message_thread_id"] = thread
             msg["is_topic_message"] = True
         reply = p.int("reply_to_message_id")
+        lenient = p.bool("allow_sending_without_reply")
         if reply is None and p.json("reply_parameters"):
             reply = p.json("reply_parameters").get("message_id")
+            lenient = bool(p.json("reply_parameters").get("allow_sending_without_reply"))
         if reply is not None:
-            if (chat["id"], reply) not in self.messages:
+            if (chat["id"], reply) in self.messages:
+                msg["reply_to_message"] = self.messages[(chat["id"], reply)]
+            elif not lenient:
                 raise ApiError(400, "Bad Request: message to be replied not found")
-            msg["reply_to_message"] = self.messages[(chat["id"], reply)]
         msg.update(content)
         self.messages[(chat["id"], msg["message_id"])] = msg
         if self.on_bot_message is not None:

@@ -159,3 +159,13 @@ def test_split_text_respects_the_limit_and_keeps_content(text: str, limit: int) 
     parts = split_text(text, limit)
     assert all(utf16_len(p) <= limit for p in parts)
     assert "".join(parts).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+async def test_reply_to_points_at_the_original_and_survives_its_deletion(fake: FakeTelegram, channel: TelegramChannel) -> None:
+    first = await channel.send(out("the question"))
+    await channel.send(out("the answer", mid="m-2", reply_to=first))
+    answer = fake.sent(ANN["id"])[-1]
+    assert answer["reply_to_message"]["text"] == "the question"
+    await channel.send(out("", mid="m-3", kind="delete", edits=first))
+    await channel.send(out("still sent", mid="m-4", reply_to=first))
+    assert chat_texts(fake) == ["the answer", "still sent"]
