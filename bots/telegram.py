@@ -161,6 +161,14 @@ class Backoff:
         self.failures = 0
 
 
+class _DeliveryFailed(Exception):
+    """An update could not be handed to the hub; it stays unacknowledged and comes again."""
+
+    def __init__(self, update_id: int) -> None:
+        super().__init__(f"update {update_id} not delivered")
+        self.update_id = update_id
+
+
 @dataclass
 class _Unit:
     """What is delivered as one Inbound: one update, or all updates of an album."""
@@ -280,6 +288,7 @@ class TelegramChannel:
         self._initialized = False
         self._init_lock = asyncio.Lock()
         self._offset: int | None = None
+        self._stored: int | None = None
         self._next = 0
         self._albums: dict[tuple[str, str], _Album] = {}
         self._chat_locks: dict[str, asyncio.Lock] = {}
@@ -309,6 +318,10 @@ class TelegramChannel:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        for album in self._albums.values():
+            if album.done is not None and not album.done.done():
+                album.done.set_exception(ConnectionAbortedError("channel stopping"))
+                album.done.exception()
         self._albums.clear()
         try:
             await self.bot.shutdown()
@@ -332,9 +345,12 @@ class TelegramChannel:
                 return await step()
             except RetryAfter as exc:
                 await asyncio.sleep(retry_seconds(exc))
-            except TelegramError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
                 delay = backoff.delay()
-                log.warning("%s: %s failed (%s); retrying in %.1f s", self.name, what, exc.message, delay)
+                why = exc.message if isinstance(exc, TelegramError) else repr(exc)
+                log.warning("%s: %s failed (%s); retrying in %.1f s", self.name, what, why, delay)
                 await asyncio.sleep(delay)
 
     # ----- receiving: long polling -----
@@ -342,46 +358,56 @@ class TelegramChannel:
     async def _poll(self) -> None:
         await self._retrying("connect", self._ensure_init)
         await self._retrying("deleteWebhook", lambda: self.bot.delete_webhook(drop_pending_updates=False))
-        stored = await self.ctx.state.get("offset")
-        self._offset = int(stored) if stored else None
-        self._next = self._offset or 0
+        await self._retrying("read the stored offset", self._load_offset)
         backoff = Backoff(0.5, self.cfg.backoff_max)
         while not self._stopping:
             try:
-                if self._albums:
-                    await asyncio.sleep(max(0.0, min(self._album_due_in(), 0.2)))
-                    timeout = 0.0
-                else:
-                    timeout = self.cfg.poll_timeout
-                batch = await self._get_updates(timeout)
+                await self._poll_once()
+                backoff.reset()
+                continue
+            except asyncio.CancelledError:
+                raise
             except RetryAfter as exc:
                 await asyncio.sleep(retry_seconds(exc))
                 continue
             except Conflict as exc:
                 log.warning("%s: getUpdates conflict (%s); removing the webhook", self.name, exc.message)
-                await asyncio.sleep(backoff.delay())
                 try:
                     await self.bot.delete_webhook(drop_pending_updates=False)
                 except TelegramError:
                     pass
-                continue
             except TelegramError as exc:
-                delay = backoff.delay()
-                log.warning("%s: getUpdates failed (%s); reconnecting in %.1f s", self.name, exc.message, delay)
-                await asyncio.sleep(delay)
-                continue
-            units = self._take(batch) + self._due_albums()
-            failed = await self._deliver_units(units)
-            if failed is not None:
+                log.warning("%s: getUpdates failed (%s); reconnecting", self.name, exc.message)
+            except _DeliveryFailed as exc:
+                log.warning("%s: delivery failed; update %d will be fetched again", self.name, exc.update_id)
+            except Exception:
+                log.exception("%s: polling step failed; fetching again from the last journaled update", self.name)
                 self._albums.clear()
-                self._next = failed
-            await self._commit(failed)
-            if failed is None:
-                backoff.reset()
-            else:
-                delay = backoff.delay()
-                log.warning("%s: delivery failed; update %d will be fetched again in %.1f s", self.name, failed, delay)
-                await asyncio.sleep(delay)
+                self._next = self._offset or 0
+            await asyncio.sleep(backoff.delay())
+
+    async def _load_offset(self) -> None:
+        stored = await self.ctx.state.get("offset")
+        self._offset = int(stored) if stored else None
+        self._stored = self._offset
+        self._next = self._offset or 0
+
+    async def _poll_once(self) -> None:
+        """One getUpdates round: deliver what came, then move the offset past what is journaled."""
+        if self._albums:
+            await asyncio.sleep(max(0.0, min(self._album_due_in(), 0.2)))
+            timeout = 0.0
+        else:
+            timeout = self.cfg.poll_timeout
+        batch = await self._get_updates(timeout)
+        units = self._take(batch) + self._due_albums()
+        failed = await self._deliver_units(units)
+        if failed is not None:
+            self._albums.clear()
+            self._next = failed
+        await self._commit(failed)
+        if failed is not None:
+            raise _DeliveryFailed(failed)
 
     async def _get_updates(self, timeout: float) -> list[dict[str, Any]]:
         """getUpdates returning the raw update objects (relay journals the wire form)."""
@@ -460,12 +486,11 @@ class TelegramChannel:
         if failed is not None:
             candidates.append(failed)
         offset = min(candidates)
-        if self._offset is not None and offset <= self._offset:
-            return
-        if self._offset is None and offset == 0:
-            return
-        self._offset = offset
-        await self.ctx.state.put("offset", str(offset))
+        if offset > 0 and (self._offset is None or offset > self._offset):
+            self._offset = offset
+        if self._offset is not None and self._offset != self._stored:
+            await self.ctx.state.put("offset", str(self._offset))
+            self._stored = self._offset
 
     # ----- receiving: webhook -----
 

@@ -319,3 +319,26 @@ def test_config_errors_name_the_field(block: dict[str, Any], field: str) -> None
     base = {"token": "1:x", "side": "client"}
     with pytest.raises(ChannelConfigError, match=rf"channels\.tg\.{field}:"):
         create("tg", {**base, **block}, make_ctx("tg", "client"))
+
+
+async def test_a_failing_state_store_does_not_stop_polling(fake: FakeTelegram) -> None:
+    class Flaky(MemoryState):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures = 2
+
+        async def put(self, key: str, value: str) -> None:
+            if self.failures > 0:
+                self.failures -= 1
+                raise OSError("disk full (test)")
+            await super().put(key, value)
+
+    state = Flaky()
+    async with client(fake, state=state) as (_, rec, _state):
+        fake.user_message(CLIENT_TOKEN, ANN, text="one")
+        await rec.wait_for(1)
+        fake.user_message(CLIENT_TOKEN, ANN, text="two")
+        got = await rec.wait_for(2, timeout=8)
+        last = json.loads(got[1].raw)["update_id"]
+        await eventually(lambda: state.data.get("offset") == str(last + 1))
+    assert [g.text for g in got] == ["one", "two"] and state.failures == 0
