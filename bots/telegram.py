@@ -581,7 +581,18 @@ class TelegramChannel:
 
     async def _deliver_unit(self, unit: _Unit) -> None:
         assert self._deliver is not None
-        inbound = await self._inbound(unit)
+        try:
+            inbound = await self._inbound(unit)
+        except (TelegramError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.warning("%s: update %d is not shaped as documented (%r); journaled as an event", self.name, unit.first_id, exc)
+            raw = json.dumps(unit.updates, ensure_ascii=False).encode()
+            inbound = Inbound(
+                channel=self.name, platform_id=f"update:{unit.first_id}", sender=Party(self.name, ""),
+                chat=unit.chat if self.cfg.side == "client" else "", kind="event",
+                text=f"[telegram update relay could not read: {exc!r}]", raw=raw,
+            )
         await self._deliver(inbound)
         if len(unit.updates) > 1:
             first = unit.updates[0]["message"]

@@ -342,3 +342,13 @@ async def test_a_failing_state_store_does_not_stop_polling(fake: FakeTelegram) -
         last = json.loads(got[1].raw)["update_id"]
         await eventually(lambda: state.data.get("offset") == str(last + 1))
     assert [g.text for g in got] == ["one", "two"] and state.failures == 0
+
+
+async def test_a_malformed_update_is_journaled_as_an_event_and_does_not_block(fake: FakeTelegram) -> None:
+    async with client(fake) as (_, rec, _state):
+        fake.push(CLIENT_TOKEN, "message", {"chat": {"id": ANN["id"], "type": "private"}, "date": 1, "text": "no id"})
+        fake.user_message(CLIENT_TOKEN, ANN, text="next one")
+        bad, good = await rec.wait_for(2)
+    assert bad.kind == "event" and "could not read" in bad.text and bad.platform_id.startswith("update:")
+    assert json.loads(bad.raw)[0]["message"]["text"] == "no id"
+    assert good.text == "next one"
