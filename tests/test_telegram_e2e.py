@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from fake_telegram import FakeTelegram
@@ -192,5 +194,55 @@ async def test_oversized_file_is_refused_and_the_client_told(tmp_path: Path, fak
         rows = await relay.journal.fetchall("SELECT attachments_json FROM messages WHERE channel = 'telegram-clients'")
         [att] = json.loads(rows[0]["attachments_json"])
         assert att["refused"] == "too large: 5000 > 2000"
+    finally:
+        await relay.stop()
+
+
+async def test_albums_edits_and_files_travel_both_ways(tmp_path: Path, fake: FakeTelegram) -> None:
+    scans = [bytes([i]) * (500 + i) for i in range(3)]
+    relay = await RelayApp.start(config(tmp_path / "data", fake))
+    try:
+        parts = [fake.user_message(CLIENT_TOKEN, ANN, media_group_id="alb-1", **({"caption": "my three scans"} if i == 0 else {}),
+                                   **fake.photo(data)) for i, data in enumerate(scans)]
+        thread = await only_thread(fake)
+        await eventually(lambda: len(fake.sent(STAFF_GROUP, thread)) == 3)
+        group = fake.sent(STAFF_GROUP, thread)
+        assert len({m.get("media_group_id") for m in group}) == 1 and group[0]["caption"] == "my three scans"
+        assert [fake.file_bytes(m["photo"][-1]["file_id"]) for m in group] == scans
+        fake.user_edit(CLIENT_TOKEN, parts[0], caption="my three scans (signed)")
+        await eventually(lambda: fake.sent(STAFF_GROUP, thread)[0].get("caption") == "my three scans (signed)")
+        form = b"%PDF-1.7 form to sign"
+        fake.user_message(STAFF_TOKEN, ALICE, chat_id=STAFF_GROUP, thread=thread, caption="please sign this",
+                          **fake.document(form, "form.pdf", "application/pdf"))
+        await eventually(lambda: fake.sent(ANN["id"]))
+        [doc] = fake.sent(ANN["id"])
+        assert doc["document"]["file_name"] == "form.pdf" and fake.file_bytes(doc["document"]["file_id"]) == form
+        assert doc["caption"] == f"{NOTICE}\nplease sign this"
+    finally:
+        await relay.stop()
+
+
+async def test_webhook_mode_on_the_relay_web_server(tmp_path: Path, fake: FakeTelegram) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = config(tmp_path / "data", fake, public_url=f"http://127.0.0.1:{port}")
+    cfg["listen"]["port"] = port
+    cfg["channels"]["telegram-clients"].update(mode="webhook", webhook_secret="e2e-Secret")
+    relay = await RelayApp.start(cfg)
+    try:
+        await eventually(lambda: fake.bots[CLIENT_TOKEN].webhook_url)
+        assert fake.bots[CLIENT_TOKEN].webhook_url == f"http://127.0.0.1:{port}/telegram/telegram-clients"
+        fake.user_message(CLIENT_TOKEN, ANN, text="card 5500-0000-0000-0004 via webhook")
+        await eventually(lambda: topic_texts(fake))
+        assert "[REDACTED] via webhook" in topic_texts(fake)[0]
+        async with aiohttp.ClientSession() as session:
+            forged = {"update_id": 1, "message": {"message_id": 99, "date": 1, "chat": {"id": 1, "type": "private"}, "text": "x"}}
+            async with session.post(fake.bots[CLIENT_TOKEN].webhook_url, json=forged,
+                                    headers={"X-Telegram-Bot-Api-Secret-Token": "nope"}) as resp:
+                assert resp.status == 401
+        rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM messages WHERE channel = 'telegram-clients'")
+        assert rows[0]["n"] == 1
+        assert fake.called("getUpdates", CLIENT_TOKEN) == []
     finally:
         await relay.stop()
