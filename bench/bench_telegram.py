@@ -178,8 +178,10 @@ def _measure(fn: Any, n: int, clients: int) -> tuple[float, float]:
 
 def main() -> None:
     import logging
+    import warnings
 
     logging.getLogger("telegram").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="telegram")
     n, clients, runs = 1000, 20, 5
     relay_runs: list[tuple[float, float]] = []
     bare_runs: list[tuple[float, float]] = []

@@ -25,6 +25,9 @@ MALLORY = FakeTelegram.user(6666, "Mallory")
 NOTICE = "This conversation is recorded for regulatory purposes."
 
 
+# PTB itself warns about its own RetryAfter.retry_after type change when building a 429 error.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
     server = FakeTelegram()

@@ -22,6 +22,9 @@ from telegram_support import CLIENT_TOKEN, STAFF_GROUP, STAFF_TOKEN, MemoryState
 ANN = FakeTelegram.user(4242, "Ann", "Lee", "annlee")
 
 
+# PTB itself warns about its own RetryAfter.retry_after type change when building a 429 error.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
     server = FakeTelegram()

@@ -20,6 +20,9 @@ ANN = FakeTelegram.user(4242, "Ann", "Lee")
 TO = Party("telegram-clients", str(ANN["id"]), "Ann Lee")
 
 
+# PTB itself warns about its own RetryAfter.retry_after type change when building a 429 error.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
     server = FakeTelegram()
