@@ -1,7 +1,7 @@
 """Telegram channel: python-telegram-bot's `Bot` on either side of a desk.
 
 Client side: private chats with the bot. Staff side: a forum supergroup with one topic per
-conversation. Updates are acknowledged to Telegram (the getUpdates offset, or the webhook's
+conversation (bots/telegram_topics.py); sending is bots/telegram_sender.py. Updates are acknowledged to Telegram (the getUpdates offset, or the webhook's
 HTTP answer) only after `deliver` returned, i.e. after the hub journaled them; that is why
 PTB's Application/Updater, which acknowledges by itself, is not used.
 """
@@ -15,29 +15,16 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
-from telegram import Bot, InputFile, InputMediaAudio, InputMediaDocument, InputMediaPhoto, InputMediaVideo, Update
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Conflict,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-    TimedOut,
-)
+from telegram import Bot, Update
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from bots.base import ChannelConfigError, ChannelContext, Deliver, DeliveryError, Permanent, Retryable
+from bots.base import ChannelConfigError, ChannelContext, Deliver
 from bots.telegram_format import (
-    CAPTION_LIMIT,
     MESSAGE_UPDATES,
-    TEXT_LIMIT,
     FileRef,
     contact_card,
     content_key,
@@ -47,19 +34,18 @@ from bots.telegram_format import (
     message_files,
     message_text,
     raw_bytes,
-    split_text,
     update_chat_id,
     update_kind,
     update_payload,
     update_sender,
 )
+from bots.telegram_sender import TelegramSender, delivery_error, retry_seconds
+from bots.telegram_topics import TopicMap
 from relay.model import Attachment, Inbound, Outgoing, Party
 
 log = logging.getLogger("relay.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-PHOTO_MAX = 10 * 1024 * 1024
-TOPIC_NAME_MAX = 128
 
 
 @dataclass(frozen=True)
@@ -190,69 +176,6 @@ class _Album:
     ids: set[int] = field(default_factory=set)
 
 
-def retry_seconds(exc: RetryAfter) -> float:
-    value = getattr(exc, "_retry_after", None)
-    if value is None:
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def delivery_error(exc: TelegramError, what: str) -> DeliveryError:
-    """Map a PTB error to the outbox's terms: Retryable (429, 5xx, timeouts, network) or Permanent."""
-    if isinstance(exc, RetryAfter):
-        after = retry_seconds(exc)
-        return Retryable(f"telegram {what}: flood control, retry after {after:g} s", after=after)
-    if isinstance(exc, ChatMigrated):
-        return Permanent(f"telegram {what}: chat migrated to {exc.new_chat_id}")
-    if isinstance(exc, (Forbidden, BadRequest)):
-        return Permanent(f"telegram {what}: {exc.message}")
-    if isinstance(exc, InvalidToken):
-        return Retryable(f"telegram {what}: bot token rejected ({exc.message}); check the channel's token", after=60.0)
-    if isinstance(exc, TimedOut):
-        return Retryable(f"telegram {what}: timed out")
-    return Retryable(f"telegram {what}: {exc.message}")
-
-
-def _not_modified(exc: TelegramError) -> bool:
-    return isinstance(exc, BadRequest) and "not modified" in exc.message.lower()
-
-
-def _split_pid(pid: str) -> tuple[int | str, int]:
-    chat, _, mid = pid.partition(":")
-    mid = mid.split(":", 1)[0]
-    try:
-        return int(chat), int(mid)
-    except ValueError:
-        raise Permanent(f"telegram: {pid!r} is not a platform id of this channel (chat:message_id)") from None
-
-
-def _file_kind(att: Attachment) -> str:
-    mime = att.mime.lower()
-    if mime in ("image/jpeg", "image/png") and att.size <= PHOTO_MAX:
-        return "photo"
-    if mime == "video/mp4":
-        return "video"
-    if mime == "audio/ogg" and att.name.startswith("voice"):
-        return "voice"
-    if mime in ("audio/mpeg", "audio/mp4", "audio/x-m4a", "audio/mp3"):
-        return "audio"
-    return "document"
-
-
-def _file_groups(files: list[Attachment]) -> list[list[Attachment]]:
-    """Files in order, grouped as Telegram allows albums (photo+video, documents, audio; ≤10)."""
-    family = {"photo": "visual", "video": "visual", "document": "document", "audio": "audio", "voice": "voice"}
-    groups: list[list[Attachment]] = []
-    for att in files:
-        fam = family[_file_kind(att)]
-        last = groups[-1] if groups else None
-        if last and fam != "voice" and family[_file_kind(last[0])] == fam and len(last) < 10:
-            last.append(att)
-        else:
-            groups.append([att])
-    return groups
-
-
 class TelegramChannel:
     """One configured Telegram bot; see the module docstring."""
 
@@ -281,7 +204,8 @@ class TelegramChannel:
                 pool_timeout=timeout,
             ),
         )
-        self._send_slots = asyncio.Semaphore(cfg.max_concurrent_sends)
+        self.topics = TopicMap(self.bot, ctx.state, cfg.staff_group) if cfg.staff_group is not None else None
+        self.sender = TelegramSender(self.bot, ctx.state, cfg.side, self.topics, cfg.max_concurrent_sends)
         self._deliver: Deliver | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -292,9 +216,6 @@ class TelegramChannel:
         self._next = 0
         self._albums: dict[tuple[str, str], _Album] = {}
         self._chat_locks: dict[str, asyncio.Lock] = {}
-        self._topic_locks: dict[str, asyncio.Lock] = {}
-        self._thread_of: dict[str, int] = {}
-        self._conv_of: dict[int, str] = {}
         if cfg.mode == "webhook":
             ctx.app.router.add_post(cfg.webhook_path, self._on_webhook)
 
@@ -676,6 +597,9 @@ class TelegramChannel:
             sent_at=payload.get("date"), raw=raw,
         )
 
+    async def _conversation_of(self, thread: int) -> str | None:
+        return await self.topics.conversation_of(thread) if self.topics is not None else None
+
     async def _fetch(self, ref: FileRef) -> Attachment:
         """Download a file unless Telegram's declared size is already over the limit."""
         limit = self.ctx.max_attachment_bytes
@@ -696,225 +620,14 @@ class TelegramChannel:
             return refused(len(data), f"too large: {len(data)} > {limit}")
         return Attachment.of(ref.name, ref.mime, data, platform_ref=ref.file_id)
 
-    # ----- staff topics -----
-
-    async def _conversation_of(self, thread: int) -> str | None:
-        if thread in self._conv_of:
-            return self._conv_of[thread]
-        conv = await self.ctx.state.get(f"thread:{thread}")
-        if conv:
-            self._conv_of[thread] = conv
-            self._thread_of[conv] = thread
-        return conv
-
-    async def _thread_for(self, out: Outgoing) -> int | None:
-        """The forum topic of a conversation, created on first use (None: the general topic)."""
-        conv = out.conversation
-        if not conv:
-            return None
-        if conv in self._thread_of:
-            return self._thread_of[conv]
-        async with self._topic_locks.setdefault(conv, asyncio.Lock()):
-            if conv in self._thread_of:
-                return self._thread_of[conv]
-            stored = await self.ctx.state.get(f"topic:{conv}")
-            if stored:
-                thread = int(stored)
-            else:
-                if out.client is None:
-                    return None
-                client = out.client
-                title = f"{client.display or client.user} ({client.channel})"[:TOPIC_NAME_MAX]
-                assert self.cfg.staff_group is not None
-                topic = await self.bot.create_forum_topic(self.cfg.staff_group, title)
-                thread = topic.message_thread_id
-                await self.ctx.state.put(f"thread:{thread}", conv)
-                await self.ctx.state.put(f"topic:{conv}", str(thread))
-            self._thread_of[conv] = thread
-            self._conv_of[thread] = conv
-            return thread
-
     # ----- sending -----
 
     async def send(self, out: Outgoing) -> str:
-        async with self._send_slots:
-            return await self._send(out)
-
-    async def _send(self, out: Outgoing) -> str:
         try:
             await self._ensure_init()
-            if out.kind == "edit":
-                return await self._edit(out)
-            if out.kind == "delete":
-                return await self._delete(out)
-            chat_id, thread = await self._target(out)
-            return await self._send_new(out, chat_id, thread)
         except TelegramError as exc:
             raise delivery_error(exc, out.kind) from exc
-
-    async def _target(self, out: Outgoing) -> tuple[int | str, int | None]:
-        if self.cfg.side == "staff":
-            assert self.cfg.staff_group is not None
-            return self.cfg.staff_group, await self._thread_for(out)
-        try:
-            return int(out.to.user), None
-        except ValueError:
-            raise Permanent(f"telegram: {out.to.user!r} is not a Telegram chat id") from None
-
-    def _compose(self, out: Outgoing) -> str:
-        lines: list[str] = []
-        if self.cfg.side == "staff" and out.kind != "notice":
-            if out.action not in ("", "allow"):
-                lines.append(f"[{out.action}: {', '.join(out.rules)}]" if out.rules else f"[{out.action}]")
-            if out.origin and out.client and out.origin.user != out.client.user:
-                lines.append(f"{out.origin.display or out.origin.user}:")
-        for att in out.attachments:
-            if att.refused or not att.data:
-                lines.append(f"[file not delivered: {att.name} ({att.refused or 'no content'})]")
-        return "\n".join(lines + [out.text]) if lines and out.text else ("\n".join(lines) or out.text)
-
-    async def _send_new(self, out: Outgoing, chat_id: int | str, thread: int | None) -> str:
-        text = self._compose(out)
-        files = [a for a in out.attachments if a.data and not a.refused]
-        if not text.strip() and not files:
-            raise Permanent(f"telegram {out.kind}: nothing to send (no text and no files)")
-        reply = _split_pid(out.reply_to)[1] if out.reply_to else None
-        steps: list[tuple[str, Any]] = []
-        rest = text
-        if files:
-            caption = ""
-            if text:
-                caption = split_text(text, CAPTION_LIMIT)[0]
-                rest = text[len(caption):].lstrip("\n ")
-            for i, group in enumerate(_file_groups(files)):
-                steps.append(("files", (group, caption if i == 0 else "")))
-        if rest.strip() or not files:
-            for part in split_text(rest, TEXT_LIMIT):
-                steps.append(("text", part))
-        progress_key = f"sent:{out.message_id}:{out.kind}:{out.to.user}"
-        done: list[list[dict[str, str]]] = []
-        if len(steps) > 1:
-            done = json.loads(await self.ctx.state.get(progress_key) or "[]")
-        for index, (step, arg) in enumerate(steps):
-            if index < len(done):
-                continue
-            reply_id = reply if index == 0 else None
-            if step == "text":
-                done.append([{"id": await self._send_text(chat_id, arg, thread, reply_id), "t": "text"}])
-            else:
-                group, caption = arg
-                sent = await self._send_files(chat_id, thread, group, caption, reply_id)
-                done.append(
-                    [{"id": pid, "t": "caption" if (j == 0 and caption) else "media"} for j, pid in enumerate(sent)]
-                )
-            if len(steps) > 1:
-                await self.ctx.state.put(progress_key, json.dumps(done))
-        parts = [p for step_parts in done for p in step_parts]
-        first = parts[0]["id"]
-        if len(parts) > 1 or parts[0]["t"] != "text":
-            await self.ctx.state.put(f"parts:{first}", json.dumps(parts))
-        return first
-
-    async def _send_text(self, chat_id: int | str, text: str, thread: int | None, reply: int | None = None) -> str:
-        """sendMessage through PTB's transport and error mapping, keeping the answer as JSON:
-        relay needs only its ids, and building a full `Message` costs more than the rest of a send."""
-        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
-        if thread is not None:
-            params["message_thread_id"] = thread
-        if reply is not None:
-            params["reply_parameters"] = {"message_id": reply, "allow_sending_without_reply": True}
-        sent = await self.bot._post("sendMessage", params)  # noqa: SLF001
-        return f"{sent['chat']['id']}:{sent['message_id']}"
-
-    async def _send_files(
-        self, chat_id: int | str, thread: int | None, group: list[Attachment], caption: str, reply: int | None
-    ) -> list[str]:
-        cap = caption or None
-        if len(group) > 1:
-            kinds = {"photo": InputMediaPhoto, "video": InputMediaVideo, "audio": InputMediaAudio, "document": InputMediaDocument}
-            media = [
-                kinds[_file_kind(a)](media=a.data, filename=a.name, caption=cap if i == 0 else None)
-                for i, a in enumerate(group)
-            ]
-            msgs = await self.bot.send_media_group(
-                chat_id, media, message_thread_id=thread, reply_to_message_id=reply, allow_sending_without_reply=True
-            )
-            return [f"{m.chat_id}:{m.message_id}" for m in msgs]
-        att = group[0]
-        upload = InputFile(att.data, filename=att.name)
-        kind = _file_kind(att)
-        common: dict[str, Any] = {
-            "caption": cap, "message_thread_id": thread, "reply_to_message_id": reply, "allow_sending_without_reply": True,
-        }
-        if kind == "photo":
-            msg = await self.bot.send_photo(chat_id, upload, **common)
-        elif kind == "video":
-            msg = await self.bot.send_video(chat_id, upload, **common)
-        elif kind == "voice":
-            msg = await self.bot.send_voice(chat_id, upload, **common)
-        elif kind == "audio":
-            msg = await self.bot.send_audio(chat_id, upload, **common)
-        else:
-            msg = await self.bot.send_document(chat_id, upload, **common)
-        return [f"{msg.chat_id}:{msg.message_id}"]
-
-    async def _parts(self, pid: str) -> list[dict[str, str]]:
-        stored = await self.ctx.state.get(f"parts:{pid}")
-        return json.loads(stored) if stored else [{"id": pid, "t": "text"}]
-
-    async def _edit(self, out: Outgoing) -> str:
-        if not out.edits:
-            raise Permanent("telegram edit: no message to edit (edits is empty)")
-        parts = await self._parts(out.edits)
-        editable = [p for p in parts if p["t"] in ("text", "caption")]
-        text = self._compose(out)
-        chunks: list[str] = []
-        if editable and editable[0]["t"] == "caption":
-            head = split_text(text, CAPTION_LIMIT)[0] if text else ""
-            chunks.append(head)
-            tail = text[len(head):].lstrip("\n ")
-            chunks += split_text(tail, TEXT_LIMIT) if tail else []
-        else:
-            chunks = split_text(text or " ", TEXT_LIMIT)
-        added: list[dict[str, str]] = []
-        for i, chunk in enumerate(chunks):
-            if i < len(editable):
-                part = editable[i]
-                chat_id, mid = _split_pid(part["id"])
-                try:
-                    if part["t"] == "caption":
-                        await self.bot.edit_message_caption(chat_id=chat_id, message_id=mid, caption=chunk)
-                    else:
-                        await self.bot.edit_message_text(chunk, chat_id=chat_id, message_id=mid)
-                except TelegramError as exc:
-                    if not _not_modified(exc):
-                        raise
-            else:
-                chat_id, thread = await self._target(out)
-                added.append({"id": await self._send_text(chat_id, chunk, thread), "t": "text"})
-        removed = editable[len(chunks):]
-        for part in removed:
-            chat_id, mid = _split_pid(part["id"])
-            try:
-                await self.bot.delete_message(chat_id, mid)
-            except BadRequest:
-                pass
-        if added or removed:
-            new_parts = [p for p in parts if p not in removed] + added
-            await self.ctx.state.put(f"parts:{out.edits}", json.dumps(new_parts))
-        return out.edits
-
-    async def _delete(self, out: Outgoing) -> str:
-        if not out.edits:
-            raise Permanent("telegram delete: no message to delete (edits is empty)")
-        for part in await self._parts(out.edits):
-            chat_id, mid = _split_pid(part["id"])
-            try:
-                await self.bot.delete_message(chat_id, mid)
-            except BadRequest as exc:
-                if "not found" not in exc.message.lower():
-                    raise
-        return out.edits
+        return await self.sender.send(out)
 
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> TelegramChannel:
