@@ -25,12 +25,12 @@ def test_example_config_telegram_block_loads_and_builds() -> None:
     data = yaml.safe_load("\n".join(lines))
     data["desks"]["advisors"]["clients"].append("telegram-clients")
     data["employees"]["tina"] = {"name": "Tina", "staff": {"channel": "telegram-staff", "address": "123456789"}}
-    env = {"TELEGRAM_TOKEN": "1:client", "TELEGRAM_STAFF_TOKEN": "2:staff", "TELEGRAM_WEBHOOK_SECRET": "s3cret"}
+    env = {"TELEGRAM_TOKEN": "1:client", "TELEGRAM_STAFF_TOKEN": "2:staff"}
     cfg = config_from_dict(data, base=ROOT, env=env)
     clients = cfg.channels["telegram-clients"]
     assert clients.welcome and clients.side == "client"
     client = create("telegram-clients", clients.settings, make_ctx("telegram-clients", "client"))
-    assert (client.cfg.token, client.cfg.mode, client.cfg.webhook_secret, client.cfg.poll_timeout) == ("1:client", "polling", "s3cret", 30.0)
+    assert (client.cfg.token, client.cfg.mode, client.cfg.webhook_secret, client.cfg.poll_timeout) == ("1:client", "polling", "", 30.0)
     staff = cfg.channels["telegram-staff"]
     channel = create("telegram-staff", staff.settings, make_ctx("telegram-staff", "staff"))
     assert (channel.cfg.token, channel.cfg.side, channel.cfg.staff_group) == ("2:staff", "staff", -1001234567890)
