@@ -115,6 +115,9 @@ async def test_staff_reply_reaches_the_client_with_the_recording_notice_first(tm
         await eventually(lambda: client_texts(fake) and client_texts(fake)[0].endswith("Ask away."))
         assert len(client_texts(fake)) == 1, "an edit changes the client's copy, the stranger's text never arrives"
         assert fake.called("editMessageText", CLIENT_TOKEN)
+        fake.user_edit(STAFF_TOKEN, reply, text="Pay with card 4111 1111 1111 1111.")
+        await eventually(lambda: client_texts(fake)[0].startswith("Pay with"))
+        assert client_texts(fake) == ["Pay with card [REDACTED]."], "policy runs again on an edit"
     finally:
         await relay.stop()
 
