@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,6 +60,9 @@ def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except BrokenPipeError:  # e.g. `relay journal show | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except CommandError as exc:
             for line in str(exc).splitlines() or [""]:
                 print(f"relay: {line}", file=sys.stderr)
@@ -139,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 _SEARCH_FTS = (
     "SELECT m.id, m.conversation, m.channel, m.sender_user, m.seq,"
     " snippet(messages_fts, 0, '[', ']', '…', 16) AS snip"
-    " FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid"
+    " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
     " WHERE messages_fts MATCH ? ORDER BY m.seq LIMIT ?"
 )
 _SEARCH_LIKE = (
