@@ -249,7 +249,8 @@ class Hub:
         deliveries: list[Delivery] = []
         if conv.employee is not None:
             to = self.router.staff_party(conv.employee)
-            deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events)
+            inherited = await self._inherited_disclaimers(inb)
+            deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
         else:
             events.append(("delivery.failed", {"delivery_id": None, "message_id": mid, "channel": None,
                                                "reason": "no active employee on the desk; waiting for a handover",
@@ -291,7 +292,9 @@ class Hub:
             return events, deliveries, cid
         if inb.kind == "event" or conv is None or emp is None:
             return events, deliveries, cid
-        deliveries += self._evaluate_and_route(inb, mid, "outbound", attachments, conv, conv.client, emp.groups, events)
+        inherited = await self._inherited_disclaimers(inb)
+        deliveries += self._evaluate_and_route(inb, mid, "outbound", attachments, conv, conv.client, emp.groups,
+                                               events, inherited)
         return events, deliveries, cid
 
     def _first_outbound(self, conv: Conversation) -> bool:
@@ -323,8 +326,18 @@ class Hub:
             return ("policy.shadow_verdict", {"message_id": mid, "error": repr(exc)}, conv.id)
         return ("policy.shadow_verdict", {**verdict_json(v, mid), "shadow": True}, conv.id)
 
+    async def _inherited_disclaimers(self, inb: Inbound) -> tuple[str, ...]:
+        """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""
+        if inb.kind != "edit" or not inb.edits:
+            return ()
+        rows = await self.journal.fetchall(
+            "SELECT body_json FROM events WHERE kind = 'policy.verdict' AND json_extract(body_json, '$.message_id') = ? "
+            "ORDER BY seq DESC LIMIT 1", (message_id_for(inb.channel, inb.edits),))
+        return tuple(json.loads(rows[0]["body_json"]).get("disclaimers") or ()) if rows else ()
+
     def _evaluate_and_route(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
-                            conv: Conversation, to: Party, groups: tuple[str, ...], events: list[Event]) -> list[Delivery]:
+                            conv: Conversation, to: Party, groups: tuple[str, ...], events: list[Event],
+                            inherited: tuple[str, ...] = ()) -> list[Delivery]:
         kind = inb.kind if inb.kind in ("message", "edit", "delete") else "message"
         if inb.kind == "event":
             return []
@@ -332,6 +345,9 @@ class Hub:
         verdict: Verdict | None = None
         if kind != "delete":
             verdict = self._evaluate(direction, inb.channel, inb.text, usable, groups, conv, mid)
+            if inherited:
+                kept = tuple(d for d in inherited if d not in verdict.disclaimers)
+                verdict = replace(verdict, disclaimers=kept + verdict.disclaimers)
             events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))
             shadow = self._shadow_event(direction, inb.channel, inb.text, usable, groups, conv, mid)
             if shadow is not None:

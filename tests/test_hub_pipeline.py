@@ -234,3 +234,20 @@ async def test_redelivery_after_a_restart_is_recognised_by_the_journal_writer(tm
         assert staff.sent == []
     finally:
         await relay.stop()
+
+
+async def test_an_edit_of_the_first_reply_keeps_the_recording_notice(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        r = await clients.inject("u1", "hello", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        await staff.inject("ann", "Hi, Ann here", "ann:1", chat=r.conversation)
+        await until(lambda: len(clients.sent) == 1)
+        notice = "This conversation is recorded for regulatory purposes."
+        assert clients.sent[0].text.startswith(notice)
+        await staff.inject("ann", "Hi, Ann here. Ask away.", "ann:1:e", chat=r.conversation, kind="edit", edits="ann:1")
+        await until(lambda: len(clients.sent) == 2)
+        assert clients.sent[1].kind == "edit" and clients.sent[1].text.startswith(notice)
+        assert clients.sent[1].text.count(notice) == 1
+    finally:
+        await relay.stop()

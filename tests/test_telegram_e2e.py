@@ -113,11 +113,13 @@ async def test_staff_reply_reaches_the_client_with_the_recording_notice_first(tm
         await eventually(lambda: any("not a configured employee" in t for t in topic_texts(fake)))
         fake.user_edit(STAFF_TOKEN, reply, text="Hi Ann, Alice here. Ask away.")
         await eventually(lambda: client_texts(fake) and client_texts(fake)[0].endswith("Ask away."))
-        assert len(client_texts(fake)) == 1, "an edit changes the client's copy, the stranger's text never arrives"
+        assert client_texts(fake) == [f"{NOTICE}\nHi Ann, Alice here. Ask away."], \
+            "an edit changes the client's copy, keeps the notice, and the stranger's text never arrives"
         assert fake.called("editMessageText", CLIENT_TOKEN)
         fake.user_edit(STAFF_TOKEN, reply, text="Pay with card 4111 1111 1111 1111.")
-        await eventually(lambda: client_texts(fake)[0].startswith("Pay with"))
-        assert client_texts(fake) == ["Pay with card [REDACTED]."], "policy runs again on an edit"
+        await eventually(lambda: client_texts(fake)[0].endswith("Pay with card [REDACTED]."))
+        assert client_texts(fake) == [f"{NOTICE}\nPay with card [REDACTED]."], \
+            "policy runs again on an edit, and the edit keeps the recording notice of the first reply"
     finally:
         await relay.stop()
 
