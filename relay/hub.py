@@ -30,6 +30,7 @@ from relay.routing import Conversation, Router, RoutingError
 log = logging.getLogger("relay.hub")
 
 SYSTEM = Party("relay", "system", "relay")
+RECEIPT_PREFIXES = ("receipt", "marker:", "status:", "error:")
 INLINE_RAW_MAX = 16 * 1024
 """Raw payloads up to this size travel inside the event (one fsync with it); larger ones are blobs."""
 Event = tuple[str, dict[str, Any], str | None]
@@ -162,6 +163,11 @@ class Hub:
         self.stats.received += 1
         for d in deliveries:
             self.outbox.enqueue(d)
+        for kind, body, cid in events:
+            if kind == "delivery.failed" and body.get("permanent") and body.get("delivery_id"):
+                failed = Delivery(body["delivery_id"], body["message_id"], cid or "", body["channel"],
+                                  Party(body["channel"], ""), {"kind": "message"})
+                await self.on_permanent_failure(failed, body["reason"])
         return Receipt(mid, conv)
 
     async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], str]:
@@ -223,6 +229,7 @@ class Hub:
             # statuses, receipts, unreadable payloads: journaled, but they open no conversation
             body = self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
             events.append(("message.received", body, cid if conv else None))
+            events += await self._receipt_events(inb, mid)
             return events, [], cid if conv else ""
         new = conv is None
         if conv is None:
@@ -290,7 +297,10 @@ class Hub:
             text = f"{self.config.notices['refused']} ({refused})"
             deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
             return events, deliveries, cid
-        if inb.kind == "event" or conv is None or emp is None:
+        if inb.kind == "event":
+            events += await self._receipt_events(inb, mid)
+            return events, deliveries, cid
+        if conv is None or emp is None:
             return events, deliveries, cid
         inherited = await self._inherited_disclaimers(inb)
         deliveries += self._evaluate_and_route(inb, mid, "outbound", attachments, conv, conv.client, emp.groups,
@@ -325,6 +335,31 @@ class Hub:
         except Exception as exc:
             return ("policy.shadow_verdict", {"message_id": mid, "error": repr(exc)}, conv.id)
         return ("policy.shadow_verdict", {**verdict_json(v, mid), "shadow": True}, conv.id)
+
+    async def _receipt_events(self, inb: Inbound, mid: str) -> list[Event]:
+        """Link a network's status or receipt event to the delivery it is about.
+
+        Adapters report receipts as events whose `reply_to` is the platform id their `send`
+        returned (`receipt`, `marker:…`, `status:<state>`, `error: …`). A failure status also
+        becomes a permanent `delivery.failed`, so the sender is told.
+        """
+        status = inb.text.strip()
+        if not inb.reply_to or not status.startswith(RECEIPT_PREFIXES):
+            return []
+        rows = await self.journal.fetchall(
+            "SELECT delivery_id, message_id, conversation, platform_id FROM deliveries WHERE channel = ? "
+            "AND platform_id IN (?, ?) ORDER BY seq DESC LIMIT 1",
+            (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
+        if not rows:
+            return []
+        r = rows[0]
+        base = {"delivery_id": r["delivery_id"], "message_id": r["message_id"], "channel": inb.channel,
+                "platform_id": r["platform_id"]}
+        out: list[Event] = [("delivery.receipt", {**base, "status": status, "event_id": mid}, r["conversation"])]
+        if status.startswith(("status:failed", "error:")):
+            out.append(("delivery.failed", {**base, "reason": f"the network reported: {status}", "permanent": True,
+                                            "attempt": 0}, r["conversation"]))
+        return out
 
     async def _inherited_disclaimers(self, inb: Inbound) -> tuple[str, ...]:
         """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""

@@ -251,3 +251,33 @@ async def test_an_edit_of_the_first_reply_keeps_the_recording_notice(tmp_path: P
         assert clients.sent[1].text.count(notice) == 1
     finally:
         await relay.stop()
+
+
+async def test_receipts_and_failure_statuses_are_linked_to_the_delivery(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        r = await clients.inject("u1", "question", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        await staff.inject("ann", "answer one", "ann:1", chat=r.conversation)
+        await staff.inject("ann", "answer two", "ann:2", chat=r.conversation)
+        await until(lambda: len(clients.sent) == 2)
+        for _ in range(100):
+            rows = await relay.journal.fetchall("SELECT platform_id FROM deliveries WHERE channel = 'clients' "
+                                                "AND state = 'delivered' ORDER BY seq")
+            if len(rows) == 2:
+                break
+            await asyncio.sleep(0.02)
+        first, second = rows[0]["platform_id"], rows[1]["platform_id"]
+        await clients.inject("whatsapp", "status:delivered", f"st:{first}", chat="u1", kind="event", reply_to=first)
+        await clients.inject("whatsapp", "status:failed:131047 Re-engagement message", f"st:{second}", chat="u1",
+                             kind="event", reply_to=second)
+        receipts = await relay.journal.fetchall("SELECT json_extract(body_json, '$.status') AS s, "
+                                                "json_extract(body_json, '$.platform_id') AS p FROM events "
+                                                "WHERE kind = 'delivery.receipt' ORDER BY seq")
+        assert [(x["s"], x["p"]) for x in receipts] == [("status:delivered", first),
+                                                        ("status:failed:131047 Re-engagement message", second)]
+        await until(lambda: any(o.kind == "notice" and "131047" in o.text for o in staff.sent))
+        failed = await relay.journal.fetchall("SELECT state FROM deliveries WHERE platform_id = ?", (second,))
+        assert failed[0]["state"] == "failed"
+    finally:
+        await relay.stop()
