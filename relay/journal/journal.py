@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import hashlib
 import hmac
-import json
 import logging
 import sqlite3
 import time
