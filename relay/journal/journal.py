@@ -177,7 +177,7 @@ class Journal:
             raise
         if not read_only:
             self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._wal_conn.execute("PRAGMA busy_timeout=5000")
+            await self._wal_conn.execute("PRAGMA busy_timeout=2000")
             await self._wal_conn.execute(f"PRAGMA synchronous={sync}")
             self._wake = asyncio.Event()
             self._writer_task = asyncio.get_running_loop().create_task(self._writer())
@@ -190,7 +190,7 @@ class Journal:
     async def _prepare_writer(self, sync: str) -> None:
         assert self._db is not None
         db = self._db
-        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA busy_timeout=30000")
         mode = (await db.execute_fetchall("PRAGMA journal_mode=WAL"))[0][0]
         if str(mode).lower() != "wal":
             raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
@@ -368,8 +368,9 @@ class Journal:
 
     async def _flush_wal(self) -> None:
         """Copies committed WAL pages into the database on a third connection, so that work
-        (and its fsync) runs beside the commits instead of inside one; a WAL that keeps growing
-        under load is reset with a blocking RESTART checkpoint."""
+        (and its fsync) runs beside the commits instead of inside one. Under load that never
+        pauses the WAL is never fully copied and so never restarts; past WAL_RESTART_FRAMES a
+        RESTART checkpoint makes the writer wait (its busy_timeout is 30 s) while it catches up."""
         try:
             rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             if rows and rows[0][1] > WAL_RESTART_FRAMES:
