@@ -35,8 +35,6 @@ LOCK_NAME = "journal.lock"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _KEY_CHECK = b"relay journal hmac key check"
 _INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
-WAL_FLUSH_EVENTS = 2000
-WAL_RESTART_FRAMES = 65536
 _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
 
 
@@ -64,6 +62,7 @@ class JournalStats:
     largest_batch: int = 0
     checkpoints: int = 0
     projection_errors: int = 0
+    wal_restarts: int = 0
 
 
 Item = tuple[str, "str | None", str, str, str, dict[str, Any], float]
@@ -90,6 +89,11 @@ class _Unit:
 
 class Journal:
     """Open with `await Journal.open(data_dir, ...)`; see docs/internals.md ("Journal")."""
+
+    wal_flush_events = 2000
+    """Committed events between background WAL checkpoints."""
+    wal_restart_frames = 65536
+    """WAL length (pages) past which the background checkpoint also restarts the WAL."""
 
     def __init__(self) -> None:
         raise TypeError("use `await Journal.open(data_dir, ...)`")
@@ -362,19 +366,20 @@ class Journal:
             task.add_done_callback(self._file_tasks.discard)
         if self._since_cp > 0 and self._timer is None and not self._closing:
             self._arm_timer()
-        if self.stats.events - self._wal_mark >= WAL_FLUSH_EVENTS and self._wal_task is None:
+        if self.stats.events - self._wal_mark >= self.wal_flush_events and self._wal_task is None:
             self._wal_mark = self.stats.events
             self._wal_task = asyncio.get_running_loop().create_task(self._flush_wal())
 
     async def _flush_wal(self) -> None:
         """Copies committed WAL pages into the database on a third connection, so that work
         (and its fsync) runs beside the commits instead of inside one. Under load that never
-        pauses the WAL is never fully copied and so never restarts; past WAL_RESTART_FRAMES a
+        pauses the WAL is never fully copied and so never restarts; past `wal_restart_frames` a
         RESTART checkpoint makes the writer wait (its busy_timeout is 30 s) while it catches up."""
         try:
             rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-            if rows and rows[0][1] > WAL_RESTART_FRAMES:
+            if rows and rows[0][1] > self.wal_restart_frames:
                 await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")
+                self.stats.wal_restarts += 1
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed: %r", exc)
         finally:
