@@ -200,6 +200,7 @@ class Journal:
             raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
         await db.execute(f"PRAGMA synchronous={sync}")
         await db.execute("PRAGMA wal_autocheckpoint=0")
+        await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
         await db.executescript(schema.CORE + schema.PROJECTIONS)
         meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
         if not meta:
