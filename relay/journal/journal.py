@@ -162,7 +162,13 @@ class Journal:
                 self._lock.close()
                 raise
         reader: aiosqlite.Connection | None = None
+        wal_conn: aiosqlite.Connection | None = None
         try:
+            if not read_only:
+                wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
+                await wal_conn.execute("PRAGMA busy_timeout=2000")
+                await wal_conn.execute(f"PRAGMA synchronous={sync}")
+                self._wal_conn = wal_conn
             reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
             reader.row_factory = sqlite3.Row
             self._reader = reader
@@ -173,16 +179,14 @@ class Journal:
                 if row:
                     self._head_seq, self._head_hash = row[0][0], row[0][1]
         except BaseException:
-            if reader is not None:
-                await reader.close()
+            for conn in (reader, wal_conn):
+                if conn is not None:
+                    await conn.close()
             if self._db is not None:
                 await self._db.close()
                 self._lock.close()
             raise
         if not read_only:
-            self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._wal_conn.execute("PRAGMA busy_timeout=2000")
-            await self._wal_conn.execute(f"PRAGMA synchronous={sync}")
             self._wake = asyncio.Event()
             self._writer_task = asyncio.get_running_loop().create_task(self._writer())
             if self._since_cp > 0:
