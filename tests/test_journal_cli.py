@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -133,7 +132,6 @@ async def test_rebuild_restores_dropped_projection_rows(tmp_path: Path, jopen: A
     assert rows(db, "SELECT * FROM messages ORDER BY id") == before
     assert rows(db, "SELECT message_id, state FROM review_queue") == [("m2", "open")]
     assert relay("verify", "--data-dir", str(data)).returncode == 0
-    await asyncio.sleep(0)
 
 
 async def test_a_file_that_is_not_a_journal_is_a_clear_error(tmp_path: Path) -> None:
