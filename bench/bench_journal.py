@@ -75,8 +75,11 @@ async def _run(events: int, max_batch: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    group = [asyncio.run(_run(GROUP_EVENTS, 10_000)) for _ in range(RUNS)]
-    single = [asyncio.run(_run(SINGLE_EVENTS, 1)) for _ in range(RUNS)]
+    group: list[tuple[float, int]] = []
+    single: list[tuple[float, int]] = []
+    for _ in range(RUNS):  # interleaved, so both see the same disk and CPU conditions
+        group.append(asyncio.run(_run(GROUP_EVENTS, 10_000)))
+        single.append(asyncio.run(_run(SINGLE_EVENTS, 1)))
     g = statistics.median(r for r, _ in group)
     s = statistics.median(r for r, _ in single)
     commits = statistics.median(c for _, c in group)

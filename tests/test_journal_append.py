@@ -256,3 +256,19 @@ async def test_concurrent_puts_of_the_same_bytes(tmp_path: Path, jopen: Any) -> 
     shas = await asyncio.gather(*(j.put_blob(data) for _ in range(20)))
     assert len(set(shas)) == 1
     assert [p.name for p in (tmp_path / "blobs" / shas[0][:2]).iterdir()] == [shas[0]]
+
+
+async def test_wal_is_restarted_under_sustained_load(tmp_path: Path, jopen: Any) -> None:
+    j = await jopen(tmp_path, checkpoint_every=100_000)
+    j.wal_flush_events, j.wal_restart_frames = 100, 200
+
+    async def producer(p: int) -> None:
+        for i in range(60):
+            await j.append("admin.action", {"p": p, "i": i, "pad": "x" * 500})
+
+    await asyncio.gather(*(producer(p) for p in range(100)))
+    await j.close()
+    assert j.stats.wal_restarts >= 1
+    r = await jopen(tmp_path, read_only=True)
+    assert (await r.verify()).ok
+    assert (await r.fetchall("SELECT count(*) FROM events WHERE kind='admin.action'"))[0][0] == 6000

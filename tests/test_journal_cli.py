@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -133,4 +132,10 @@ async def test_rebuild_restores_dropped_projection_rows(tmp_path: Path, jopen: A
     assert rows(db, "SELECT * FROM messages ORDER BY id") == before
     assert rows(db, "SELECT message_id, state FROM review_queue") == [("m2", "open")]
     assert relay("verify", "--data-dir", str(data)).returncode == 0
-    await asyncio.sleep(0)
+
+
+async def test_a_file_that_is_not_a_journal_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "journal.sqlite3").write_bytes(b"this is not sqlite at all" * 100)
+    out = relay("verify", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.startswith("relay: cannot read the journal database")
+    assert "Traceback" not in out.stderr

@@ -58,8 +58,12 @@ async def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path, jopen
     finally:
         child.kill()
         child.wait(timeout=30)
+        errors = child.stderr.read() if child.stderr else ""
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
     assert child.returncode == -signal.SIGKILL
-    assert len(acked) >= 600, child.stderr.read() if child.stderr else ""
+    assert len(acked) >= 600, errors
 
     j = await jopen(data)
     report = await j.verify()

@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -83,6 +84,8 @@ def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
     except JournalError as exc:
         raise CommandError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot read the journal database: {exc}") from None
 
 
 async def _open(s: journal_settings.JournalSettings, read_only: bool = True) -> Journal:

@@ -66,7 +66,9 @@ class BlobStore:
         except FileNotFoundError:
             pass
         if not path.parent.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True)
+                fsync_dir(self.root.parent)
             path.parent.mkdir(exist_ok=True)
             fsync_dir(self.root)
         write_durably(path, data)

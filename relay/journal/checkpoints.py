@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from relay.journal.blobs import write_durably
+from relay.journal.blobs import fsync_dir, write_durably
 
 
 def file_name(seq: int) -> str:
@@ -15,7 +15,9 @@ def file_name(seq: int) -> str:
 
 def write(directory: Path, record: dict[str, Any]) -> Path:
     """`record` = checkpoint body plus the checkpoint event's own `seq`, `hash` and `ts`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(directory.parent)
     path = directory / file_name(int(record["seq"]))
     write_durably(path, json.dumps(record, sort_keys=True, indent=1).encode())
     return path

@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import hashlib
 import hmac
-import json
 import logging
 import sqlite3
 import time
@@ -36,8 +35,6 @@ LOCK_NAME = "journal.lock"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _KEY_CHECK = b"relay journal hmac key check"
 _INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
-WAL_FLUSH_EVENTS = 2000
-WAL_RESTART_FRAMES = 65536
 _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
 
 
@@ -65,6 +62,7 @@ class JournalStats:
     largest_batch: int = 0
     checkpoints: int = 0
     projection_errors: int = 0
+    wal_restarts: int = 0
 
 
 Item = tuple[str, "str | None", str, str, str, dict[str, Any], float]
@@ -93,6 +91,11 @@ class _Unit:
 
 class Journal:
     """Open with `await Journal.open(data_dir, ...)`; see docs/internals.md ("Journal")."""
+
+    wal_flush_events = 2000
+    """Committed events between background WAL checkpoints."""
+    wal_restart_frames = 65536
+    """WAL length (pages) past which the background checkpoint also restarts the WAL."""
 
     def __init__(self) -> None:
         raise TypeError("use `await Journal.open(data_dir, ...)`")
@@ -161,7 +164,13 @@ class Journal:
                 self._lock.close()
                 raise
         reader: aiosqlite.Connection | None = None
+        wal_conn: aiosqlite.Connection | None = None
         try:
+            if not read_only:
+                wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
+                await wal_conn.execute("PRAGMA busy_timeout=2000")
+                await wal_conn.execute(f"PRAGMA synchronous={sync}")
+                self._wal_conn = wal_conn
             reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
             reader.row_factory = sqlite3.Row
             self._reader = reader
@@ -172,16 +181,14 @@ class Journal:
                 if row:
                     self._head_seq, self._head_hash = row[0][0], row[0][1]
         except BaseException:
-            if reader is not None:
-                await reader.close()
+            for conn in (reader, wal_conn):
+                if conn is not None:
+                    await conn.close()
             if self._db is not None:
                 await self._db.close()
                 self._lock.close()
             raise
         if not read_only:
-            self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._wal_conn.execute("PRAGMA busy_timeout=5000")
-            await self._wal_conn.execute(f"PRAGMA synchronous={sync}")
             self._wake = asyncio.Event()
             self._writer_task = asyncio.get_running_loop().create_task(self._writer())
             if self._since_cp > 0:
@@ -193,12 +200,13 @@ class Journal:
     async def _prepare_writer(self, sync: str) -> None:
         assert self._db is not None
         db = self._db
-        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA busy_timeout=30000")
         mode = (await db.execute_fetchall("PRAGMA journal_mode=WAL"))[0][0]
         if str(mode).lower() != "wal":
             raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
         await db.execute(f"PRAGMA synchronous={sync}")
         await db.execute("PRAGMA wal_autocheckpoint=0")
+        await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
         await db.executescript(schema.CORE + schema.PROJECTIONS)
         meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
         if not meta:
@@ -372,18 +380,20 @@ class Journal:
             task.add_done_callback(self._file_tasks.discard)
         if self._since_cp > 0 and self._timer is None and not self._closing:
             self._arm_timer()
-        if self.stats.events - self._wal_mark >= WAL_FLUSH_EVENTS and self._wal_task is None:
+        if self.stats.events - self._wal_mark >= self.wal_flush_events and self._wal_task is None:
             self._wal_mark = self.stats.events
             self._wal_task = asyncio.get_running_loop().create_task(self._flush_wal())
 
     async def _flush_wal(self) -> None:
         """Copies committed WAL pages into the database on a third connection, so that work
-        (and its fsync) runs beside the commits instead of inside one; a WAL that keeps growing
-        under load is reset with a blocking RESTART checkpoint."""
+        (and its fsync) runs beside the commits instead of inside one. Under load that never
+        pauses the WAL is never fully copied and so never restarts; past `wal_restart_frames` a
+        RESTART checkpoint makes the writer wait (its busy_timeout is 30 s) while it catches up."""
         try:
             rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-            if rows and rows[0][1] > WAL_RESTART_FRAMES:
+            if rows and rows[0][1] > self.wal_restart_frames:
                 await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")
+                self.stats.wal_restarts += 1
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed: %r", exc)
         finally:
