@@ -1,0 +1,1 @@
+"""Benchmarks: each module bench_<area>.py has main() printing figures and a same-run baseline ratio."""

@@ -1,0 +1,48 @@
+"""The core's own admin actions: release or reject a held message.
+
+The compliance workflow (relay/review.py) adds richer decisions; these two are what the
+hub itself needs so that a quarantined message can leave the queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relay.admin import AdminError, admin_action
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
+
+
+@admin_action("review.release")
+async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    mid = str(params.get("message_id", ""))
+    actor = str(params.get("actor", "")) or "cli"
+    rows = await relay.journal.fetchall("SELECT state, action FROM review_queue WHERE message_id = ?", (mid,))
+    if not rows:
+        raise AdminError(f"no review item {mid!r}")
+    if rows[0]["state"] != "open":
+        raise AdminError(f"review item {mid} is already decided ({rows[0]['state']})")
+    if rows[0]["action"] != "quarantine":
+        raise AdminError(f"review item {mid} was not held (action {rows[0]['action']}); use a review decision instead")
+    try:
+        d = await relay.hub.release(mid, actor, str(params.get("reason", "")))
+    except LookupError as exc:
+        raise AdminError(str(exc)) from exc
+    return {"message_id": mid, "decision": "release", "delivery_id": d.delivery_id, "queued": not relay.offline}
+
+
+@admin_action("review.reject")
+async def reject(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    mid = str(params.get("message_id", ""))
+    actor = str(params.get("actor", "")) or "cli"
+    rows = await relay.journal.fetchall("SELECT state FROM review_queue WHERE message_id = ?", (mid,))
+    if not rows:
+        raise AdminError(f"no review item {mid!r}")
+    if rows[0]["state"] != "open":
+        raise AdminError(f"review item {mid} is already decided ({rows[0]['state']})")
+    try:
+        await relay.hub.reject(mid, actor, str(params.get("reason", "")))
+    except LookupError as exc:
+        raise AdminError(str(exc)) from exc
+    return {"message_id": mid, "decision": "reject"}

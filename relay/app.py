@@ -1,0 +1,238 @@
+"""Assembles a running relay from a config: journal, policies, channels, hub, outbox, web.
+
+`RelayApp.start()` is what `relay run` and the end-to-end tests use, so both exercise the same
+start-up order: the journal first (nothing can be accepted before it is durable), then the
+policy set, the channels' routes, the outbox resume, the web server, and last the channels'
+receiving loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Mapping
+
+from aiohttp import web
+
+from bots.base import Channel, ChannelContext, EmployeeInfo, load_factory
+from relay.config import Config, ConfigError, config_from_dict
+from relay.journal import Journal
+from relay.outbox import Outbox
+from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher, load_policy_dir
+from relay.routing import Router
+
+log = logging.getLogger("relay.app")
+
+
+class JournalState:
+    """A channel's durable key/value state, kept in the journal database."""
+
+    def __init__(self, journal: Journal, channel: str) -> None:
+        self.journal = journal
+        self.namespace = f"channel:{channel}"
+
+    async def get(self, key: str) -> str | None:
+        return await self.journal.kv_get(self.namespace, key)
+
+    async def put(self, key: str, value: str) -> None:
+        await self.journal.kv_put(self.namespace, key, value)
+
+
+class AlreadyRunning(RuntimeError):
+    """Another relay process holds the journal's writer lock."""
+
+
+def _lock(data_dir: Path) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another relay process is using {data_dir} (lock {data_dir / 'relay.lock'})") from None
+    return fd
+
+
+async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
+    """Journal `policy.loaded` unless the newest one already names this version."""
+    kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
+    rows = await journal.fetchall(
+        f"SELECT body_json FROM events WHERE kind = 'policy.loaded' AND {kind_filter} ORDER BY seq DESC LIMIT 1"
+    )
+    if rows:
+        import json
+
+        if json.loads(rows[0]["body_json"]).get("version") == ps.version:
+            return
+    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
+    if shadow:
+        body["shadow"] = True
+    await journal.append("policy.loaded", body)
+
+
+class RelayApp:
+    """A running (or offline) relay; `stop()` undoes `start()` in reverse order."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.journal: Journal
+        self.router: Router
+        self.outbox: Outbox
+        self.hub: Any
+        self.channels: dict[str, Channel] = {}
+        self.web = web.Application(client_max_size=config.max_attachment_bytes + 1024 * 1024)
+        self.runner: web.AppRunner | None = None
+        self.port = config.port
+        self.offline = False
+        self.watcher: PolicyWatcher | None = None
+        self.shadow_watcher: PolicyWatcher | None = None
+        self.admin_token = ""
+        self._lock_fd: int | None = None
+        self._started_channels: list[Channel] = []
+
+    @property
+    def policies(self) -> PolicySet:
+        assert self.watcher is not None
+        return self.watcher.current
+
+    @property
+    def base_url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    async def start(cls, config: Config | Mapping[str, Any], *, offline: bool = False,
+                    base: Path | None = None) -> "RelayApp":
+        """Start everything; with `offline`, only journal, policies, hub and routing (for CLI writes)."""
+        cfg = config if isinstance(config, Config) else config_from_dict(config, base=base)
+        app = cls(cfg)
+        try:
+            await app._start(offline)
+        except BaseException:
+            await app.stop()
+            raise
+        return app
+
+    async def _start(self, offline: bool) -> None:
+        from relay.hub import Hub
+        from relay.web import setup_web
+
+        cfg = self.config
+        self.offline = offline
+        self._lock_fd = _lock(cfg.data_dir)
+        self.journal = await Journal.open(
+            cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
+            checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+        )
+        try:
+            initial = await asyncio.to_thread(load_policy_dir, cfg.policies_dir)
+        except PolicyLoadError as exc:
+            raise ConfigError([f"policies: {e}" for e in exc.errors]) from exc
+        await _policy_loaded(self.journal, initial, cfg.policies_dir)
+        self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded, on_error=self._on_policy_error,
+                                     interval=cfg.policies_reload, initial=initial)
+        shadow_current = None
+        if cfg.shadow_policies_dir is not None:
+            try:
+                shadow_initial = await asyncio.to_thread(load_policy_dir, cfg.shadow_policies_dir)
+            except PolicyLoadError as exc:
+                raise ConfigError([f"shadow policies: {e}" for e in exc.errors]) from exc
+            await _policy_loaded(self.journal, shadow_initial, cfg.shadow_policies_dir, shadow=True)
+            self.shadow_watcher = PolicyWatcher(cfg.shadow_policies_dir, on_loaded=self._on_shadow_loaded,
+                                                on_error=self._on_policy_error, interval=cfg.policies_reload,
+                                                initial=shadow_initial)
+            shadow_current = lambda: self.shadow_watcher.current if self.shadow_watcher else None  # noqa: E731
+
+        self.router = Router(cfg, self.journal)
+        await self.router.load()
+        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay)
+        self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
+        self.outbox.on_permanent = self.hub.on_permanent_failure
+        if offline:
+            return
+
+        self.admin_token = secrets.token_urlsafe(32)
+        setup_web(self)
+        for name, ch in cfg.channels.items():
+            employees = {
+                e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, e.active)
+                for e in cfg.employees.values() if e.channel == name
+            }
+            ctx = ChannelContext(
+                name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
+                data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
+                wake=lambda address, _n=name: self.outbox.wake(_n, address),
+                employees=employees, public_url=cfg.public_url, extra={"relay": self},
+            )
+            self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
+        resumed = await self.outbox.resume()
+        if resumed:
+            log.info("outbox: resumed %d pending deliveries", resumed)
+        self.runner = web.AppRunner(self.web, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.host, cfg.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        self._write_admin_files()
+        for name, channel in self.channels.items():
+            await channel.start(self.hub.deliver_for(name))
+            self._started_channels.append(channel)
+        await self.watcher.start()
+        if self.shadow_watcher is not None:
+            await self.shadow_watcher.start()
+        log.info("relay listening on %s", self.base_url)
+
+    def _write_admin_files(self) -> None:
+        d = self.config.data_dir
+        for fname, value in (("admin.token", self.admin_token), ("admin.url", self.base_url)):
+            path = d / fname
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+
+    async def _on_policy_loaded(self, ps: PolicySet) -> None:
+        log.info("policies reloaded: version %s", ps.version[:12])
+        await _policy_loaded(self.journal, ps, self.config.policies_dir)
+
+    async def _on_shadow_loaded(self, ps: PolicySet) -> None:
+        if self.config.shadow_policies_dir is not None:
+            await _policy_loaded(self.journal, ps, self.config.shadow_policies_dir, shadow=True)
+
+    async def _on_policy_error(self, errors: list[str]) -> None:
+        for e in errors:
+            log.error("policy reload rejected, keeping the last good set: %s", e)
+        await self.journal.append("admin.action", {"actor": "relay", "action": "policy.reload_failed",
+                                                   "args": {"errors": errors}})
+
+    async def stop(self) -> None:
+        for w in (self.watcher, self.shadow_watcher):
+            if w is not None:
+                await w.stop()
+        for channel in reversed(self._started_channels):
+            try:
+                await channel.stop()
+            except Exception:
+                log.exception("stopping channel %s", channel.name)
+        self._started_channels.clear()
+        if getattr(self, "outbox", None) is not None:
+            await self.outbox.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if getattr(self, "journal", None) is not None:
+            await self.journal.close()
+        for fname in ("admin.url", "admin.token"):
+            if not self.offline:
+                try:
+                    (self.config.data_dir / fname).unlink()
+                except FileNotFoundError:
+                    pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

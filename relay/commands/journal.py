@@ -1,0 +1,211 @@
+"""`relay journal verify|show|search|export|rebuild`: inspect and check the journal from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relay.cli import CommandError
+from relay.journal import Journal, JournalError
+from relay.journal import settings as journal_settings
+from relay.journal.chain import canonical_json
+from relay.journal.export import export, verify_export
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("journal", help="verify, show, search, export or rebuild the journal")
+    verbs = parser.add_subparsers(dest="journal_command", metavar="VERB")
+    verbs.required = True
+
+    def verb(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_)
+        p.add_argument("--config", type=Path, default=Path("config.example.yaml"), help="config file (data_dir, journal:)")
+        p.add_argument("--data-dir", type=Path, default=None, help="journal directory; overrides the config's data_dir")
+        p.set_defaults(handler=_reporting(handler))
+        return p
+
+    p = verb("verify", "recompute the hash chain, blob digests and checkpoints", cmd_verify)
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
+
+    p = verb("show", "print events, one per line", cmd_show)
+    p.add_argument("--conversation", help="only this conversation id")
+    p.add_argument("--kind", help="only this event kind, e.g. message.received")
+    p.add_argument("--since-seq", type=int, default=None, metavar="N", help="only events with seq >= N")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N events")
+    p.add_argument("--json", action="store_true", help="JSON lines (the full events)")
+
+    p = verb("search", "full-text search over message text (trigram: any 3+ character substring)", cmd_search)
+    p.add_argument("query", help="text to find (substring, case-insensitive for Latin letters)")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("export", "write events.jsonl, blobs/ and manifest.json for offline checking", cmd_export)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new or empty directory")
+
+    verb("rebuild", "drop and rebuild the projections from the events (stop relay first)", cmd_rebuild)
+
+
+def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Prints a CommandError as cli.main would: under `python -m relay.cli` the class cli.main
+    catches is `__main__.CommandError`, not the `relay.cli.CommandError` raised here."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CommandError as exc:
+            for line in str(exc).splitlines() or [""]:
+                print(f"relay: {line}", file=sys.stderr)
+            return exc.code
+
+    return run
+
+
+def _settings(args: argparse.Namespace) -> journal_settings.JournalSettings:
+    try:
+        return journal_settings.load(args.config, args.data_dir)
+    except journal_settings.SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except JournalError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _open(s: journal_settings.JournalSettings, read_only: bool = True) -> Journal:
+    if not (s.data_dir / "journal.sqlite3").exists():
+        raise JournalError(f"no journal at {s.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
+    return await Journal.open(s.data_dir, read_only=read_only, **s.open_kwargs())
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    s = _settings(args)
+
+    async def go() -> int:
+        if args.export is not None:
+            report = await asyncio.to_thread(verify_export, args.export, s.hmac_key)
+        else:
+            journal = await _open(s)
+            try:
+                report = await journal.verify()
+            finally:
+                await journal.close()
+        print(json.dumps(report.to_dict()) if args.json else report.line())
+        return 0 if report.ok else 1
+
+    return _run(go)
+
+
+def _summary(body: dict[str, Any], width: int = 140) -> str:
+    text = canonical_json(body)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("conversation = ?", args.conversation), ("kind = ?", args.kind), ("seq >= ?", args.since_seq)):
+        if value is not None:
+            where.append(column)
+            params.append(value)
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            async for ev in journal.iter_events(" AND ".join(where), tuple(params), limit=args.limit):
+                if args.json:
+                    line = canonical_json(ev.to_dict())
+                else:
+                    when = datetime.datetime.fromtimestamp(ev.ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    line = f"{ev.seq:>8} {when} {ev.kind:<22} {ev.conversation or '-'} {_summary(ev.body)}"
+                sys.stdout.write(line + "\n")
+        finally:
+            await journal.close()
+        return 0
+
+    return _run(go)
+
+
+_SEARCH_FTS = (
+    "SELECT m.id, m.conversation, m.channel, m.sender_user, m.seq,"
+    " snippet(messages_fts, 0, '[', ']', '…', 16) AS snip"
+    " FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid"
+    " WHERE messages_fts MATCH ? ORDER BY m.seq LIMIT ?"
+)
+_SEARCH_LIKE = (
+    "SELECT id, conversation, channel, sender_user, seq, substr(text, 1, 80) AS snip FROM messages"
+    " WHERE text LIKE ? ESCAPE '\\' ORDER BY seq LIMIT ?"
+)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    query: str = args.query
+    if not query.strip():
+        raise CommandError("search: give some text to look for")
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            if len(query) >= 3:
+                rows = await journal.fetchall(_SEARCH_FTS, ('"' + query.replace('"', '""') + '"', args.limit))
+            else:
+                like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                rows = await journal.fetchall(_SEARCH_LIKE, (like, args.limit))
+        finally:
+            await journal.close()
+        for r in rows:
+            if args.json:
+                print(json.dumps({k: r[k] for k in r.keys()}, ensure_ascii=False))
+            else:
+                print(f"{r['id']}  {r['conversation'] or '-'}  {r['channel'] or '-'}  {r['sender_user'] or '-'}  {r['snip']}")
+        return 0
+
+    return _run(go)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    s = _settings(args)
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            manifest = await export(journal, args.out)
+        finally:
+            await journal.close()
+        head = manifest["head"]
+        print(
+            f"exported {manifest['count']} events and {len(manifest['files']) - 1} files to {args.out}"
+            f" (head seq {head['seq']} hash {head['hash']})"
+        )
+        if manifest["missing_blobs"]:
+            print(f"relay: {len(manifest['missing_blobs'])} blobs named by events are missing", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    s = _settings(args)
+
+    async def go() -> int:
+        journal = await _open(s, read_only=False)
+        try:
+            count = await journal.rebuild()
+        finally:
+            await journal.close()
+        print(f"rebuilt projections from {count} events")
+        return 0
+
+    return _run(go)

@@ -1,0 +1,66 @@
+"""The hash chain: canonical JSON of an event and its link hash, one definition for writer and verifier."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+"""prev_hash of seq 1."""
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 kept: the same bytes for the same value, always."""
+    return _ENCODER.encode(obj)
+
+
+def event_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
+    """`sha256(prev_hash || canonical)` or, with a key, HMAC-SHA256 of the same bytes."""
+    data = prev_hash.encode("ascii") + canonical
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
+
+
+def event_canonical(seq: int, ts: float, kind: str, conversation: str | None, body: Any) -> bytes:
+    """The documented form: canonical_json({seq, ts, kind, conversation, body})."""
+    return canonical_json(
+        {"seq": seq, "ts": ts, "kind": kind, "conversation": conversation, "body": body}
+    ).encode()
+
+
+def fast_canonical(seq: int, ts: float, kind_json: str, conversation_json: str, body_json: str) -> bytes:
+    """Same bytes as `event_canonical` from pre-encoded parts (keys already in sorted order)."""
+    return (
+        f'{{"body":{body_json},"conversation":{conversation_json},"kind":{kind_json},'
+        f'"seq":{seq},"ts":{float.__repr__(ts)}}}'
+    ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed journal entry. `body` is the value appended (stored as canonical JSON)."""
+
+    seq: int
+    ts: float
+    kind: str
+    conversation: str | None
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "conversation": self.conversation,
+            "body": self.body,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }

@@ -1,0 +1,37 @@
+"""Checkpoint files: the signed head, copied outside the database so a cut-off tail is noticed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from relay.journal.blobs import write_durably
+
+
+def file_name(seq: int) -> str:
+    return f"checkpoint-{seq:012d}.json"
+
+
+def write(directory: Path, record: dict[str, Any]) -> Path:
+    """`record` = checkpoint body plus the checkpoint event's own `seq`, `hash` and `ts`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / file_name(int(record["seq"]))
+    write_durably(path, json.dumps(record, sort_keys=True, indent=1).encode())
+    return path
+
+
+def read_all(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable checkpoint file, by seq; an unreadable one is returned with an empty dict."""
+    if not directory.is_dir():
+        return []
+    found: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(directory.glob("checkpoint-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                record = {}
+        except (OSError, ValueError):
+            record = {}
+        found.append((path, record))
+    return found

@@ -1,0 +1,248 @@
+"""Durable delivery: every `delivery.queued` event is sent until it is delivered or fails for good.
+
+Deliveries travel in lanes, one per (channel, recipient, conversation), so order holds per
+conversation while a slow or offline recipient does not hold up the others. Retries back off
+exponentially with jitter, capped, and honour a channel's `retry_after`; `wake(address)`
+cuts a wait short when a recipient comes back. On start, every queued delivery not yet
+journaled as delivered or permanently failed is resumed, in its original order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping
+
+from bots.base import Channel, Permanent, Retryable
+from relay.journal import Journal
+from relay.model import Attachment, Outgoing, Party
+
+log = logging.getLogger("relay.outbox")
+
+LaneKey = tuple[str, str, str]
+FailureHook = Callable[["Delivery", str], Awaitable[None]]
+
+
+@dataclass
+class Delivery:
+    delivery_id: str
+    message_id: str
+    conversation: str
+    channel: str
+    to: Party
+    out: dict[str, Any]
+    attempts: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def lane(self) -> LaneKey:
+        return (self.channel, self.to.user, self.conversation)
+
+
+def party_json(p: Party | None) -> dict[str, str] | None:
+    return None if p is None else {"channel": p.channel, "user": p.user, "display": p.display}
+
+
+def party_of(d: Mapping[str, Any] | None) -> Party | None:
+    return None if not d else Party(d.get("channel", ""), str(d.get("user", "")), d.get("display", ""))
+
+
+class _Lane:
+    def __init__(self) -> None:
+        self.items: deque[Delivery] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Outbox:
+    """Sends queued deliveries through their channels and journals every outcome."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        channels: Mapping[str, Channel],
+        base_delay: float = 0.5,
+        max_delay: float = 60.0,
+        on_permanent: FailureHook | None = None,
+    ) -> None:
+        self.journal = journal
+        self.channels = channels
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.on_permanent = on_permanent
+        self._lanes: dict[LaneKey, _Lane] = {}
+        self._stopping = False
+        self.delivered = 0
+        self.failed = 0
+        self.retries = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(lane.items) for lane in self._lanes.values())
+
+    async def resume(self) -> int:
+        """Re-queue every delivery the journal has not seen finish; returns how many."""
+        rows = await self.journal.fetchall(
+            "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
+            "FROM deliveries WHERE state = 'queued' ORDER BY seq"
+        )
+        for r in rows:
+            to = party_of(json.loads(r["to_json"])) or Party(r["channel"], "")
+            self.enqueue(
+                Delivery(r["delivery_id"], r["message_id"], r["conversation"] or "", r["channel"], to,
+                         json.loads(r["out_json"]), attempts=int(r["attempts"] or 0))
+            )
+        return len(rows)
+
+    def enqueue(self, d: Delivery) -> None:
+        """Add a delivery whose `delivery.queued` event is already committed."""
+        lane = self._lanes.get(d.lane)
+        if lane is None:
+            lane = self._lanes[d.lane] = _Lane()
+        lane.items.append(d)
+        if not self._stopping and (lane.task is None or lane.task.done()):
+            lane.task = asyncio.create_task(self._run(d.lane, lane), name=f"outbox:{d.lane}")
+
+    def wake(self, channel: str, address: str | None = None) -> None:
+        """Retry now every waiting lane to `address` on `channel` (all of them when None)."""
+        for (ch, user, _), lane in self._lanes.items():
+            if ch == channel and (address is None or user == address):
+                lane.wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [lane.task for lane in self._lanes.values() if lane.task and not lane.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing is pending (tests and shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.pending
+
+    def _delay(self, attempts: int, after: float | None) -> float:
+        backoff = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
+        backoff = backoff * (0.5 + random.random() / 2)
+        return max(backoff, after or 0.0)
+
+    async def _run(self, key: LaneKey, lane: _Lane) -> None:
+        while lane.items and not self._stopping:
+            d = lane.items[0]
+            try:
+                outcome = await self._attempt(d)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a journal failure: keep the delivery, try again later
+                log.exception("outbox: could not journal the outcome of %s", d.delivery_id)
+                outcome = self.max_delay
+            if outcome is None:
+                lane.items.popleft()
+                continue
+            lane.wake.clear()
+            try:
+                await asyncio.wait_for(lane.wake.wait(), timeout=outcome)
+            except asyncio.TimeoutError:
+                pass
+        if not lane.items:
+            self._lanes.pop(key, None)
+
+    async def _load_attachments(self, items: list[dict[str, Any]]) -> tuple[Attachment, ...]:
+        out = []
+        for a in items:
+            data = await self.journal.get_blob(a["sha256"]) if a.get("sha256") else None
+            out.append(Attachment(a.get("name", ""), a.get("mime", "application/octet-stream"), int(a.get("size", 0)),
+                                  a.get("sha256", ""), a.get("platform_ref", ""), a.get("refused", ""), data or b""))
+        return tuple(out)
+
+    async def _platform_id_of(self, message_id: str | None, channel: str) -> str | None:
+        if not message_id:
+            return None
+        rows = await self.journal.fetchall(
+            "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
+            "ORDER BY seq LIMIT 1",
+            (message_id, channel),
+        )
+        return rows[0]["platform_id"] if rows else None
+
+    async def build(self, d: Delivery) -> Outgoing:
+        o = d.out
+        kind = o.get("kind", "message")
+        edits = await self._platform_id_of(o.get("edits"), d.channel) if o.get("edits") else None
+        if kind in ("edit", "delete") and edits is None:
+            kind = "message" if kind == "edit" else "notice"
+        return Outgoing(
+            conversation=d.conversation,
+            to=d.to,
+            text=o.get("text", ""),
+            message_id=d.message_id,
+            kind=kind,
+            attachments=await self._load_attachments(o.get("attachments") or []),
+            reply_to=await self._platform_id_of(o.get("reply_to"), d.channel),
+            edits=edits,
+            origin=party_of(o.get("origin")),
+            client=party_of(o.get("client")),
+            action=o.get("action", "allow"),
+            rules=tuple(o.get("rules") or ()),
+        )
+
+    async def _attempt(self, d: Delivery) -> float | None:
+        """One send; None when the delivery is finished, else seconds to wait."""
+        channel = self.channels.get(d.channel)
+        d.attempts += 1
+        base = {"delivery_id": d.delivery_id, "message_id": d.message_id, "channel": d.channel, "attempt": d.attempts}
+        if channel is None:
+            reason = f"channel {d.channel!r} is not configured or not running"
+            await self.journal.append("delivery.failed", {**base, "reason": reason, "permanent": False},
+                                      conversation=d.conversation)
+            self.retries += 1
+            return self._delay(d.attempts, None)
+        if d.out.get("kind") == "delete" and not d.out.get("edits"):
+            await self.journal.append("delivery.failed", {**base, "reason": "nothing to delete", "permanent": True},
+                                      conversation=d.conversation)
+            return None
+        try:
+            out = await self.build(d)
+            platform_id = await channel.send(out)
+        except Retryable as exc:
+            self.retries += 1
+            await self.journal.append(
+                "delivery.failed", {**base, "reason": exc.reason, "permanent": False, "retry_after": exc.after},
+                conversation=d.conversation,
+            )
+            return self._delay(d.attempts, exc.after)
+        except Permanent as exc:
+            await self._fail(d, base, exc.reason)
+            return None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not stall the lane forever or vanish
+            log.exception("outbox: %s raised while sending %s", d.channel, d.delivery_id)
+            if d.attempts >= 5:
+                await self._fail(d, base, f"adapter error: {exc!r}")
+                return None
+            self.retries += 1
+            await self.journal.append("delivery.failed", {**base, "reason": f"adapter error: {exc!r}", "permanent": False},
+                                      conversation=d.conversation)
+            return self._delay(d.attempts, None)
+        await self.journal.append("message.delivered", {**base, "platform_id": str(platform_id)},
+                                  conversation=d.conversation)
+        self.delivered += 1
+        return None
+
+    async def _fail(self, d: Delivery, base: dict[str, Any], reason: str) -> None:
+        self.failed += 1
+        await self.journal.append("delivery.failed", {**base, "reason": reason, "permanent": True},
+                                  conversation=d.conversation)
+        if self.on_permanent is not None:
+            try:
+                await self.on_permanent(d, reason)
+            except Exception:
+                log.exception("outbox: failure hook raised for %s", d.delivery_id)

@@ -1,0 +1,125 @@
+"""Shared set-up for end-to-end tests: a config in a temp dir and real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+
+from relay.app import RelayApp
+
+ROOT = Path(__file__).resolve().parents[1]
+_HASHES: dict[str, str] = {}
+
+
+def password_hash(pw: str) -> str:
+    from relay.passwords import hash_password
+
+    if pw not in _HASHES:
+        _HASHES[pw] = hash_password(pw)
+    return _HASHES[pw]
+
+
+def web_config(data_dir: Path, *, members: tuple[str, ...] = ("alice",), welcome: str | None = None,
+               policies: Path | None = None, port: int = 0, **extra: Any) -> dict[str, Any]:
+    client: dict[str, Any] = {"network": "webchat", "side": "client"}
+    if welcome:
+        client["welcome"] = welcome
+    cfg: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "listen": {"host": "127.0.0.1", "port": port},
+        "policies": {"dir": str(policies or ROOT / "policies"), "reload_seconds": 0.2},
+        "journal": {"checkpoint_seconds": 3600},
+        "outbox": {"base_delay": 0.05, "max_delay": 0.5},
+        "channels": {"webchat": client, "webdesk": {"network": "webdesk", "side": "staff"}},
+        "employees": {
+            name: {"name": name.title(), "password_hash": password_hash(f"{name}-pw"),
+                   "staff": {"channel": "webdesk", "address": name}, "groups": ["advisors"]}
+            for name in ("alice", "bob")
+        },
+        "desks": {"advisors": {"clients": ["webchat"], "members": list(members)}},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@asynccontextmanager
+async def running(cfg: dict[str, Any]) -> AsyncIterator[RelayApp]:
+    relay = await RelayApp.start(cfg)
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+class Socket:
+    """A WebSocket peer that collects pushed frames and waits for the ones a test expects."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.frames.append(json.loads(msg.data))
+                self._new.set()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = 0
+        while True:
+            for f in self.frames[seen:]:
+                if pred(f):
+                    return f
+            seen = len(self.frames)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-10:]}")
+            self._new.clear()
+            try:
+                await asyncio.wait_for(self._new.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("type") == kind]
+
+    async def say(self, mid: str, text: str, **more: Any) -> dict[str, Any]:
+        await self.send({"type": "message", "id": mid, "text": text, **more})
+        return await self.wait_for(lambda f: f.get("type") in ("ack", "error") and f.get("id") == mid)
+
+    async def reply(self, conversation: str, mid: str, text: str) -> dict[str, Any]:
+        await self.send({"type": "reply", "conversation": conversation, "id": mid, "text": text})
+        return await self.wait_for(lambda f: f.get("type") in ("ack", "error") and f.get("id") == mid)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        await self.session.close()
+
+
+async def client_socket(base: str, visitor: str, name: str = "Client") -> Socket:
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(f"{base}/chat/ws", params={"visitor": visitor, "name": name})
+    return Socket(session, ws)
+
+
+async def desk_socket(base: str, employee: str, password: str | None = None) -> Socket:
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.post(f"{base}/desk/login", data={"employee": employee,
+                                                          "password": password or f"{employee}-pw"}) as resp:
+        assert resp.status in (200, 302, 303), await resp.text()
+    ws = await session.ws_connect(f"{base}/desk/ws")
+    return Socket(session, ws)

@@ -1,0 +1,169 @@
+"""The hub, routing and outbox through two in-process channels (bots/memory.py) and a real journal."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from bots.memory import MemoryChannel
+from relay.app import RelayApp
+from relay.model import Attachment
+from tests.e2e_support import ROOT
+
+
+def memory_config(data_dir: Path, members: tuple[str, ...] = ("ann", "ben"), **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "policies": {"dir": str(ROOT / "policies")},
+        "outbox": {"base_delay": 0.02, "max_delay": 0.2},
+        "channels": {"clients": {"network": "memory", "side": "client"},
+                     "staff": {"network": "memory", "side": "staff"}},
+        "employees": {n: {"name": n.title(), "staff": {"channel": "staff", "address": n}} for n in ("ann", "ben", "cid")},
+        "desks": {"desk": {"clients": ["clients"], "members": list(members)}},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def start(tmp_path: Path, **kw: Any) -> tuple[RelayApp, MemoryChannel, MemoryChannel]:
+    relay = await RelayApp.start(memory_config(tmp_path / "data", **kw))
+    return relay, relay.channels["clients"], relay.channels["staff"]  # type: ignore[return-value]
+
+
+async def test_round_robin_assignment_is_sticky(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path)
+    try:
+        for who in ("u1", "u2", "u1", "u2"):
+            await clients.inject(who, f"hello from {who}", f"{who}:{len(staff.sent)}-{who}")
+        await until(lambda: len(staff.sent) == 4)
+        by_user = {}
+        for out in staff.sent:
+            by_user.setdefault(out.client.user, set()).add(out.to.user)
+        assert by_user == {"u1": {"ann"}, "u2": {"ben"}}
+        rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM events WHERE kind = 'conversation.assigned'")
+        assert rows[0]["n"] == 2
+    finally:
+        await relay.stop()
+
+
+async def test_reply_from_unassigned_or_unknown_staff_is_journaled_refused_and_answered(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        r = await clients.inject("u1", "need help", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        await staff.inject("ben", "I am not assigned", "ben:1", chat=r.conversation)
+        await staff.inject("mallory", "who am I", "mallory:1", chat=r.conversation)
+        await until(lambda: len([o for o in staff.sent if o.kind == "notice"]) == 2)
+        assert not clients.sent
+        rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'message.received' "
+                                            "AND json_extract(body_json, '$.refused') IS NOT NULL")
+        assert len(rows) == 2
+        await staff.inject("ann", "happy to help", "ann:1", chat=r.conversation)
+        await until(lambda: len(clients.sent) == 1)
+        assert clients.sent[0].text.endswith("happy to help")
+        assert clients.sent[0].to.user == "u1"
+    finally:
+        await relay.stop()
+
+
+async def test_offline_recipient_gets_everything_in_order_after_wake(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        staff.online = False
+        for i in range(30):
+            await clients.inject("u1", f"m{i}", f"u1:{i}")
+        await until(lambda: relay.outbox.retries > 0)
+        failed = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM events WHERE kind = 'delivery.failed'")
+        assert failed[0]["n"] >= 1
+        staff.online = True
+        relay.outbox.wake("staff", "ann")
+        await until(lambda: len(staff.sent) == 30)
+        assert [o.text for o in staff.sent] == [f"m{i}" for i in range(30)]
+    finally:
+        await relay.stop()
+
+
+async def test_permanent_failure_is_journaled_and_the_sender_told(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        r = await clients.inject("u1", "first", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        clients.permanent_error = "bot was blocked by the user"
+        await staff.inject("ann", "answer", "ann:1", chat=r.conversation)
+        await until(lambda: any(o.kind == "notice" for o in staff.sent))
+        notice = [o for o in staff.sent if o.kind == "notice"][0]
+        assert "bot was blocked by the user" in notice.text
+        rows = await relay.journal.fetchall("SELECT reason, state FROM deliveries WHERE state = 'failed'")
+        assert rows and rows[0]["reason"] == "bot was blocked by the user"
+    finally:
+        await relay.stop()
+
+
+async def test_pending_deliveries_resume_after_restart(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    staff.online = False
+    for i in range(10):
+        await clients.inject("u1", f"r{i}", f"u1:{i}")
+    await relay.stop()
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        await until(lambda: len(staff.sent) == 10)
+        assert [o.text for o in staff.sent] == [f"r{i}" for i in range(10)]
+        rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'queued'")
+        assert rows[0]["n"] == 0
+    finally:
+        await relay.stop()
+
+
+async def test_edit_is_reevaluated_and_sent_as_an_edit_of_the_delivered_message(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        await clients.inject("u1", "see you soon", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        await clients.inject("u1", "card 4111 1111 1111 1111", "u1:1:e", kind="edit", edits="u1:1")
+        await until(lambda: len(staff.sent) == 2)
+        edit = staff.sent[1]
+        assert edit.kind == "edit" and edit.edits == "staff-1"
+        assert "4111" not in edit.text and edit.action == "redact"
+    finally:
+        await relay.stop()
+
+
+async def test_oversize_attachment_is_journaled_as_refused_and_the_client_told(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",), limits={"max_attachment_bytes": 1000})
+    try:
+        big = Attachment.of("big.pdf", "application/pdf", b"x" * 5000)
+        small = Attachment.of("small.pdf", "application/pdf", b"%PDF-1.4 tiny")
+        await clients.inject("u1", "two files", "u1:1", attachments=(big, small))
+        await until(lambda: len(staff.sent) == 1 and len(clients.sent) == 1)
+        assert [a.name for a in staff.sent[0].attachments] == ["small.pdf"]
+        assert staff.sent[0].attachments[0].data == b"%PDF-1.4 tiny"
+        assert clients.sent[0].kind == "notice" and "big.pdf" in clients.sent[0].text
+        rows = await relay.journal.fetchall("SELECT attachments_json FROM messages WHERE id IS NOT NULL AND text = 'two files'")
+        assert "too large" in rows[0]["attachments_json"]
+        assert await relay.journal.get_blob(small.sha256) == b"%PDF-1.4 tiny"
+    finally:
+        await relay.stop()
+
+
+async def test_concurrent_duplicates_make_one_entry(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        receipts = await asyncio.gather(*(clients.inject("u1", "dup", "u1:same") for _ in range(10)))
+        assert sum(not r.duplicate for r in receipts) == 1
+        assert len({r.message_id for r in receipts}) == 1
+        await until(lambda: len(staff.sent) == 1)
+        await asyncio.sleep(0.1)
+        assert len(staff.sent) == 1
+    finally:
+        await relay.stop()
