@@ -9,15 +9,18 @@ each tombstone, and the journal verifier accepts exactly those tombstones.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from relay.evidence.collect import Ev, Reader, client_key, client_matches, iter_events
+from relay.evidence.collect import Ev, Reader, client_matches, iter_events
 
 YEAR = 365.2425 * 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(y|mo|w|d|h|m|s)\s*$")
@@ -270,9 +273,148 @@ def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
     return plan
 
 
-def clients_of(events: Iterable[Ev]) -> set[str]:
-    return {client_key(e.body.get("client")) for e in events if e.kind == "message.received"}
 
 
-def now() -> float:
-    return time.time()
+# --- applying (journal writes) -------------------------------------------------------------
+
+def _rewrite_bodies(db_path: Path, kinds: Mapping[int, str], tombstones: Mapping[int, dict[str, Any]]) -> None:
+    """Replace erased bodies (and the projections' copies) in one transaction."""
+    db = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for seq, body in tombstones.items():
+            db.execute("UPDATE events SET body_json=? WHERE seq=?", (canonical(body), seq))
+            if kinds.get(seq) == "message.received":
+                db.execute("UPDATE messages SET text='', erased=1, attachments_json=?, sender_display=NULL WHERE seq=?",
+                           (canonical(body.get("attachments") or []), seq))
+                db.execute("DELETE FROM messages_fts WHERE rowid=?", (seq,))
+            elif kinds.get(seq) == "delivery.queued":
+                db.execute("UPDATE deliveries SET out_json=?, to_json=? WHERE delivery_id=?",
+                           (canonical(body.get("out")), canonical(body.get("to")), body.get("delivery_id")))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _events(journal: Any) -> list[Ev]:
+    return await iter_events(journal)
+
+
+async def complete_pending(journal: Any) -> int:
+    """Finish erasures whose `retention.erased` committed but whose bodies were not yet replaced
+    (a crash in between); the tombstone is recomputed and must match the recorded digest."""
+    events = await _events(journal)
+    by_seq = {ev.seq: ev for ev in events}
+    todo: dict[int, dict[str, Any]] = {}
+    kinds: dict[int, str] = {}
+    for ev in events:
+        if ev.kind != "retention.erased":
+            continue
+        digests = ev.body.get("digests") or {}
+        for s in ev.body.get("seqs") or []:
+            target = by_seq.get(int(s))
+            want = digests.get(str(s))
+            if target is None or want is None or body_digest(target.body) == want:
+                continue
+            stone = tombstone(target.kind, target.body, str(ev.body.get("reason", "")))
+            if body_digest(stone) == want:
+                todo[target.seq] = stone
+                kinds[target.seq] = target.kind
+    if todo:
+        await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, todo)
+    return len(todo)
+
+
+def _delete_blobs(journal: Any, shas: Iterable[str]) -> int:
+    n = 0
+    for sha in shas:
+        try:
+            journal.blobs.path(sha).unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str) -> dict[str, Any]:
+    """Journal `retention.erased`, then replace the bodies and delete the blob bytes."""
+    if not plan.seqs:
+        return {"erased": plan.summary(), "seq": None}
+    events = await _events(journal)
+    kinds = {ev.seq: ev.kind for ev in events if ev.seq in plan.tombstones}
+    ev = await journal.append("retention.erased", plan.event_body(reason, actor))
+    await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, plan.tombstones)
+    deleted = await asyncio.to_thread(_delete_blobs, journal, plan.blobs)
+    return {"erased": plan.summary(), "seq": ev.seq, "blobs_deleted": deleted}
+
+
+async def run_retention(journal: Any, settings: RetentionSettings, actor: str, *, at: float | None = None,
+                        dry_run: bool = False) -> dict[str, Any]:
+    """Erase everything past its retention class and on no legal hold (`at` = now)."""
+    await complete_pending(journal)
+    events = await _events(journal)
+    holds = active_holds(events)
+    plan = plan_erasure(events, settings, time.time() if at is None else at, holds)
+    if dry_run:
+        return {"dry_run": True, "would_erase": plan.summary(), "held_by": plan.held}
+    result = await apply_plan(journal, plan, "retention period ended", actor)
+    result["held_by"] = plan.held
+    return result
+
+
+async def _known(journal: Any, scope: str, value: str) -> bool:
+    if scope == "conversation":
+        rows = await journal.fetchall("SELECT 1 FROM conversations WHERE id=? LIMIT 1", (value,))
+    elif scope == "client":
+        if ":" in value:
+            rows = await journal.fetchall("SELECT 1 FROM conversations WHERE client_channel || ':' || client_user = ? LIMIT 1", (value,))
+        else:
+            rows = await journal.fetchall("SELECT 1 FROM conversations WHERE client_user = ? LIMIT 1", (value,))
+    else:
+        rows = await journal.fetchall("SELECT 1 FROM messages WHERE employee=? OR sender_user=? LIMIT 1", (value, value))
+    return bool(rows)
+
+
+async def add_hold(journal: Any, scope: str, value: str, reason: str, actor: str,
+                   employees: Iterable[str] = ()) -> dict[str, Any]:
+    body = hold_event(scope, value, reason, actor)
+    if not (scope == "employee" and value in set(employees)) and not await _known(journal, scope, value):
+        raise RetentionError(f"no {scope} {value!r} in the journal")
+    ev = await journal.append("hold.added", body)
+    return {**body, "seq": ev.seq}
+
+
+async def release_hold(journal: Any, hold_id: str, reason: str, actor: str) -> dict[str, Any]:
+    holds, _ = await load_state(journal)
+    if hold_id not in holds:
+        raise RetentionError(f"no active legal hold {hold_id!r} (see: relay hold list)")
+    if not reason.strip():
+        raise RetentionError("releasing a legal hold needs a --reason")
+    ev = await journal.append("hold.released", {"hold_id": hold_id, "reason": reason, "actor": actor,
+                                                "scope": holds[hold_id].scope, "value": holds[hold_id].value})
+    return {"hold_id": hold_id, "released": True, "seq": ev.seq}
+
+
+async def request_erasure(journal: Any, client: str, reason: str, actor: str) -> dict[str, Any]:
+    """A data-subject request: the client's content is restricted now and erased when its
+    retention ends (a regulated firm may not erase it earlier)."""
+    if ":" not in client:
+        rows = await journal.fetchall("SELECT DISTINCT client_channel FROM conversations WHERE client_user=?", (client,))
+        if len(rows) != 1:
+            raise RetentionError(f"say which channel: --client CHANNEL:{client}" if rows else f"no client {client!r} in the journal")
+        client = f"{rows[0][0]}:{client}"
+    if not await _known(journal, "client", client):
+        raise RetentionError(f"no client {client!r} in the journal")
+    if not reason.strip():
+        raise RetentionError("an erasure request needs a --reason (e.g. the request reference)")
+    body = {"request_id": "e-" + uuid.uuid4().hex[:12], "client": client, "reason": reason, "actor": actor}
+    ev = await journal.append("erasure.requested", body)
+    return {**body, "seq": ev.seq, "restricted": True}

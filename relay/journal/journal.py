@@ -26,7 +26,7 @@ import aiosqlite
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
 from relay.journal.chain import GENESIS, Event, canonical_json, fast_canonical
-from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, load_checkpoint_files
+from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")
 
@@ -439,6 +439,7 @@ class Journal:
                 erased=erased_blobs((r[0], r[1]) for r in erased_rows),
                 files=files,
                 known_keys=known_keys,
+                tombstones=erased_tombstones((r[0], r[1]) for r in erased_rows),
             )
             cursor = await db.execute(_SELECT_EVENTS + " ORDER BY seq")
             while rows := await cursor.fetchmany(chunk):
