@@ -418,3 +418,67 @@ async def request_erasure(journal: Any, client: str, reason: str, actor: str) ->
     body = {"request_id": "e-" + uuid.uuid4().hex[:12], "client": client, "reason": reason, "actor": actor}
     ev = await journal.append("erasure.requested", body)
     return {**body, "seq": ev.seq, "restricted": True}
+
+
+# --- admin actions (writes go through the running relay) ------------------------------------
+
+def settings_of(app: Any) -> RetentionSettings:
+    return retention_settings(app.config.raw.get("retention"), app.config.desks)
+
+
+def _action_error(exc: Exception) -> Exception:
+    from relay.admin import AdminError
+    return AdminError(str(exc))
+
+
+def _authorize(app: Any, actor: str) -> str:
+    """Holds and erasure requests are for supervisors and admins (named under reviewers:)."""
+    from relay.review import compliance_settings
+    r = compliance_settings(app.config.raw).reviewer(actor)
+    if r.role not in ("supervisor", "admin"):
+        from relay.admin import AdminError
+        raise AdminError(f"{actor} has role {r.role}; legal holds and erasure requests need a supervisor or admin")
+    return r.id
+
+
+def _register() -> None:
+    from relay.admin import admin_action
+
+    @admin_action("retention.run")
+    async def _run(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        at = params.get("at")
+        try:
+            return await run_retention(app.journal, settings_of(app), str(params.get("actor") or "retention"),
+                                       at=float(at) if at is not None else None, dry_run=bool(params.get("dry_run")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("hold.add")
+    async def _hold_add(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await add_hold(app.journal, str(params.get("scope", "")), str(params.get("value", "")),
+                                  str(params.get("reason", "")), str(params.get("actor", "")), app.config.employees)
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("hold.release")
+    async def _hold_release(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await release_hold(app.journal, str(params.get("hold_id", "")), str(params.get("reason", "")),
+                                      str(params.get("actor", "")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("erase.request")
+    async def _erase(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await request_erasure(app.journal, str(params.get("client", "")), str(params.get("reason", "")),
+                                         str(params.get("actor", "")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+
+_register()

@@ -190,7 +190,8 @@ class Selection:
         return out
 
 
-MESSAGE_REF_KINDS = ("policy.verdict", "delivery.queued", "message.delivered", "delivery.failed", "review.decided")
+MESSAGE_REF_KINDS = ("policy.verdict", "policy.shadow_verdict", "delivery.queued", "message.delivered",
+                     "delivery.failed", "review.decided")
 
 
 def _erased_seqs(events: list[Ev]) -> dict[int, dict[str, Any]]:
@@ -215,8 +216,8 @@ def build_messages(events: list[Ev]) -> dict[str, MessageRecord]:
         rec = msgs.get(str(mid)) if mid is not None else None
         if rec is None:
             continue
-        if ev.kind == "policy.verdict":
-            if ev.body.get("shadow"):
+        if ev.kind in ("policy.verdict", "policy.shadow_verdict"):
+            if ev.body.get("shadow") or ev.kind == "policy.shadow_verdict":
                 rec.shadow_verdicts.append(ev.body)
             else:
                 rec.verdict = ev.body

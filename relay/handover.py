@@ -1,0 +1,143 @@
+"""Handover: an employee leaves, the conversations stay with the company.
+
+`handover` reassigns conversations (journaled `conversation.assigned` naming the actor), sends
+the new employee the recent history in their own channel and the client the configured
+handover notice. `deactivate` stops routing to an employee and hands each of their
+conversations to another active member of the desk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from relay.admin import AdminError, admin_action
+from relay.evidence.collect import iso
+from relay.routing import RoutingError
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
+
+HISTORY_DEFAULT = 20
+
+
+class HandoverError(AdminError):
+    """A handover that cannot be done as asked; the message says why."""
+
+
+def history_size(app: Any) -> int:
+    comp = app.config.raw.get("compliance") or {}
+    return int((comp.get("handover") or {}).get("history", HISTORY_DEFAULT))
+
+
+async def history_text(app: Any, conversation: str, previous: str | None, new: str, limit: int) -> str:
+    """The last `limit` messages of the conversation, oldest first, as plain text."""
+    conv = await app.router.get(conversation)
+    rows = await app.journal.fetchall(
+        "SELECT seq, ts, direction, kind, sender_user, sender_display, text, attachments_json, erased, action"
+        " FROM messages WHERE conversation = ? AND kind != 'event' AND channel != 'relay'"
+        " ORDER BY seq DESC LIMIT ?",
+        (conversation, limit))
+    client = conv.client if conv else None
+    who = f"{client.display or client.user} ({client.channel}:{client.user})" if client else conversation
+    head = (f"Handover: conversation {conversation} with {who} is now yours"
+            + (f" (from {previous})" if previous else "") + f". Last {len(rows)} messages:")
+    lines = [head]
+    for r in reversed(rows):
+        name = r["sender_display"] or r["sender_user"]
+        if r["erased"]:
+            body = "[erased]"
+        elif r["kind"] == "delete":
+            body = "[deleted a message]"
+        else:
+            body = r["text"] or ""
+            files = [a.get("name") for a in json.loads(r["attachments_json"] or "[]") if isinstance(a, dict)]
+            if files:
+                body += f" [files: {', '.join(str(f) for f in files)}]"
+            if r["kind"] == "edit":
+                body = "[edit] " + body
+        if r["action"] in ("quarantine", "block"):
+            body += f" [{r['action']}ed by policy]"
+        lines.append(f"{iso(r['ts'])} {r['direction']} {name}: {body}")
+    return "\n".join(lines)
+
+
+async def _move(app: Any, conversation: str, to: str, actor: str, reason: str) -> dict[str, Any]:
+    try:
+        previous = await app.router.reassign(conversation, to, actor, reason)
+    except RoutingError as exc:
+        raise HandoverError(str(exc)) from exc
+    emp = app.config.employees[to]
+    seq = (app.journal.head or (0, ""))[0]
+    text = await history_text(app, conversation, previous, to, history_size(app))
+    await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
+    notice = app.config.notices["handover"]
+    sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")
+    return {"conversation": conversation, "previous": previous, "employee": to,
+            "history_to": f"{emp.channel}:{emp.address}", "client_notice": bool(sent)}
+
+
+async def handover(app: Any, employee: str, to: str, actor: str, conversation: str | None = None,
+                   reason: str = "") -> dict[str, Any]:
+    cfg = app.config
+    if not actor:
+        raise HandoverError("say who hands over: --as NAME")
+    for who in (employee, to):
+        if who not in cfg.employees:
+            raise HandoverError(f"no employee named {who!r} (employees: {', '.join(sorted(cfg.employees))})")
+    if employee == to:
+        raise HandoverError("hand over to someone else (--to names the same employee)")
+    if not app.router.is_active(to):
+        raise HandoverError(f"employee {to!r} is not active")
+    mine = await app.router.conversations_of(employee)
+    if conversation is not None:
+        if conversation not in mine:
+            conv = await app.router.get(conversation)
+            if conv is None:
+                raise HandoverError(f"no conversation {conversation!r}")
+            raise HandoverError(f"conversation {conversation} is assigned to {conv.employee}, not {employee}")
+        mine = [conversation]
+    why = reason or f"handover from {employee}"
+    moved = [await _move(app, cid, to, actor, why) for cid in mine]
+    return {"employee": employee, "to": to, "actor": actor, "moved": moved, "count": len(moved)}
+
+
+async def set_active(app: Any, employee: str, active: bool, actor: str, reason: str = "") -> dict[str, Any]:
+    cfg = app.config
+    if not actor:
+        raise HandoverError("say who does this: --as NAME")
+    if employee not in cfg.employees:
+        raise HandoverError(f"no employee named {employee!r}")
+    await app.router.set_active(employee, active, actor)
+    if active:
+        return {"employee": employee, "active": True, "moved": []}
+    moved: list[dict[str, Any]] = []
+    waiting: list[str] = []
+    for cid in await app.router.conversations_of(employee):
+        conv = await app.router.get(cid)
+        try:
+            to = app.router.choose(conv.client.channel, exclude=employee) if conv else None
+        except RoutingError:
+            to = None
+        if to is None:
+            waiting.append(cid)
+            continue
+        moved.append(await _move(app, cid, to, actor, reason or f"{employee} deactivated"))
+    return {"employee": employee, "active": False, "moved": moved, "waiting_for_an_active_member": waiting}
+
+
+@admin_action("handover")
+async def _handover_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    return await handover(app, str(params.get("employee", "")), str(params.get("to", "")), str(params.get("actor", "")),
+                          params.get("conversation") or None, str(params.get("reason") or ""))
+
+
+@admin_action("employee.deactivate")
+async def _deactivate_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    return await set_active(app, str(params.get("employee", "")), False, str(params.get("actor", "")),
+                            str(params.get("reason") or ""))
+
+
+@admin_action("employee.activate")
+async def _activate_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    return await set_active(app, str(params.get("employee", "")), True, str(params.get("actor", "")))
