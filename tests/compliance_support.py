@@ -119,3 +119,29 @@ def sha(data: bytes) -> str:
 
 async def open_journal(path: Path, **kw: Any) -> Journal:
     return await Journal.open(path, checkpoint_every=kw.pop("checkpoint_every", 1000), **kw)
+
+
+def compliance_config(data_dir: Path, policies: Path | None = None, **extra: Any) -> dict[str, Any]:
+    """A config with web chat/desk, reviewers of each role, an alert channel and retention."""
+    root = Path(__file__).resolve().parents[1]
+    cfg: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "policies": {"dir": str(policies or root / "policies")},
+        "channels": {"webchat": {"network": "webchat", "side": "client"},
+                     "webdesk": {"network": "webdesk", "side": "staff"}},
+        "employees": {n: {"name": n.title(), "staff": {"channel": "webdesk", "address": n}, "groups": ["advisors"]}
+                      for n in ("alice", "bob")},
+        "desks": {"advisors": {"clients": ["webchat"], "members": ["alice", "bob"]}},
+        "reviewers": {"carol": {"role": "reviewer"}, "dave": {"role": "supervisor"}, "erin": {"role": "admin"}},
+        "compliance": {"alerts": {"channel": "webdesk", "to": "carol"}, "sla": {"quarantine": "24h"}},
+        "retention": {"default": "6y", "classes": {"mifid2": {"period": "7y", "channels": ["webchat"]}}},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    import yaml
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
