@@ -145,3 +145,59 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     import yaml
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
+
+
+TEST_POLICY = """\
+schema: relay-policy/v1
+policy: {id: review-test, version: 1}
+rules:
+  - id: Q-001
+    title: Inside information
+    severity: high
+    match: {keywords: [insider, "before the announcement"]}
+    action: quarantine
+    tests:
+      - {text: "an insider said", expect: quarantine}
+  - id: F-001
+    title: Promissory language
+    severity: medium
+    match: {keywords: [guaranteed]}
+    action: flag
+    tests:
+      - {text: "guaranteed profit", expect: flag}
+"""
+
+
+def write_policies(directory: Path, text: str = TEST_POLICY) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "test.yaml").write_text(text, encoding="utf-8")
+    return directory
+
+
+def memory_compliance_config(data_dir: Path, policies: Path, **extra: Any) -> dict[str, Any]:
+    """Client and staff sides as in-process channels (bots/memory.py), alerts to a staff room."""
+    cfg: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "policies": {"dir": str(policies), "reload_seconds": 0.2},
+        "outbox": {"base_delay": 0.02, "max_delay": 0.2},
+        "channels": {"clients": {"network": "memory", "side": "client"},
+                     "staff": {"network": "memory", "side": "staff"}},
+        "employees": {n: {"name": n.title(), "staff": {"channel": "staff", "address": n}, "groups": ["advisors"]}
+                      for n in ("ann", "ben")},
+        "desks": {"desk": {"clients": ["clients"], "members": ["ann", "ben"]}},
+        "reviewers": {"carol": {"role": "reviewer"}, "dave": {"role": "supervisor"}, "erin": {"role": "admin"}},
+        "compliance": {"alerts": {"channel": "staff", "to": "compliance-room"}, "sla": {"quarantine": "24h"},
+                       "notify": ["Q-001"]},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    import asyncio
+    for _ in range(int(timeout / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
