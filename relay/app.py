@@ -186,6 +186,9 @@ class RelayApp:
         await self.watcher.start()
         if self.shadow_watcher is not None:
             await self.shadow_watcher.start()
+        from relay.review import run_sweeper
+
+        self._sweeper = asyncio.get_running_loop().create_task(run_sweeper(self))
         log.info("relay listening on %s", self.base_url)
 
     def _write_admin_files(self) -> None:
@@ -211,6 +214,11 @@ class RelayApp:
                                                    "args": {"errors": errors}})
 
     async def stop(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            self._sweeper = None
         for w in (self.watcher, self.shadow_watcher):
             if w is not None:
                 await w.stop()

@@ -303,6 +303,14 @@ def stats(items: Mapping[str, ReviewItem], now: float, settings: ComplianceSetti
 
 async def sweep(app: Any, now: float | None = None) -> dict[str, Any]:
     """Escalate and alert on SLA breaches; alert on verdicts of `notify` rules. Idempotent."""
+    lock = getattr(app, "_review_sweep_lock", None)
+    if lock is None:
+        lock = app._review_sweep_lock = asyncio.Lock()
+    async with lock:
+        return await _sweep(app, now)
+
+
+async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
     s = settings_of(app)
     now = time.time() if now is None else now
     policies = getattr(app, "policies", None)
