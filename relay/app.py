@@ -22,7 +22,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, load_factory
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
 from relay.outbox import Outbox
-from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher, load_policy_dir
+from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
 
 log = logging.getLogger("relay.app")
@@ -61,13 +61,11 @@ async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shado
     """Journal `policy.loaded` unless the newest one already names this version."""
     kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
     rows = await journal.fetchall(
-        f"SELECT body_json FROM events WHERE kind = 'policy.loaded' AND {kind_filter} ORDER BY seq DESC LIMIT 1"
+        f"SELECT json_extract(body_json, '$.version') AS v FROM events WHERE kind = 'policy.loaded' "
+        f"AND {kind_filter} ORDER BY seq DESC LIMIT 1"
     )
-    if rows:
-        import json
-
-        if json.loads(rows[0]["body_json"]).get("version") == ps.version:
-            return
+    if rows and rows[0]["v"] == ps.version:
+        return
     body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
     if shadow:
         body["shadow"] = True
@@ -128,23 +126,20 @@ class RelayApp:
             cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
         )
+        self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
+                                     on_error=self._on_policy_error, interval=cfg.policies_reload)
         try:
-            initial = await asyncio.to_thread(load_policy_dir, cfg.policies_dir)
+            await self.watcher.start()
         except PolicyLoadError as exc:
             raise ConfigError([f"policies: {e}" for e in exc.errors]) from exc
-        await _policy_loaded(self.journal, initial, cfg.policies_dir)
-        self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded, on_error=self._on_policy_error,
-                                     interval=cfg.policies_reload, initial=initial)
         shadow_current = None
         if cfg.shadow_policies_dir is not None:
+            self.shadow_watcher = PolicyWatcher(cfg.shadow_policies_dir, on_loaded=self._on_shadow_loaded,
+                                                on_error=self._on_policy_error, interval=cfg.policies_reload)
             try:
-                shadow_initial = await asyncio.to_thread(load_policy_dir, cfg.shadow_policies_dir)
+                await self.shadow_watcher.start()
             except PolicyLoadError as exc:
                 raise ConfigError([f"shadow policies: {e}" for e in exc.errors]) from exc
-            await _policy_loaded(self.journal, shadow_initial, cfg.shadow_policies_dir, shadow=True)
-            self.shadow_watcher = PolicyWatcher(cfg.shadow_policies_dir, on_loaded=self._on_shadow_loaded,
-                                                on_error=self._on_policy_error, interval=cfg.policies_reload,
-                                                initial=shadow_initial)
             shadow_current = lambda: self.shadow_watcher.current if self.shadow_watcher else None  # noqa: E731
 
         self.router = Router(cfg, self.journal)
@@ -183,9 +178,6 @@ class RelayApp:
         for name, channel in self.channels.items():
             await channel.start(self.hub.deliver_for(name))
             self._started_channels.append(channel)
-        await self.watcher.start()
-        if self.shadow_watcher is not None:
-            await self.shadow_watcher.start()
         from relay.review import run_sweeper
 
         self._sweeper = asyncio.get_running_loop().create_task(run_sweeper(self))
@@ -208,8 +200,6 @@ class RelayApp:
             await _policy_loaded(self.journal, ps, self.config.shadow_policies_dir, shadow=True)
 
     async def _on_policy_error(self, errors: list[str]) -> None:
-        for e in errors:
-            log.error("policy reload rejected, keeping the last good set: %s", e)
         await self.journal.append("admin.action", {"actor": "relay", "action": "policy.reload_failed",
                                                    "args": {"errors": errors}})
 

@@ -38,8 +38,10 @@ def message_id_for(channel: str, platform_id: str) -> str:
     return "m-" + hashlib.sha256(f"{channel}\x00{platform_id}".encode()).hexdigest()[:24]
 
 
-def delivery_id_for(message_id: str, channel: str, user: str, kind: str) -> str:
-    return "d-" + hashlib.sha256(f"{message_id}\x00{channel}\x00{user}\x00{kind}".encode()).hexdigest()[:24]
+def delivery_id_for(message_id: str, channel: str, user: str, kind: str, text: str = "") -> str:
+    """Deterministic, so a re-run of the same decision cannot queue the same delivery twice."""
+    key = f"{message_id}\x00{channel}\x00{user}\x00{kind}\x00{text}"
+    return "d-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def verdict_json(v: Verdict, message_id: str) -> dict[str, Any]:
@@ -364,7 +366,8 @@ class Hub:
 
     def _queue(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, out: dict[str, Any]) -> Delivery:
         cid = conv.id if conv else ""
-        did = delivery_id_for(mid, to.channel, to.user, out.get("kind", "message"))
+        did = delivery_id_for(mid, to.channel, to.user, out.get("kind", "message"),
+                              out.get("text", "") if out.get("kind") == "notice" else "")
         body = {"delivery_id": did, "message_id": mid, "channel": to.channel, "to": party_json(to), "out": out}
         if out.get("action") != "quarantine":
             events.append(("delivery.queued", body, cid or None))

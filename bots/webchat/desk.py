@@ -1,0 +1,204 @@
+"""The employee desk (network `webdesk`): login, one WebSocket per open desk tab, replies and edits.
+
+Employees log in with the scrypt password hash from config; the session cookie is HttpOnly
+and SameSite=Strict, and the session lives server-side. Everything pushed carries its
+conversation id and the policy verdict, so the desk can show why a message was flagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bots.base import ChannelConfigError, ChannelContext, Deliver, EmployeeInfo, Retryable
+from bots.webchat import frames
+from bots.webchat.pages import add_page_routes, check_prefix
+from bots.webchat.sessions import Session, Sessions
+from bots.webchat.sockets import Sockets
+from bots.webchat.uploads import UnknownUpload, UploadStore
+from bots.webchat.wsloop import MAX_FRAME_BYTES, deliver_and_ack, origin_allowed, run_socket
+from relay.model import Attachment, Inbound, Outgoing, Party
+from relay.passwords import hash_password, verify_password
+
+log = logging.getLogger("relay.webdesk")
+
+SETTINGS = {"network", "side", "path"}
+COOKIE = "relay_desk"
+BAD_LOGIN = "wrong employee or password"
+_DUMMY_HASH = hash_password("relay-timing-equalizer")
+
+
+class WebDeskChannel:
+    """Channel `name`: routes under `prefix`, sockets keyed by employee address."""
+
+    def __init__(self, name: str, ctx: ChannelContext, prefix: str) -> None:
+        self.name = name
+        self.ctx = ctx
+        self.prefix = prefix
+        self.sockets = Sockets()
+        self.sessions = Sessions()
+        self.uploads = UploadStore(Path(ctx.data_dir) / "uploads", ctx.max_attachment_bytes)
+        self._deliver: Deliver | None = None
+        self._secure = ctx.public_url.startswith("https://")
+
+    def add_routes(self, app: web.Application) -> None:
+        add_page_routes(app, self.prefix, "desk.html", ("desk.js", "style.css"))
+        app.router.add_post(f"{self.prefix}/login", self._login)
+        app.router.add_post(f"{self.prefix}/logout", self._logout)
+        app.router.add_get(f"{self.prefix}/session", self._session_info)
+        app.router.add_get(f"{self.prefix}/ws", self._ws)
+        app.router.add_post(f"{self.prefix}/upload", self._upload)
+        app.router.add_get(f"{self.prefix}/file/{{sha256}}", self._file)
+
+    async def start(self, deliver: Deliver) -> None:
+        self.uploads.prune()
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        self._deliver = None
+        await self.sockets.close()
+
+    async def send(self, out: Outgoing) -> str:
+        employee = out.to.user
+        if self.sockets.count(employee) == 0:
+            raise Retryable("employee offline")
+        frame = frames.desk_push(out, lambda att: self._file_url(att, employee))
+        if await self.sockets.push(employee, frame) == 0:
+            raise Retryable("employee offline")
+        return out.message_id
+
+    def _file_url(self, attachment: Attachment, employee: str) -> str | None:
+        sha = self.uploads.keep(attachment, f"desk:{employee}")
+        return None if sha is None else f"{self.prefix}/file/{sha}"
+
+    def _find(self, login: str) -> EmployeeInfo | None:
+        employees = self.ctx.employees
+        if login in employees:
+            return employees[login]
+        return next((e for e in employees.values() if e.id == login), None)
+
+    def _current(self, request: web.Request) -> tuple[Session, EmployeeInfo] | None:
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        employee = self.ctx.employees.get(session.employee)
+        if employee is None or not employee.active:
+            self.sessions.close(session.token)
+            return None
+        return session, employee
+
+    def _require(self, request: web.Request) -> tuple[Session, EmployeeInfo]:
+        current = self._current(request)
+        if current is None:
+            raise web.HTTPUnauthorized(text='{"error":"not logged in"}', content_type="application/json")
+        return current
+
+    async def _login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        login = str(form.get("employee", "")).strip()
+        password = str(form.get("password", ""))
+        employee = self._find(login) if login else None
+        stored = employee.password_hash if employee is not None and employee.active else ""
+        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+        if employee is None or not employee.active or not stored or not ok:
+            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], request.remote)
+            return web.json_response({"error": BAD_LOGIN}, status=401)
+        session = self.sessions.open(employee.address)
+        log.info("desk %s: %s logged in from %s", self.name, employee.address, request.remote)
+        response = web.json_response({"employee": employee.address, "name": employee.name})
+        response.set_cookie(COOKIE, session.token, path=self.prefix, httponly=True, samesite="Strict",
+                            secure=self._secure, max_age=int(self.sessions.lifetime))
+        return response
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        session = self.sessions.close(request.cookies.get(COOKIE))
+        if session is not None:
+            log.info("desk %s: %s logged out", self.name, session.employee)
+            if not self.sessions.has_employee(session.employee):
+                await self.sockets.close(session.employee, "logged out")
+        response = web.json_response({"ok": True})
+        response.del_cookie(COOKIE, path=self.prefix)
+        return response
+
+    async def _session_info(self, request: web.Request) -> web.Response:
+        _, employee = self._require(request)
+        return web.json_response({"employee": employee.address, "name": employee.name})
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        _, employee = self._require(request)
+        if not origin_allowed(request, self.ctx.public_url):
+            raise web.HTTPForbidden(text="cross-site WebSocket refused")
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
+        await ws.prepare(request)
+        self.sockets.add(employee.address, ws)
+        try:
+            self.ctx.wake(employee.address)
+            await run_socket(ws, lambda data: self._handle(data, employee))
+        finally:
+            self.sockets.remove(employee.address, ws)
+        return ws
+
+    async def _handle(self, data: str, employee: EmployeeInfo) -> frames.Frame:
+        frame = frames.parse(data, ("reply", "edit"))
+        frame_id = frame["id"]
+        conversation = frames.text_field(frame, "conversation", frames.MAX_ID, frame_id, required=True)
+        text = frames.text_field(frame, "text", frames.MAX_TEXT, frame_id)
+        who = employee.address
+        edits = None
+        ids: list[str] = []
+        if frame["type"] == "edit":
+            edits = f"{who}:{frames.text_field(frame, 'edits', frames.MAX_ID, frame_id, required=True)}"
+            if not text.strip():
+                raise frames.FrameError("an edit needs the new `text`", frame_id)
+        else:
+            ids = frames.upload_ids(frame)
+            if not text.strip() and not ids:
+                raise frames.FrameError("empty reply: give `text` or `attachments`", frame_id)
+        owner = f"desk:{who}"
+        try:
+            attachments = tuple(self.uploads.claim(upload_id, owner) for upload_id in ids)
+        except UnknownUpload as exc:
+            raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
+        inbound = Inbound(
+            channel=self.name,
+            platform_id=f"{who}:{frame_id}",
+            sender=Party(self.name, who, employee.name),
+            chat=conversation,
+            kind="edit" if edits else "message",
+            text=text,
+            attachments=attachments,
+            edits=edits,
+            raw=data.encode("utf-8"),
+        )
+        reply, accepted = await deliver_and_ack(self._deliver, inbound, frame_id)
+        if accepted:
+            for upload_id in ids:
+                self.uploads.consume(upload_id, owner)
+        return reply
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        _, employee = self._require(request)
+        return await self.uploads.receive(request, f"desk:{employee.address}")
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        _, employee = self._require(request)
+        return await self.uploads.serve(request.match_info["sha256"], f"desk:{employee.address}")
+
+
+def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> WebDeskChannel:
+    """The employee desk, with routes under `settings.path` (default /desk)."""
+    unknown = set(settings) - SETTINGS
+    if unknown:
+        raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(sorted(unknown))} "
+                                 "(webdesk knows path)")
+    if ctx.side != "staff":
+        raise ChannelConfigError(f"channel {name}: network webdesk is a staff-side channel (side: staff)")
+    prefix = check_prefix(name, settings.get("path", "/desk"), ctx.app)
+    channel = WebDeskChannel(name, ctx, prefix)
+    channel.add_routes(ctx.app)
+    return channel

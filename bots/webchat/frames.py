@@ -1,0 +1,133 @@
+"""The JSON frames of the web chat and desk WebSockets: parsing what browsers send, building pushes.
+
+Kept apart from the channels so the wire protocol (documented in the README for outside
+integrators) lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+from relay.model import Attachment, Outgoing, Party
+
+MAX_TEXT = 64 * 1024
+MAX_ID = 128
+MAX_ATTACHMENTS = 20
+_VISITOR = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+Frame = dict[str, Any]
+FileUrl = Callable[[Attachment], "str | None"]
+
+
+class FrameError(ValueError):
+    """A frame the server cannot accept; answered with an error frame, the socket stays open."""
+
+    def __init__(self, message: str, frame_id: str | None = None) -> None:
+        super().__init__(message)
+        self.frame_id = frame_id
+
+
+def valid_visitor(visitor: str) -> bool:
+    """Visitor ids are opaque tokens made by the page; no ':' so platform ids stay unambiguous."""
+    return bool(_VISITOR.match(visitor))
+
+
+def parse(data: str, allowed: tuple[str, ...]) -> Frame:
+    """A JSON object with a known `type` and a usable `id`, or FrameError saying what is wrong."""
+    try:
+        frame = json.loads(data)
+    except ValueError as exc:
+        raise FrameError(f"not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise FrameError("a frame must be a JSON object")
+    raw_id = frame.get("id")
+    frame_id = raw_id if isinstance(raw_id, str) else None
+    kind = frame.get("type")
+    if kind not in allowed:
+        raise FrameError(f"unknown frame type {kind!r}; expected one of {', '.join(allowed)}", frame_id)
+    frame["id"] = text_field(frame, "id", MAX_ID, frame_id, required=True)
+    return frame
+
+
+def text_field(frame: Frame, key: str, limit: int, frame_id: str | None, *, required: bool = False) -> str:
+    value = frame.get(key, None)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise FrameError(f"`{key}` must be a {'non-empty ' if required else ''}string", frame_id)
+    if len(value) > limit:
+        raise FrameError(f"`{key}` is longer than {limit} characters", frame_id)
+    return value
+
+
+def upload_ids(frame: Frame) -> list[str]:
+    value = frame.get("attachments", [])
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise FrameError("`attachments` must be a list of upload ids", frame["id"])
+    if len(value) > MAX_ATTACHMENTS:
+        raise FrameError(f"at most {MAX_ATTACHMENTS} attachments per message", frame["id"])
+    return value
+
+
+def encode(frame: Frame) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def error(message: str, frame_id: str | None = None) -> Frame:
+    frame: Frame = {"type": "error", "error": message}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return frame
+
+
+def attachment_list(out: Outgoing, file_url: FileUrl) -> list[Frame]:
+    return [
+        {"name": att.name, "mime": att.mime, "size": att.size, "url": file_url(att)}
+        for att in out.attachments
+    ]
+
+
+def _party(party: Party | None) -> Frame | None:
+    return None if party is None else {"name": party.display or party.user, "channel": party.channel}
+
+
+def client_push(out: Outgoing, file_url: FileUrl) -> Frame:
+    """What a visitor's page receives for one Outgoing."""
+    if out.kind == "edit":
+        return {"type": "edit", "id": out.edits or out.message_id, "text": out.text}
+    if out.kind == "delete":
+        return {"type": "delete", "id": out.edits or out.message_id}
+    if out.kind == "notice":
+        return {"type": "notice", "id": out.message_id, "text": out.text}
+    return {
+        "type": "message",
+        "id": out.message_id,
+        "text": out.text,
+        "from": out.origin.display if out.origin is not None else "",
+        "attachments": attachment_list(out, file_url),
+    }
+
+
+def desk_push(out: Outgoing, file_url: FileUrl) -> Frame:
+    """What an employee's desk receives for one Outgoing (conversation, author, verdict)."""
+    if out.kind == "edit":
+        return {"type": "edit", "conversation": out.conversation, "id": out.edits or out.message_id,
+                "text": out.text}
+    if out.kind == "delete":
+        return {"type": "delete", "conversation": out.conversation, "id": out.edits or out.message_id}
+    if out.kind == "notice":
+        return {"type": "notice", "conversation": out.conversation, "id": out.message_id, "text": out.text}
+    return {
+        "type": "message",
+        "conversation": out.conversation,
+        "id": out.message_id,
+        "text": out.text,
+        "from": _party(out.origin),
+        "client": _party(out.client),
+        "verdict": {"action": out.action, "rules": list(out.rules)},
+        "attachments": attachment_list(out, file_url),
+    }

@@ -1,0 +1,166 @@
+// Client web chat: one WebSocket, a transcript kept in this browser, resend of unacked messages.
+"use strict";
+(function () {
+  const prefix = document.body.dataset.prefix;
+  const $ = (id) => document.getElementById(id);
+  const randomId = () => {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  };
+  let visitor = localStorage.getItem("relay.visitor");
+  if (!visitor) { visitor = "v" + randomId(); localStorage.setItem("relay.visitor", visitor); }
+  const storeKey = "relay.transcript." + visitor;
+  let entries = [];
+  try { entries = JSON.parse(localStorage.getItem(storeKey) || "[]"); } catch (e) { entries = []; }
+  let pendingUploads = [];
+  let ws = null;
+  let backoff = 500;
+
+  const save = () => localStorage.setItem(storeKey, JSON.stringify(entries.slice(-500)));
+  const find = (id) => entries.find((e) => e.id === id);
+  const showError = (text) => { $("error").textContent = text || ""; };
+
+  function render() {
+    const log = $("log");
+    log.replaceChildren();
+    for (const e of entries) {
+      const div = document.createElement("div");
+      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "");
+      div.dataset.id = e.id;
+      if (e.who === "them" && e.from) {
+        const meta = document.createElement("span");
+        meta.className = "meta";
+        meta.textContent = e.from;
+        div.append(meta);
+      }
+      const body = document.createElement("span");
+      body.className = "body";
+      body.textContent = e.deleted ? "(message deleted)" : e.text + (e.edited ? " (edited)" : "");
+      div.append(body);
+      if (e.files && e.files.length) {
+        const files = document.createElement("span");
+        files.className = "files";
+        for (const f of e.files) {
+          const a = document.createElement(f.url ? "a" : "span");
+          if (f.url) { a.href = f.url; a.target = "_blank"; a.rel = "noopener"; }
+          a.textContent = "📎 " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
+          files.append(a);
+        }
+        div.append(files);
+      }
+      if (e.who === "me") {
+        const state = document.createElement("span");
+        state.className = "state";
+        state.textContent = e.state === "sent" ? "sent" : e.state === "failed" ? "not sent: " + (e.error || "") + " (click to retry)" : "sending…";
+        if (e.state === "failed") state.addEventListener("click", () => { e.state = "sending"; save(); render(); transmit(e); });
+        div.append(state);
+      }
+      log.append(div);
+    }
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function transmit(e) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const frame = { type: "message", id: e.id, text: e.text };
+    if (e.uploads && e.uploads.length) frame.attachments = e.uploads;
+    ws.send(JSON.stringify(frame));
+  }
+
+  function onFrame(f) {
+    if (f.type === "ack") {
+      const e = find(f.id);
+      if (e) { e.state = "sent"; e.error = ""; }
+    } else if (f.type === "error") {
+      const e = f.id ? find(f.id) : null;
+      if (e) { e.state = "failed"; e.error = f.error; } else showError(f.error);
+    } else if (f.type === "message" || f.type === "notice") {
+      if (find(f.id)) return;
+      entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
+        from: f.from || "", files: f.attachments || [] });
+    } else if (f.type === "edit") {
+      const e = find(f.id);
+      if (e) { e.text = f.text; e.edited = true; }
+    } else if (f.type === "delete") {
+      const e = find(f.id);
+      if (e) e.deleted = true;
+    } else return;
+    save();
+    render();
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const name = localStorage.getItem("relay.name") || "";
+    ws = new WebSocket(scheme + location.host + prefix + "/ws?visitor=" + encodeURIComponent(visitor) +
+      "&name=" + encodeURIComponent(name));
+    ws.onopen = () => {
+      backoff = 500;
+      $("status").className = "status online";
+      $("status").textContent = "connected";
+      for (const e of entries) if (e.who === "me" && e.state === "sending") transmit(e);
+    };
+    ws.onmessage = (ev) => { try { onFrame(JSON.parse(ev.data)); } catch (err) { showError(String(err)); } };
+    ws.onclose = () => {
+      $("status").className = "status offline";
+      $("status").textContent = "reconnecting…";
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 15000);
+    };
+  }
+
+  function renderChips() {
+    $("chips").replaceChildren(...pendingUploads.map((u) => {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = "📎 " + u.name;
+      return chip;
+    }));
+  }
+
+  $("composer").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = $("text").value;
+    if (!text.trim() && !pendingUploads.length) return;
+    const e = { id: "m" + randomId(), who: "me", text: text, state: "sending",
+      uploads: pendingUploads.map((u) => u.upload),
+      files: pendingUploads.map((u) => ({ name: u.name, size: u.size })) };
+    entries.push(e);
+    pendingUploads = [];
+    renderChips();
+    $("text").value = "";
+    showError("");
+    save();
+    render();
+    transmit(e);
+  });
+  $("text").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("composer").requestSubmit(); }
+  });
+  $("attach").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", async () => {
+    const file = $("file").files[0];
+    $("file").value = "";
+    if (!file) return;
+    const body = new FormData();
+    body.append("file", file, file.name);
+    showError("uploading " + file.name + "…");
+    try {
+      const resp = await fetch(prefix + "/upload?visitor=" + encodeURIComponent(visitor), { method: "POST", body });
+      const data = await resp.json();
+      if (!resp.ok) { showError(data.error || "upload failed"); return; }
+      pendingUploads.push(data);
+      renderChips();
+      showError("");
+    } catch (err) { showError("upload failed: " + err); }
+  });
+  $("name").value = localStorage.getItem("relay.name") || "";
+  $("name").addEventListener("change", () => {
+    localStorage.setItem("relay.name", $("name").value.trim());
+    if (ws) ws.close();
+  });
+
+  render();
+  connect();
+})();

@@ -1,0 +1,141 @@
+"""Hot reload: polls the policy directory and swaps in a new set only when it compiles.
+
+A change (file names, sizes, mtimes, inodes) triggers a load off the event loop; success
+replaces `current` in one assignment and awaits `on_loaded`; failure keeps the last good
+set, logs each problem and awaits `on_error` with the `file:line: reason` lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from relay.policy.engine import PolicySet
+from relay.policy.errors import PolicyLoadError
+from relay.policy.loader import LEXICON_DIR, load_policy_dir
+
+log = logging.getLogger("relay.policy")
+
+OnLoaded = Callable[[PolicySet], Awaitable[None]]
+OnError = Callable[[list[str]], Awaitable[None]]
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def fingerprint(directory: Path) -> Fingerprint:
+    """What a change looks like from the outside: names, sizes, mtimes, inodes."""
+    entries: list[tuple[str, int, int, int]] = []
+    for sub in ("", LEXICON_DIR):
+        folder = directory / sub if sub else directory
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    st = entry.stat()
+                    name = f"{sub}/{entry.name}" if sub else entry.name
+                    entries.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            entries.append((f"{sub or '.'}: missing", 0, 0, 0))
+    return tuple(sorted(entries))
+
+
+class PolicyWatcher:
+    """Keeps `current` at the newest valid policy set of `directory`."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        on_loaded: OnLoaded | None = None,
+        on_error: OnError | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.interval = interval
+        self._on_loaded = on_loaded
+        self._on_error = on_error
+        self._current: PolicySet | None = None
+        self._seen: Fingerprint | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_errors: list[str] = []
+
+    @property
+    def current(self) -> PolicySet:
+        if self._current is None:
+            raise RuntimeError("PolicyWatcher not started: no policy set loaded yet")
+        return self._current
+
+    async def start(self) -> None:
+        """Load the set (raising PolicyLoadError if invalid), report it, then poll."""
+        if self._task is not None:
+            return
+        seen = await asyncio.to_thread(fingerprint, self.directory)
+        try:
+            loaded = await asyncio.to_thread(load_policy_dir, self.directory)
+        except PolicyLoadError as exc:
+            await self._report(exc.errors)
+            raise
+        self._seen = seen
+        self._current = loaded
+        log.info("policy set %s loaded from %s (%d rules)", loaded.version[:12], self.directory, len(loaded.rules))
+        await self._loaded(loaded)
+        self._task = asyncio.create_task(self._poll(), name=f"policy-watcher:{self.directory}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def check_now(self) -> bool:
+        """Reload if the directory changed; True when a new set was swapped in."""
+        seen = await asyncio.to_thread(fingerprint, self.directory)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        try:
+            loaded = await asyncio.to_thread(load_policy_dir, self.directory)
+        except PolicyLoadError as exc:
+            await self._report(exc.errors)
+            return False
+        self.last_errors = []
+        if self._current is not None and loaded.version == self._current.version:
+            return False
+        self._current = loaded
+        log.info("policy set %s loaded from %s (%d rules)", loaded.version[:12], self.directory, len(loaded.rules))
+        await self._loaded(loaded)
+        return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("policy reload of %s failed unexpectedly; keeping the current set", self.directory)
+
+    async def _loaded(self, loaded: PolicySet) -> None:
+        if self._on_loaded is None:
+            return
+        try:
+            await self._on_loaded(loaded)
+        except Exception:
+            log.exception("on_loaded callback failed for policy set %s", loaded.version[:12])
+
+    async def _report(self, errors: list[str]) -> None:
+        self.last_errors = list(errors)
+        for line in errors:
+            log.error("policy reload rejected, keeping the last good set: %s", line)
+        if self._on_error is None:
+            return
+        try:
+            await self._on_error(list(errors))
+        except Exception:
+            log.exception("on_error callback failed")
