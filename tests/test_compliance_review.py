@@ -108,6 +108,8 @@ async def test_decision_rules_roles_and_escalation(relay: RelayApp) -> None:
     with pytest.raises(ReviewError, match="escalated to supervisors; carol is a reviewer"):
         await decide(relay, flagged.message_id, "false-positive", "carol", "meh")
     await decide(relay, flagged.message_id, "annotate", "carol", "called the client back")
+    rows = await relay.journal.fetchall("SELECT state, decided_by FROM review_queue WHERE message_id = ?", (flagged.message_id,))
+    assert (rows[0]["state"], rows[0]["decided_by"]) == ("escalated", "carol")
     out = await decide(relay, flagged.message_id, "non-compliant", "dave", "promissory language from client side")
     assert out["state"] == "non-compliant"
     await decide(relay, flagged.message_id, "annotate", "erin", "closed after training")

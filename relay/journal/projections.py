@@ -151,11 +151,16 @@ def delivery_failed(db: sqlite3.Connection, ev: Event) -> None:
 
 
 def review_decided(db: sqlite3.Connection, ev: Event) -> None:
+    """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
     body = ev.body
+    decision = body.get("decision")
+    if decision == "annotate":
+        return
     db.execute(
-        "UPDATE review_queue SET state='decided', decided_by=?, decision=?, reason=?, decided_seq=?"
+        "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
-        (body.get("reviewer"), body.get("decision"), body.get("reason"), ev.seq, body.get("message_id")),
+        ("escalated" if decision == "escalate" else "decided", body.get("reviewer"), decision, body.get("reason"),
+         ev.seq, body.get("message_id")),
     )
 
 
