@@ -52,4 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m relay.cli`, this file is `__main__`; the commands raise
+    # `relay.cli.CommandError`, so dispatch through the imported module, not this copy.
+    from relay.cli import main as _main
+
+    sys.exit(_main())

@@ -10,6 +10,7 @@ acknowledges its network only for what is durable. Redeliveries are recognised b
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -29,7 +30,8 @@ from relay.routing import Conversation, Router, RoutingError
 log = logging.getLogger("relay.hub")
 
 SYSTEM = Party("relay", "system", "relay")
-HELD_NS = "review.held"
+INLINE_RAW_MAX = 16 * 1024
+"""Raw payloads up to this size travel inside the event (one fsync with it); larger ones are blobs."""
 Event = tuple[str, dict[str, Any], str | None]
 
 
@@ -181,7 +183,7 @@ class Hub:
         final = tuple(
             replace(a.without_data(), sha256=by_obj[id(a)], size=len(a.data)) if id(a) in by_obj else a for a in kept
         )
-        raw_sha = await self.journal.put_blob(inb.raw) if inb.raw else ""
+        raw_sha = await self.journal.put_blob(inb.raw) if len(inb.raw) > INLINE_RAW_MAX else ""
         return final, raw_sha
 
     def _received_body(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
@@ -202,10 +204,13 @@ class Hub:
             "reply_to_platform": inb.reply_to,
             "edits_platform": inb.edits,
             "sent_at": inb.sent_at,
-            "raw_sha256": raw_sha,
+            "raw_sha256": raw_sha or None,
             "client": party_json(conv.client) if conv else None,
             "employee": employee,
         }
+        if inb.raw and not raw_sha:
+            body["raw_inline"] = base64.b64encode(inb.raw).decode("ascii")
+            body["raw_digest"] = hashlib.sha256(inb.raw).hexdigest()
         if refused:
             body["refused"] = refused
         return body
@@ -215,6 +220,11 @@ class Hub:
         cid = conversation_id(inb.channel, inb.chat)
         events: list[Event] = []
         conv = await self.router.get(cid)
+        if inb.kind == "event":
+            # statuses, receipts, unreadable payloads: journaled, but they open no conversation
+            body = self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
+            events.append(("message.received", body, cid if conv else None))
+            return events, [], cid if conv else ""
         new = conv is None
         if conv is None:
             conv = Conversation(cid, Party(inb.channel, inb.chat, inb.sender.display), None)

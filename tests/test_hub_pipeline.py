@@ -167,3 +167,49 @@ async def test_concurrent_duplicates_make_one_entry(tmp_path: Path) -> None:
         assert len(staff.sent) == 1
     finally:
         await relay.stop()
+
+
+async def test_policy_edit_is_hot_reloaded_journaled_and_a_broken_edit_keeps_the_last_good_set(tmp_path: Path) -> None:
+    import shutil
+
+    pol = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", pol)
+    relay = await RelayApp.start(memory_config(tmp_path / "data", members=("ann",),
+                                               policies={"dir": str(pol), "reload_seconds": 0.05}))
+    clients: MemoryChannel = relay.channels["clients"]  # type: ignore[assignment]
+    staff: MemoryChannel = relay.channels["staff"]  # type: ignore[assignment]
+    try:
+        first_version = relay.policies.version
+        await clients.inject("u1", "pineapple express", "u1:1")
+        await until(lambda: len(staff.sent) == 1)
+        assert staff.sent[0].action == "allow"
+        (pol / "fruit.yaml").write_text(
+            "schema: relay-policy/v1\npolicy: {id: fruit, version: 1}\nrules:\n"
+            "  - id: FRUIT-1\n    title: fruit\n    match: {keywords: [pineapple]}\n    action: flag\n"
+            "    tests: [{text: pineapple, expect: flag}]\n")
+        await until(lambda: relay.policies.version != first_version)
+        await clients.inject("u1", "pineapple again", "u1:2")
+        await until(lambda: len(staff.sent) == 2)
+        assert staff.sent[1].action == "flag" and staff.sent[1].rules == ("FRUIT-1",)
+        good = relay.policies.version
+        (pol / "fruit.yaml").write_text("schema: relay-policy/v1\npolicy: {id: fruit, version: 2}\nrules:\n"
+                                        "  - id: FRUIT-1\n    match: {regex: '(unclosed'}\n    action: flag\n")
+        await until(lambda: bool(relay.watcher and relay.watcher.last_errors))
+        assert relay.policies.version == good
+        assert any("fruit.yaml:" in e for e in relay.watcher.last_errors)
+        loaded = await relay.journal.fetchall("SELECT json_extract(body_json, '$.version') AS v FROM events "
+                                              "WHERE kind = 'policy.loaded' ORDER BY seq")
+        assert [r["v"] for r in loaded] == [first_version, good]
+        failures: list = []
+        for _ in range(200):
+            failures = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'admin.action' AND "
+                                                    "json_extract(body_json, '$.action') = 'policy.reload_failed'")
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        assert failures and "fruit.yaml:5:" in failures[0]["body_json"]
+        rows = await relay.journal.fetchall("SELECT json_extract(body_json, '$.policy_version') AS v FROM events "
+                                            "WHERE kind = 'policy.verdict' ORDER BY seq")
+        assert [r["v"] for r in rows] == [first_version, good]
+    finally:
+        await relay.stop()

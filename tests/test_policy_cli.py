@@ -13,18 +13,21 @@ from tests.policy_support import policy_file, write
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def relay(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def relay(*args: str, stdin: str | bytes = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "relay.cli", "policy", *args],
-        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=env, input=stdin.encode() if isinstance(stdin, str) else stdin, capture_output=True, timeout=60,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     )
 
 
 def test_check_shipped_policies_ok() -> None:
     result = relay("check", "policies")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 5 files, 10 rules, version ")
+    assert result.stdout.startswith("ok: 6 files, 14 rules, version ")
     assert result.stderr == ""
 
 
@@ -130,10 +133,21 @@ def test_eval_json_lines() -> None:
 
 
 def test_eval_all_good_exits_0_and_bad_policies_exit_2(tmp_path: Path) -> None:
-    result = relay("eval", "--policies", "policies", stdin='{"direction":"inbound","channel":"c","text":"an insider"}\n')
-    assert result.returncode == 0
-    assert json.loads(result.stdout)["action"] == "quarantine"
-    assert json.loads(result.stdout)["review"] is True
+    stdin = '{"direction":"inbound","channel":"c","text":"an insider"}\n{"direction":"inbound","channel":"c","text":"\\ud800 内幕消息"}\n'
+    result = relay("eval", "--policies", "policies", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    first, second = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first["action"] == "quarantine" and first["review"] is True
+    assert second["rules"] == ["MC-004"] and second["text"] == "\ud800 内幕消息"
     write(tmp_path, "p.yaml", "nope: [\n")
     result = relay("eval", "--policies", str(tmp_path), stdin="")
     assert result.returncode == 2 and result.stderr.startswith(f"{tmp_path / 'p.yaml'}:2: YAML syntax error")
+
+
+def test_eval_invalid_utf8_line_is_reported_not_fatal() -> None:
+    stdin = b'{"direction":"inbound","channel":"c","text":"\xff"}\n{"direction":"inbound","channel":"c","text":"ok"}\n'
+    result = relay("eval", "--policies", "policies", stdin=stdin)
+    assert result.returncode == 1
+    first, second = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first == {"error": "line 1: not valid UTF-8 at byte 46"}
+    assert second["action"] == "allow"

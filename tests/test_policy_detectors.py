@@ -44,7 +44,8 @@ def iban_with_check(country: str, bban: str) -> str:
 def test_credit_card_formats() -> None:
     assert found(find_credit_cards, "card 4111 1111 1111 1111 ok") == ["4111 1111 1111 1111"]
     assert found(find_credit_cards, "4111-1111-1111-1111") == ["4111-1111-1111-1111"]
-    assert found(find_credit_cards, "x4111111111111111y") == ["4111111111111111"]
+    assert found(find_credit_cards, "card:4111111111111111.") == ["4111111111111111"]
+    assert found(find_credit_cards, "x4111111111111111y") == []  # glued to letters: an identifier
     assert found(find_credit_cards, "amex 3782 822463 10005") == ["3782 822463 10005"]
 
 
@@ -195,3 +196,9 @@ def test_detector_leaf_each_detector(tmp_path: Path) -> None:
     text = "a@b.example 4111111111111111 DE89370400440532013000 123-45-6789 +1 415 555 2671"
     assert set(evaluate(ps, text).rules) == {"CC", "IBAN", "SSN", "MAIL", "PHONE"}
     assert evaluate(ps, "nothing sensitive, order 12345").rules == ()
+
+
+def test_credit_card_followed_by_expiry_or_cvv() -> None:
+    assert found(find_credit_cards, "4111 1111 1111 1111 0927 123") == ["4111 1111 1111 1111"]
+    assert found(find_credit_cards, "4111111111111111 0927 123") == ["4111111111111111"]
+    assert found(find_credit_cards, "DE89 3704 0044 0532 0130 00") == []  # IBAN digits are not a card

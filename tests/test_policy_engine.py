@@ -322,3 +322,42 @@ def test_shipped_policies_end_to_end() -> None:
     blocked = evaluate(ps, "", attachments=(Attachment("x.msi", "application/x-msi", 10),))
     assert blocked.action == "block"
     assert evaluate(ps, "我有内幕消息").rules == ("MC-004",)
+
+
+def test_evaluate_is_thread_safe(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ps = load_policy_dir(ROOT / "policies")
+    texts = [f"msg {i}: " + ("card 4111 1111 1111 1111" if i % 3 == 0 else "an insider" if i % 3 == 1 else "hello")
+             for i in range(300)]
+    expected = [evaluate(ps, t, message_id=str(i)) for i, t in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda it: evaluate(ps, it[1], message_id=str(it[0])), enumerate(texts)))
+    assert got == expected
+    assert {v.action for v in got} == {"redact", "quarantine", "allow"}
+
+
+def test_lone_surrogates_do_not_break_evaluation() -> None:
+    ps = load_policy_dir(ROOT / "policies")
+    text = "\ud800 signal me, card 4111 1111 1111 1111 \udfff"
+    verdict = evaluate(ps, text)
+    assert verdict.action == "quarantine" and {"MC-003", "PII-001"} <= set(verdict.rules)
+    assert apply_verdict(text, verdict) == "\ud800 signal me, card [REDACTED] \udfff"
+
+
+def test_rule_tests_default_to_a_channel_in_scope(tmp_path: Path) -> None:
+    from relay.policy import run_rule_tests
+
+    ps = load_rules(
+        tmp_path,
+        """
+        - id: TG
+          scope: {direction: outbound, channels: ["telegram-*"]}
+          match: {keywords: [alpha]}
+          action: flag
+          tests: [{text: alpha, expect: flag}, {text: alpha, channel: webchat, expect: allow}, {text: beta, expect: allow}]
+        """,
+    )
+    results = run_rule_tests(ps)
+    assert [r.ok for r in results] == [True, True, True]
+    assert results[0].test.input.channel == "telegram-x" and results[0].test.input.direction == "outbound"

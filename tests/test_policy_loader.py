@@ -193,5 +193,23 @@ def test_load_single_file_uses_its_lexicons(tmp_path: Path) -> None:
 def test_shipped_policies_load_with_every_rule_tested() -> None:
     ps = load_policy_dir(Path(__file__).resolve().parents[1] / "policies")
     assert ps.rules_without_tests == []
-    assert {"recording.yaml", "pii.yaml", "market-conduct.yaml", "attachments.yaml",
+    assert {"recording.yaml", "pii.yaml", "market-conduct.yaml", "attachments.yaml", "china-market-conduct.yaml",
             "lexicons/market-conduct.txt"} == set(ps.files)
+
+
+def test_several_paths_form_one_set(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    policy_file(one, "a.yaml", "- {id: A, action: flag}")
+    policy_file(two, "a.yaml", "- {id: B, action: flag}")
+    ps = load_policy_paths([one, two])
+    assert [r.id for r in ps.rules] == ["A", "B"]
+    assert set(ps.files) == {f"{one}/a.yaml", f"{two}/a.yaml"}
+    policy_file(two, "b.yaml", "- {id: A, action: block}")
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy_paths([one, two])
+    assert info.value.errors == [f"{two / 'b.yaml'}:4: duplicate rule id 'A' (first defined at {one / 'a.yaml'}:4)"]
+
+
+def test_empty_list_is_an_error(tmp_path: Path) -> None:
+    policy_file(tmp_path, "p.yaml", "- id: R\n  match: {keywords: {list: none}}\n  action: flag", lists="none: []")
+    assert load_errors(tmp_path) == [f"{tmp_path / 'p.yaml'}:7: list 'none' is empty"]

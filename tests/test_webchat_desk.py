@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from bots.base import Retryable
-from relay.model import Outgoing, Party
+from relay.model import Attachment, Outgoing, Party
 from tests.webchat_support import Harness, next_frame, start_harness, until
 
 
@@ -170,3 +170,38 @@ async def test_desk_page_is_served(h: Harness) -> None:
         assert r.status == 200 and 'id="login-employee"' in body and "/desk/static/desk.js" in body
     async with s.get(h.base + "/desk/static/desk.js") as r:
         assert r.status == 200 and r.content_type == "text/javascript"
+
+
+async def test_attachment_pushed_to_desk_is_downloadable_by_that_employee(h: Harness) -> None:
+    s = await h.login()
+    ws = await s.ws_connect(h.ws_url("/desk/ws"))
+    att = Attachment.of("id-card.png", "image/png", b"\x89PNG fake image")
+    await h.desk.send(to_alice(attachments=(att,)))
+    [meta] = (await next_frame(ws))["attachments"]
+    assert meta == {"name": "id-card.png", "mime": "image/png", "size": 15, "url": f"/desk/file/{att.sha256}"}
+    async with s.get(h.base + meta["url"]) as r:
+        assert r.status == 200 and await r.read() == b"\x89PNG fake image"
+        assert r.headers["Content-Disposition"].startswith("inline;")
+        assert "sandbox" in r.headers["Content-Security-Policy"]
+    bob = await h.login("bob", "bob-secret")
+    async with bob.get(h.base + meta["url"]) as r:
+        assert r.status == 404
+
+
+async def test_oversized_login_form_is_refused(h: Harness) -> None:
+    s = h.session()
+    async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "x" * 20000}) as r:
+        assert r.status == 413
+
+
+async def test_repeated_failures_are_throttled_per_employee_and_address(h: Harness) -> None:
+    s = h.session()
+    for _ in range(5):
+        async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "guess"}) as r:
+            assert r.status == 401
+    async with s.post(h.base + "/desk/login", data={"employee": "alice", "password": "alice-secret"}) as r:
+        assert r.status == 429
+        assert "too many failed logins" in (await r.json())["error"] and int(r.headers["Retry-After"]) > 0
+    await h.login("bob", "bob-secret")
+    h.desk.throttle.window = 0.0
+    await h.login("alice", "alice-secret")

@@ -113,9 +113,23 @@ async def test_over_limit_is_refused_while_streaming(h: Harness) -> None:
     length = next(int(line.split(":")[1]) for line in headers if line.lower().startswith("content-length"))
     body = json.loads(await reader.readexactly(length))
     assert body == {"error": f"file too large: the limit is {LIMIT} bytes"}
+    assert await server_stopped_reading(writer, chunk(piece)), "server kept reading the refused body"
     writer.close()
     pending = h.data_dir / "uploads" / "pending"
     assert not list(pending.glob("*.bin")) and not list(pending.glob("*.part"))
+
+
+async def server_stopped_reading(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    """True when writes stall (or the peer closes) well before 64 MiB more: nobody reads them."""
+    extra = 0
+    try:
+        while extra < 64 * 1024 * 1024:
+            writer.write(data)
+            extra += len(data)
+            await asyncio.wait_for(writer.drain(), 1.0)
+    except (asyncio.TimeoutError, ConnectionError):
+        return True
+    return False
 
 
 async def test_over_limit_with_aiohttp_streaming_client(h: Harness) -> None:

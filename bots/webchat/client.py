@@ -50,19 +50,21 @@ class WebChatChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self.uploads.drop_refused()
         await self.sockets.close()
 
     async def send(self, out: Outgoing) -> str:
         visitor = out.to.user
         if self.sockets.count(visitor) == 0:
             raise Retryable("visitor offline")
-        frame = frames.client_push(out, lambda att: self._file_url(att, visitor))
+        urls = [await self._file_url(att, visitor) for att in out.attachments]
+        frame = frames.client_push(out, urls)
         if await self.sockets.push(visitor, frame) == 0:
             raise Retryable("visitor offline")
         return out.message_id
 
-    def _file_url(self, attachment: Attachment, visitor: str) -> str | None:
-        sha = self.uploads.keep(attachment, f"chat:{visitor}")
+    async def _file_url(self, attachment: Attachment, visitor: str) -> str | None:
+        sha = await self.uploads.keep(attachment, f"chat:{visitor}")
         return None if sha is None else f"{self.prefix}/file/{sha}?visitor={quote(visitor)}"
 
     def _visitor(self, request: web.Request) -> str:
@@ -95,7 +97,7 @@ class WebChatChannel:
             raise frames.FrameError("empty message: give `text` or `attachments`", frame_id)
         owner = f"chat:{visitor}"
         try:
-            attachments = tuple(self.uploads.claim(upload_id, owner) for upload_id in ids)
+            attachments = tuple([await self.uploads.claim(upload_id, owner) for upload_id in ids])
         except UnknownUpload as exc:
             raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
         inbound = Inbound(

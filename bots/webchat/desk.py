@@ -18,7 +18,7 @@ from aiohttp import web
 from bots.base import ChannelConfigError, ChannelContext, Deliver, EmployeeInfo, Retryable
 from bots.webchat import frames
 from bots.webchat.pages import add_page_routes, check_prefix
-from bots.webchat.sessions import Session, Sessions
+from bots.webchat.sessions import LoginThrottle, Session, Sessions
 from bots.webchat.sockets import Sockets
 from bots.webchat.uploads import UnknownUpload, UploadStore
 from bots.webchat.wsloop import MAX_FRAME_BYTES, deliver_and_ack, origin_allowed, run_socket
@@ -30,6 +30,7 @@ log = logging.getLogger("relay.webdesk")
 SETTINGS = {"network", "side", "path"}
 COOKIE = "relay_desk"
 BAD_LOGIN = "wrong employee or password"
+MAX_LOGIN_BODY = 16 * 1024
 _DUMMY_HASH = hash_password("relay-timing-equalizer")
 
 
@@ -42,6 +43,7 @@ class WebDeskChannel:
         self.prefix = prefix
         self.sockets = Sockets()
         self.sessions = Sessions()
+        self.throttle = LoginThrottle()
         self.uploads = UploadStore(Path(ctx.data_dir) / "uploads", ctx.max_attachment_bytes)
         self._deliver: Deliver | None = None
         self._secure = ctx.public_url.startswith("https://")
@@ -61,19 +63,21 @@ class WebDeskChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self.uploads.drop_refused()
         await self.sockets.close()
 
     async def send(self, out: Outgoing) -> str:
         employee = out.to.user
         if self.sockets.count(employee) == 0:
             raise Retryable("employee offline")
-        frame = frames.desk_push(out, lambda att: self._file_url(att, employee))
+        urls = [await self._file_url(att, employee) for att in out.attachments]
+        frame = frames.desk_push(out, urls)
         if await self.sockets.push(employee, frame) == 0:
             raise Retryable("employee offline")
         return out.message_id
 
-    def _file_url(self, attachment: Attachment, employee: str) -> str | None:
-        sha = self.uploads.keep(attachment, f"desk:{employee}")
+    async def _file_url(self, attachment: Attachment, employee: str) -> str | None:
+        sha = await self.uploads.keep(attachment, f"desk:{employee}")
         return None if sha is None else f"{self.prefix}/file/{sha}"
 
     def _find(self, login: str) -> EmployeeInfo | None:
@@ -99,15 +103,25 @@ class WebDeskChannel:
         return current
 
     async def _login(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > MAX_LOGIN_BODY:
+            return web.json_response({"error": "login form too large"}, status=413)
         form = await request.post()
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
+        remote = request.remote or ""
+        wait = self.throttle.retry_after(login, remote)
+        if wait > 0:
+            log.warning("desk %s: login for %r from %s refused: too many failures", self.name, login[:100], remote)
+            return web.json_response({"error": f"too many failed logins; try again in {int(wait) + 1} s"},
+                                     status=429, headers={"Retry-After": str(int(wait) + 1)})
         employee = self._find(login) if login else None
         stored = employee.password_hash if employee is not None and employee.active else ""
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if employee is None or not employee.active or not stored or not ok:
-            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], request.remote)
+            self.throttle.failed(login, remote)
+            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], remote)
             return web.json_response({"error": BAD_LOGIN}, status=401)
+        self.throttle.succeeded(login, remote)
         session = self.sessions.open(employee.address)
         log.info("desk %s: %s logged in from %s", self.name, employee.address, request.remote)
         response = web.json_response({"employee": employee.address, "name": employee.name})
@@ -161,7 +175,7 @@ class WebDeskChannel:
                 raise frames.FrameError("empty reply: give `text` or `attachments`", frame_id)
         owner = f"desk:{who}"
         try:
-            attachments = tuple(self.uploads.claim(upload_id, owner) for upload_id in ids)
+            attachments = tuple([await self.uploads.claim(upload_id, owner) for upload_id in ids])
         except UnknownUpload as exc:
             raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
         inbound = Inbound(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import Any, Sequence
 
-from relay.model import Attachment, Outgoing, Party
+from relay.model import Outgoing, Party
 
 MAX_TEXT = 64 * 1024
 MAX_ID = 128
@@ -18,7 +18,6 @@ MAX_ATTACHMENTS = 20
 _VISITOR = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 Frame = dict[str, Any]
-FileUrl = Callable[[Attachment], "str | None"]
 
 
 class FrameError(ValueError):
@@ -84,10 +83,11 @@ def error(message: str, frame_id: str | None = None) -> Frame:
     return frame
 
 
-def attachment_list(out: Outgoing, file_url: FileUrl) -> list[Frame]:
+def attachment_list(out: Outgoing, urls: Sequence[str | None]) -> list[Frame]:
+    """`urls[i]` is where the recipient fetches `out.attachments[i]` (None: no bytes to serve)."""
     return [
-        {"name": att.name, "mime": att.mime, "size": att.size, "url": file_url(att)}
-        for att in out.attachments
+        {"name": att.name, "mime": att.mime, "size": att.size, "url": url}
+        for att, url in zip(out.attachments, urls)
     ]
 
 
@@ -95,7 +95,7 @@ def _party(party: Party | None) -> Frame | None:
     return None if party is None else {"name": party.display or party.user, "channel": party.channel}
 
 
-def client_push(out: Outgoing, file_url: FileUrl) -> Frame:
+def client_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     """What a visitor's page receives for one Outgoing."""
     if out.kind == "edit":
         return {"type": "edit", "id": out.edits or out.message_id, "text": out.text}
@@ -108,11 +108,11 @@ def client_push(out: Outgoing, file_url: FileUrl) -> Frame:
         "id": out.message_id,
         "text": out.text,
         "from": out.origin.display if out.origin is not None else "",
-        "attachments": attachment_list(out, file_url),
+        "attachments": attachment_list(out, urls),
     }
 
 
-def desk_push(out: Outgoing, file_url: FileUrl) -> Frame:
+def desk_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     """What an employee's desk receives for one Outgoing (conversation, author, verdict)."""
     if out.kind == "edit":
         return {"type": "edit", "conversation": out.conversation, "id": out.edits or out.message_id,
@@ -129,5 +129,5 @@ def desk_push(out: Outgoing, file_url: FileUrl) -> Frame:
         "from": _party(out.origin),
         "client": _party(out.client),
         "verdict": {"action": out.action, "rules": list(out.rules)},
-        "attachments": attachment_list(out, file_url),
+        "attachments": attachment_list(out, urls),
     }

@@ -7,6 +7,7 @@ live in `files/<sha256>` together with who may fetch them, so retries and histor
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ log = logging.getLogger("relay.webchat.uploads")
 CHUNK = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
 PENDING_MAX_AGE = 24 * 3600.0
+REFUSED_GRACE = 2.0
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,127}$")
@@ -77,12 +79,13 @@ class UploadStore:
         self.files = root / "files"
         self.pending.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(parents=True, exist_ok=True)
+        self._refused: set[asyncio.BaseTransport] = set()
 
     async def receive(self, request: web.Request, owner: str) -> web.Response:
         """Handle a multipart upload with a `file` field; 413 as soon as the limit is passed."""
         length = request.content_length
         if length is not None and length > self.max_bytes + MULTIPART_OVERHEAD:
-            return self._too_large()
+            return await self._refuse(request, owner)
         if not request.content_type.startswith("multipart/"):
             return _json_error(400, "expected multipart/form-data with a `file` field")
         try:
@@ -94,15 +97,29 @@ class UploadStore:
                 if not isinstance(part, BodyPartReader):
                     return _json_error(400, "nested multipart is not supported")
                 if part.name == "file":
-                    return await self._store_part(part, owner)
+                    stored = await self._store_part(part, owner)
+                    return stored if stored is not None else await self._refuse(request, owner)
                 if not await self._skip_part(part):
                     return _json_error(400, f"unexpected large form field {part.name!r}; send only `file`")
         except ValueError as exc:
             return _json_error(400, f"malformed multipart body: {exc}")
 
-    def _too_large(self) -> web.Response:
+    async def _refuse(self, request: web.Request, owner: str) -> web.StreamResponse:
+        """Answer 413 now and stop reading the socket, so the rest of the body is never taken in.
+
+        The connection is closed after a short grace; until then the client can read the
+        answer (closing at once would reset a client still sending, and it could lose the 413).
+        """
+        log.info("upload by %s refused: over %d bytes", owner, self.max_bytes)
         response = _json_error(413, f"file too large: the limit is {self.max_bytes} bytes")
         response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self._refused.add(transport)
+            asyncio.get_running_loop().call_later(REFUSED_GRACE, self._drop, transport)
         return response
 
     async def _skip_part(self, part: BodyPartReader) -> bool:
@@ -113,7 +130,8 @@ class UploadStore:
                 return False
         return True
 
-    async def _store_part(self, part: BodyPartReader, owner: str) -> web.Response:
+    async def _store_part(self, part: BodyPartReader, owner: str) -> web.Response | None:
+        """Stream the part to disk; None as soon as it is over the limit."""
         upload_id = secrets.token_urlsafe(18)
         name = clean_name(part.filename)
         mime = clean_mime(part.headers.get("Content-Type"), name)
@@ -125,8 +143,7 @@ class UploadStore:
                 while chunk := await part.read_chunk(CHUNK):
                     size += len(chunk)
                     if size > self.max_bytes:
-                        log.info("upload by %s refused: over %d bytes", owner, self.max_bytes)
-                        return self._too_large()
+                        return None
                     digest.update(chunk)
                     sink.write(chunk)
             if size == 0:
@@ -140,17 +157,28 @@ class UploadStore:
         return web.json_response({"upload": upload_id, "name": name, "mime": mime, "size": size,
                                   "sha256": meta["sha256"]})
 
-    def claim(self, upload_id: str, owner: str) -> Attachment:
+    async def claim(self, upload_id: str, owner: str) -> Attachment:
         """The attachment for an upload of `owner`, bytes included (also after it was sent once)."""
         meta = self._pending_meta(upload_id)
         if meta is None or meta.get("owner") != owner:
             raise UnknownUpload(upload_id)
-        source = self.files / meta["sha256"] if meta.get("consumed") else self.pending / f"{upload_id}.bin"
-        try:
-            data = source.read_bytes()
-        except FileNotFoundError as exc:
-            raise UnknownUpload(upload_id) from exc
+        sources = [self.pending / f"{upload_id}.bin", self.files / meta["sha256"]]
+        if meta.get("consumed"):
+            sources.reverse()
+        data = await asyncio.to_thread(self._read_first, sources)
+        if data is None:
+            raise UnknownUpload(upload_id)
         return Attachment.of(meta["name"], meta["mime"], data, platform_ref=upload_id)
+
+    @staticmethod
+    def _read_first(paths: list[Path]) -> bytes | None:
+        """The bytes of the first path that exists (an upload may move while a second tab sends it)."""
+        for path in paths:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                continue
+        return None
 
     def consume(self, upload_id: str, owner: str) -> None:
         """After the message naming it was journaled: move the bytes to the file store."""
@@ -167,7 +195,7 @@ class UploadStore:
         meta["consumed"] = True
         self._write_json(self.pending / f"{upload_id}.json", meta)
 
-    def keep(self, attachment: Attachment, reader: str) -> str | None:
+    async def keep(self, attachment: Attachment, reader: str) -> str | None:
         """Store a sent attachment's bytes by digest so `reader` can fetch it; None if no bytes."""
         sha = attachment.sha256
         if not _SHA256.match(sha or ""):
@@ -178,11 +206,15 @@ class UploadStore:
         if not target.exists():
             if not attachment.data or hashlib.sha256(attachment.data).hexdigest() != sha:
                 return None
-            partial = self.files / f"{sha}.{secrets.token_hex(4)}.part"
-            partial.write_bytes(attachment.data)
-            partial.replace(target)
+            await asyncio.to_thread(self._write_file, target, attachment.data)
         self.grant(sha, reader, name=clean_name(attachment.name), mime=clean_mime(attachment.mime, attachment.name))
         return sha
+
+    @staticmethod
+    def _write_file(target: Path, data: bytes) -> None:
+        partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.part")
+        partial.write_bytes(data)
+        partial.replace(target)
 
     def grant(self, sha: str, reader: str, *, name: str, mime: str) -> None:
         meta_path = self.files / f"{sha}.json"
@@ -213,6 +245,15 @@ class UploadStore:
             "Content-Security-Policy": "sandbox; default-src 'none'",
             "Cache-Control": "private, max-age=3600",
         })
+
+    def _drop(self, transport: asyncio.BaseTransport) -> None:
+        self._refused.discard(transport)
+        transport.close()
+
+    def drop_refused(self) -> None:
+        """Close at once the connections of refused uploads still in their grace period."""
+        for transport in list(self._refused):
+            self._drop(transport)
 
     def prune(self, max_age: float = PENDING_MAX_AGE) -> int:
         """Remove unsent uploads older than `max_age` seconds; returns how many."""

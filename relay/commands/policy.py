@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from relay.model import Attachment
@@ -102,7 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for line in loaded:
             print(line, file=sys.stderr)
         return 2
-    return eval_stream(loaded, sys.stdin, sys.stdout, sys.stderr)
+    return eval_stream(loaded, sys.stdin.buffer, sys.stdout, sys.stderr)
 
 
 _EVAL_KEYS = {"direction", "channel", "text", "attachments", "sender_group", "sender_groups",
@@ -168,18 +169,23 @@ def _attachments(raw: Any) -> tuple[Attachment, ...]:
     return tuple(out)
 
 
-def eval_stream(policy_set: PolicySet, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+def eval_stream(policy_set: PolicySet, lines: Iterable[bytes | str], stdout: TextIO, stderr: TextIO) -> int:
     """Evaluate each JSON line; a bad line yields {"error"} and processing continues."""
     bad = 0
-    for number, raw in enumerate(stdin, start=1):
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"not valid UTF-8 at byte {exc.start + 1}") from exc
             inp = parse_eval_line(raw, number)
         except ValueError as exc:
             bad += 1
             message = f"line {number}: {exc}"
-            print(json.dumps({"error": message}, ensure_ascii=False), file=stdout, flush=True)
+            print(json_line({"error": message}), file=stdout, flush=True)
             print(f"relay: {message}", file=stderr)
             continue
         verdict = policy_set.evaluate(inp)
@@ -190,8 +196,18 @@ def eval_stream(policy_set: PolicySet, stdin: TextIO, stdout: TextIO, stderr: Te
             "policy_version": verdict.policy_version,
             "review": verdict.review,
         }
-        print(json.dumps(out, ensure_ascii=False), file=stdout, flush=True)
+        print(json_line(out), file=stdout, flush=True)
     return 1 if bad else 0
+
+
+def json_line(obj: dict[str, Any]) -> str:
+    """Compact JSON, readable UTF-8 unless the text holds lone surrogates (then escaped)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj)
+    return line
 
 
 def _print_json(obj: dict[str, Any]) -> None:

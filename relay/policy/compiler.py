@@ -72,6 +72,7 @@ class Compiler:
         self.errors: list[str] = []
         self.keywords = KeywordIndexBuilder()
         self.regex_patterns: list[str] = []
+        self.regex_compiled: list[Any] = []
         self.rules: list[tuple[int, int, int, Rule]] = []
         self.rules_without_tests: list[str] = []
         self.lexicon_files: dict[str, bytes] = {}
@@ -150,6 +151,7 @@ class Compiler:
             first_only=bool(scope.get("first_in_conversation", False)),
             match=match,
             unless=unless,
+            channel_globs=tuple(channel_globs),
         )
         tests = self._tests(raw.get("tests") or [], (*path, "tests"), rule)
         if tests is None:
@@ -213,11 +215,12 @@ class Compiler:
             return None if terms is None else Keywords(self.keywords.add_leaf(terms))
         if op == "regex":
             try:
-                compile_regex(value)
+                compiled = compile_regex(value)
             except ValueError as exc:
                 self.error(at, f"invalid regex {value!r}: {exc}")
                 return None
             self.regex_patterns.append(value)
+            self.regex_compiled.append(compiled)
             return Regex(len(self.regex_patterns) - 1)
         if op == "detector":
             context = raw.get("context")
@@ -238,6 +241,9 @@ class Compiler:
                 self.error((*path, "list"), f"unknown list {name!r} (lists in this file: {known})")
                 return None
             raw_terms = [(term, ("lists", name, i)) for i, term in enumerate(self._lists[name])]
+            if not raw_terms:
+                self.error((*path, "list"), f"list {name!r} is empty")
+                return None
         else:
             return self._lexicon(value["lexicon"], (*path, "lexicon"))
         folded: list[str] = []

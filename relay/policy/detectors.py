@@ -39,9 +39,12 @@ IBAN_LENGTHS: dict[str, int] = {
 }
 """IBAN length per country (SWIFT IBAN registry)."""
 
-_CARD = re.compile(r"[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_BODY_BY_LENGTH = {n: re.compile(rf"(?: ?[A-Za-z0-9]){{{n - 4}}}") for n in set(IBAN_LENGTHS.values())}
+
+_DIGIT_RUN = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
 _IBAN_CHECK_DIGITS = re.compile(r"[0-9]{2}(?<=[A-Za-z]{2}[0-9]{2})")
-_IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,32}")
+_IBAN_BODIES = {country: _BODY_BY_LENGTH[length] for country, length in IBAN_LENGTHS.items()}
+"""Per country: the BBAN after the check digits, exactly as long as the registry says."""
 _SSN = re.compile(r"([0-9]{3})([- ]?)([0-9]{2})\2([0-9]{4})(?![0-9-])")
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9_%+-][A-Za-z0-9._%+-]*@"
@@ -50,9 +53,6 @@ _EMAIL = re.compile(
 _PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?[0-9][0-9 ().-]{5,24}[0-9](?![\w])")
 _THOUSANDS = re.compile(r"[0-9]{1,3}(?:[.,][0-9]{3})+")
 _DIGITS = str.maketrans("", "", " -().")
-
-_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
 
 def _is_alnum(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
@@ -64,13 +64,15 @@ def digit_count(text: str) -> int:
     return len(raw) - len(raw.translate(None, b"0123456789"))
 
 
-_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _IBAN_LETTERS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check used by payment card numbers."""
-    return (sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))) % 10 == 0
+    raw = digits.encode("ascii")
+    odd = raw[-1::-2]
+    return (sum(odd) - 48 * len(odd) + sum(raw[-2::-2].translate(_LUHN_DOUBLED))) % 10 == 0
 
 
 def iban_valid(iban: str) -> bool:
@@ -87,45 +89,60 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
 
 
 def find_credit_cards(text: str) -> list[Finding]:
+    """13-19 digit runs (single spaces or dashes between groups) that pass Luhn.
+
+    A run glued to letters (`DE89 3704…`, `ID4111…`) is not a card. A run of more than 19
+    digits is checked group by group from its start, so `<card> 0927 123` is still found; a
+    run of 13-19 digits is judged whole (a changed digit must never turn into a shorter match).
+    """
     found: list[Finding] = []
-    for m in _CARD.finditer(text):
-        if m.start() and text[m.start() - 1] in "0123456789":
+    n = len(text)
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        if (start and _is_alnum(text[start - 1])) or (end < n and _is_alnum(text[end])):
             continue
-        digits = m.group().translate(_DIGITS)
-        if 13 <= len(digits) <= 19 and digits.strip("0") and luhn_valid(digits):
-            found.append((m.start(), m.end(), BASE_SCORES["credit_card"]))
+        run = m.group()
+        digits = run.replace(" ", "").replace("-", "")
+        if len(digits) < 13:
+            continue
+        if len(digits) <= 19:
+            if digits.strip("0") and luhn_valid(digits):
+                found.append((start, end, BASE_SCORES["credit_card"]))
+            continue
+        if len(run) == len(digits):
+            continue
+        prefix = ""
+        offset = 0
+        for group in re.split("[ -]", run):
+            prefix += group
+            offset += len(group) + (1 if offset else 0)
+            if len(prefix) > 19:
+                break
+            if len(prefix) >= 13 and prefix.strip("0") and luhn_valid(prefix):
+                found.append((start, start + offset, BASE_SCORES["credit_card"]))
+                break
     return found
 
 
 def find_ibans(text: str) -> list[Finding]:
     found: list[Finding] = []
+    n = len(text)
     for hint in _IBAN_CHECK_DIGITS.finditer(text):
         begin = hint.start() - 2
         if begin and _is_alnum(text[begin - 1]):
             continue
-        m = _IBAN.match(text, begin)
+        country = text[begin : begin + 2].upper()
+        body = _IBAN_BODIES.get(country)
+        if body is None:
+            continue
+        m = body.match(text, hint.end())
         if m is None:
             continue
-        raw = m.group()
-        country = raw[:2].upper()
-        length = IBAN_LENGTHS.get(country)
-        if length is None:
-            continue
-        compact = raw.replace(" ", "")
-        if len(compact) < length:
-            continue
         end = m.end()
-        if len(compact) > length:
-            seen = 0
-            for offset, ch in enumerate(raw):
-                if ch != " ":
-                    seen += 1
-                    if seen == length:
-                        end = begin + offset + 1
-                        break
-            if _is_alnum(text[end]):
-                continue
-        if iban_valid(compact[:length].upper()):
+        if end < n and _is_alnum(text[end]):
+            continue
+        compact = (country + hint.group() + m.group().replace(" ", "")).upper()
+        if iban_valid(compact):
             found.append((begin, end, BASE_SCORES["iban"]))
     return found
 

@@ -16,7 +16,7 @@ from relay.policy.conditions import Node, Spans
 from relay.policy.detectors import DETECTORS, Finding, digit_count
 from relay.policy.keywords import KeywordIndex
 from relay.policy.normalize import fold_text
-from relay.policy.regexes import RegexBank
+from relay.policy.regexes import RegexBank, searchable
 
 _RANK = {action: rank for rank, action in enumerate(ACTIONS)}
 _REVIEW_ACTIONS = frozenset({"flag", "quarantine"})
@@ -68,6 +68,7 @@ class Rule:
     match: Node | None
     unless: tuple[Node, ...]
     tests: tuple[RuleTest, ...] = field(default=())
+    channel_globs: tuple[str, ...] = ()
 
     def in_scope(self, direction: str, channel: str) -> bool:
         return direction in self.directions and (self.channels is None or self.channels.match(channel) is not None)
@@ -76,15 +77,20 @@ class Rule:
         return "inbound" if "inbound" in self.directions else "outbound"
 
     def default_channel(self) -> str:
+        """A channel name inside the rule's scope, for tests that do not name one."""
         if self.channels is None or self.channels.match("webchat") is not None:
             return "webchat"
+        for glob in self.channel_globs:
+            candidate = re.sub(r"\[[^\]]*\]", "x", glob).replace("*", "x").replace("?", "x")
+            if self.channels.match(candidate) is not None:
+                return candidate
         return "test"
 
 
 class _Context:
     """Per-message lazily computed scan results shared by every rule of one evaluation."""
 
-    __slots__ = ("text", "channel", "sender_groups", "attachments", "_set", "_kw", "_rx", "_rx_spans", "_found", "_digits")
+    __slots__ = ("text", "channel", "sender_groups", "attachments", "_set", "_kw", "_rx", "_rx_text", "_rx_spans", "_found", "_digits")
 
     def __init__(self, policy_set: PolicySet, inp: EvalInput) -> None:
         self.text = inp.text
@@ -94,6 +100,7 @@ class _Context:
         self._set = policy_set
         self._kw: dict[int, Spans] | None = None
         self._rx: frozenset[int] | None = None
+        self._rx_text = ""
         self._rx_spans: dict[int, Spans] = {}
         self._found: dict[str, list[Finding]] = {}
         self._digits = -1
@@ -107,12 +114,14 @@ class _Context:
     def regex_spans(self, index: int) -> Spans | None:
         matching = self._rx
         if matching is None:
-            matching = self._rx = self._set.regexes.matching(self.text)
+            self._rx_text, data = searchable(self.text)
+            matching = self._rx = self._set.regexes.matching(data)
         if index not in matching:
             return None
         spans = self._rx_spans.get(index)
         if spans is None:
-            spans = self._rx_spans[index] = [s for s in self._set.regexes.spans(index, self.text) if s[0] != s[1]]
+            found = self._set.regexes.spans(index, self._rx_text)
+            spans = self._rx_spans[index] = [s for s in found if s[0] != s[1]]
         return spans
 
     def findings(self, detector: str) -> list[Finding]:
@@ -222,7 +231,7 @@ class PolicySet:
                     action=action,
                     severity=rule.severity,
                     title=rule.title,
-                    spans=tuple(Span(s, e) for s, e in sorted(set(spans))),
+                    spans=(Span(*spans[0]),) if len(spans) == 1 else tuple(Span(s, e) for s, e in sorted(set(spans))),
                     sampled=is_sampled,
                 )
             )

@@ -119,7 +119,7 @@ def _load(members: list[_Member], source: str) -> PolicySet:
     regexes: RegexBank | None = None
     if not errors:
         try:
-            regexes = RegexBank(compiler.regex_patterns)
+            regexes = RegexBank(compiler.regex_patterns, compiler.regex_compiled)
         except ValueError as exc:
             errors.append(f"{source}: regex set failed to compile: {exc}")
     if errors or regexes is None:

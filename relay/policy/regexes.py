@@ -6,11 +6,14 @@ set tells in one pass which patterns match at all, and only those are searched f
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import re2
 
 Spans = list[tuple[int, int]]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _options() -> Any:
@@ -30,26 +33,36 @@ def compile_regex(pattern: str) -> Any:
         raise ValueError(str(reason)) from exc
 
 
+def searchable(text: str) -> tuple[str, bytes]:
+    """`text` and its UTF-8 bytes; lone surrogates (invalid in UTF-8) become U+FFFD, same offsets."""
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:
+        clean = _SURROGATE.sub("\ufffd", text)
+        return clean, clean.encode("utf-8")
+
+
 class RegexBank:
-    """All regex leaves of a set; `matching(text)` runs the combined set once."""
+    """All regex leaves of a set; `matching(data)` runs the combined set once over UTF-8 bytes."""
 
     __slots__ = ("patterns", "_set")
 
-    def __init__(self, patterns: list[str]) -> None:
-        self.patterns = [compile_regex(p) for p in patterns]
+    def __init__(self, patterns: list[str], compiled: list[Any] | None = None) -> None:
+        self.patterns = compiled if compiled is not None else [compile_regex(p) for p in patterns]
         self._set: Any = None
-        if len(patterns) > 1:
+        if patterns:
             regex_set = re2.Set.SearchSet(_options())
             for pattern in patterns:
                 regex_set.Add(pattern)
             regex_set.Compile()
             self._set = regex_set
 
-    def matching(self, text: str) -> frozenset[int]:
-        """Indices of the patterns that match somewhere in `text`."""
+    def matching(self, data: bytes) -> frozenset[int]:
+        """Indices of the patterns that match somewhere in `data` (UTF-8 from `searchable`)."""
         if self._set is None:
-            return frozenset(i for i, p in enumerate(self.patterns) if p.search(text) is not None)
-        return frozenset(self._set.Match(text) or ())
+            return frozenset()
+        return frozenset(self._set.Match(data) or ())
 
     def spans(self, index: int, text: str) -> Spans:
+        """Character spans of every match of pattern `index` in `text` (from `searchable`)."""
         return [m.span() for m in self.patterns[index].finditer(text)]

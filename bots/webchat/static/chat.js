@@ -44,7 +44,7 @@
         for (const f of e.files) {
           const a = document.createElement(f.url ? "a" : "span");
           if (f.url) { a.href = f.url; a.target = "_blank"; a.rel = "noopener"; }
-          a.textContent = "📎 " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
+          a.textContent = "Attachment: " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
           files.append(a);
         }
         div.append(files);
@@ -114,7 +114,7 @@
     $("chips").replaceChildren(...pendingUploads.map((u) => {
       const chip = document.createElement("span");
       chip.className = "chip";
-      chip.textContent = "📎 " + u.name;
+      chip.textContent = "Attached: " + u.name;
       return chip;
     }));
   }

@@ -94,7 +94,7 @@
         for (const f of e.files) {
           const a = document.createElement(f.url ? "a" : "span");
           if (f.url) { a.href = f.url; a.target = "_blank"; a.rel = "noopener"; }
-          a.textContent = "📎 " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
+          a.textContent = "Attachment: " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
           files.append(a);
         }
         div.append(files);
@@ -163,14 +163,15 @@
         return;
       }
     } else if (f.type === "message" || f.type === "notice") {
-      if (!f.conversation) return;
-      const c = conv(f.conversation);
+      const cid = f.conversation || "relay";
+      const c = conv(cid);
+      if (!f.conversation) c.client = { name: "Relay notices", channel: "" };
       if (findEntry(c, f.id)) return;
       if (f.client) c.client = f.client;
-      if (!current) current = f.conversation;
+      if (!current) current = cid;
       c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
         from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
-      touch(f.conversation);
+      touch(cid);
     } else if (f.type === "edit" || f.type === "delete") {
       const [, e] = locate(f.id);
       if (!e) return;
@@ -256,7 +257,7 @@
     $("chips").replaceChildren(...pendingUploads.map((u) => {
       const chip = document.createElement("span");
       chip.className = "chip";
-      chip.textContent = "📎 " + u.name;
+      chip.textContent = "Attached: " + u.name;
       return chip;
     }));
   }
