@@ -146,3 +146,41 @@ async def test_sla_breach_escalates_and_alerts_once_and_notify_rules_alert(relay
     assert [b["message_id"] for b in s["sla_breaches"]] == [held.message_id]
     alerts = [o for o in staff.sent if o.to.user == "compliance-room"]
     assert len([a for a in alerts if "SLA breach" in a.text]) == 1
+
+
+RULE_LEVEL = """\
+schema: relay-policy/v1
+policy: {id: rule-level, version: 1}
+rules:
+  - id: Q-009
+    title: Off-channel request
+    match: {keywords: [whatsapp]}
+    action: quarantine
+    sla: 2h
+    notify: true
+"""
+
+
+async def test_a_rules_own_sla_and_notify_drive_escalation_and_alerts(tmp_path: Path) -> None:
+    cfg = memory_compliance_config(tmp_path / "data", write_policies(tmp_path / "policies", RULE_LEVEL),
+                                   compliance={"alerts": {"channel": "staff", "to": "compliance-room"},
+                                               "sla": {"quarantine": "24h"}, "sweep": "1h"})
+    app = await RelayApp.start(cfg)
+    try:
+        clients, staff = app.channels["clients"], app.channels["staff"]
+        held = await clients.inject("u9", "message me on whatsapp", "u9:1")
+        item = (await load_items(app.journal))[held.message_id]
+        assert item.sla(settings_of(app), app.policies) == 2 * 3600
+        assert (await sweep(app))["notified"] == [held.message_id]
+        assert (await sweep(app, now=time.time() + 3 * 3600))["sla_breaches"] == [held.message_id]
+        await until(lambda: any(o.to.user == "compliance-room" and "SLA breach" in o.text and "2h" in o.text
+                                for o in staff.sent))
+    finally:
+        await app.stop()
+
+
+async def test_policy_files_reject_a_malformed_sla(tmp_path: Path) -> None:
+    from relay.policy import PolicyLoadError, load_policy_dir
+    with pytest.raises(PolicyLoadError) as err:
+        load_policy_dir(write_policies(tmp_path / "p", RULE_LEVEL.replace("sla: 2h", "sla: soon")))
+    assert any("test.yaml:" in e and "sla" in e for e in err.value.errors), err.value.errors
