@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,25 @@ async def _open(settings: Any) -> Any:
     return await Journal.open(settings.data_dir, read_only=True, **settings.open_kwargs())
 
 
+def _prepare(args: argparse.Namespace, settings: Any, what: dict[str, Any]) -> str | None:
+    """Ask the relay (running, or opened offline) to sign its head and journal the export;
+    returns a note when that was not possible (the export itself still proceeds)."""
+    from relay.admin import AdminError, run_action
+    from relay.commands.compliance_common import default_actor
+    from relay.config import ConfigError, load_config
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return f"export not journaled and no fresh checkpoint ({exc.problems[0]})"
+    if Path(cfg.data_dir).resolve() != Path(settings.data_dir).resolve():
+        return "export not journaled: --data-dir is not the config's data_dir"
+    try:
+        run_action(cfg, "evidence.prepare", {"actor": args.actor or default_actor(), "args": what})
+    except (AdminError, ConfigError, OSError) as exc:
+        return f"export not journaled and no fresh checkpoint ({exc})"
+    return None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from relay.commands.journal import _settings
     return reporting(lambda a: _export(a, _settings(a)))(args)
@@ -77,6 +97,8 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
                        since=parse_time(args.since), until=parse_time(args.until, end=True), rule=args.rule)
     formats = parse_formats(args.format)
     key = load_private_key(settings.data_dir / "keys" / "journal_ed25519")
+    note = _prepare(args, settings, {**flt.as_dict(), "formats": list(formats), "out": str(args.out),
+                                     "include_restricted": args.include_restricted})
 
     async def go() -> dict[str, Any]:
         journal = await _open(settings)
@@ -90,6 +112,8 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
         return result.summary()
 
     summary = asyncio.run(go())
+    if note:
+        print(f"relay: note: {note}", file=sys.stderr)
     if args.json:
         emit_json(summary)
         return 0

@@ -251,6 +251,16 @@ class Journal:
         )
         return rows[0][0] if rows else None
 
+    async def checkpoint(self) -> None:
+        """Sign the head now if anything is new since the last checkpoint; returns after commit.
+
+        An evidence export asks for this so that a signed checkpoint covers every exported event.
+        """
+        if self._since_cp == 0:
+            return
+        self._checkpoint_due = True
+        await self.kv_put("journal", "checkpoint_requested", repr(time.time()))
+
     async def rebuild(self) -> int:
         """Drop the projections and replay every event, in one transaction; returns the count."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
