@@ -107,3 +107,32 @@ async def test_handover_errors_are_clear(relay: RelayApp) -> None:
     await set_active(relay, other, False, "dave")
     with pytest.raises(HandoverError, match=f"employee '{other}' is not active"):
         await handover(relay, owner, other, "dave")
+
+
+async def test_handover_over_the_web_chat_and_desk(tmp_path: Path) -> None:
+    """The same, with real WebSockets: bob's desk gets the history, the client's page the notice."""
+    from relay.admin import run_action_async
+    from relay.config import config_from_dict
+    from tests.e2e_support import client_socket, desk_socket, running, web_config
+
+    cfg = web_config(tmp_path / "data", members=("alice", "bob"), reviewers={"dave": {"role": "supervisor"}})
+    async with running(cfg) as app:
+        alice = await desk_socket(app.base_url, "alice")
+        bob = await desk_socket(app.base_url, "bob")
+        client = await client_socket(app.base_url, "v-handover", "Hana")
+        await client.say("c1", "I would like to open an account")
+        first = await alice.wait_for(lambda f: f.get("type") == "message" and "open an account" in f.get("text", ""))
+        conv = first["conversation"]
+        assert (await alice.reply(conv, "r1", "Of course, Hana."))["type"] == "ack"
+        await client.wait_for(lambda f: f.get("type") == "message" and "Of course" in f.get("text", ""))
+        result = await run_action_async(config_from_dict(cfg), "handover",
+                                        {"employee": "alice", "to": "bob", "actor": "dave", "reason": "alice is leaving"})
+        assert result["count"] == 1
+        history = await bob.wait_for(lambda f: f.get("type") == "notice" and f.get("conversation") == conv)
+        assert "open an account" in history["text"] and "Of course, Hana." in history["text"]
+        notice = await client.wait_for(lambda f: f.get("type") in ("notice", "message") and "handed over" in f.get("text", ""))
+        assert notice["text"].endswith(app.config.notices["handover"])
+        assert (await bob.reply(conv, "r2", "Bob here, I have your history."))["type"] == "ack"
+        await client.wait_for(lambda f: f.get("type") == "message" and "Bob here" in f.get("text", ""))
+        for s in (client, alice, bob):
+            await s.close()
