@@ -62,18 +62,56 @@ async def history_text(app: Any, conversation: str, previous: str | None, new: s
     return "\n".join(lines)
 
 
+async def reroute_pending(app: Any, conversation: str, previous: str | None, to: str) -> int:
+    """Deliveries still waiting for the previous employee in this conversation go to the new one
+    (the old ones are journaled as permanently failed, "rerouted", so a restart does not resume them)."""
+    old = app.config.employees.get(previous) if previous else None
+    if old is None:
+        return 0
+    rows = await app.journal.fetchall(
+        "SELECT delivery_id, message_id, to_json, out_json FROM deliveries WHERE state = 'queued'"
+        " AND conversation = ? AND channel = ? ORDER BY seq", (conversation, old.channel))
+    pending = [r for r in rows if (json.loads(r["to_json"] or "{}") or {}).get("user") == old.address]
+    if not app.offline:
+        taken = {d.delivery_id for d in app.outbox.withdraw(old.channel, old.address, conversation)}
+        pending = [r for r in pending if r["delivery_id"] in taken]
+    if not pending:
+        return 0
+    from relay.hub import delivery_id_for
+    from relay.outbox import Delivery, party_json
+
+    target = app.router.staff_party(to)
+    events: list[tuple[str, dict[str, Any], str | None]] = []
+    fresh: list[Delivery] = []
+    for r in pending:
+        out = json.loads(r["out_json"])
+        did = delivery_id_for(r["message_id"], target.channel, target.user, str(out.get("kind", "message")))
+        events.append(("delivery.failed", {"delivery_id": r["delivery_id"], "message_id": r["message_id"],
+                                           "channel": old.channel, "reason": f"rerouted to {to}", "permanent": True,
+                                           "attempt": 0}, conversation))
+        events.append(("delivery.queued", {"delivery_id": did, "message_id": r["message_id"], "channel": target.channel,
+                                           "to": party_json(target), "out": out}, conversation))
+        fresh.append(Delivery(did, r["message_id"], conversation, target.channel, target, out))
+    await app.journal.append_many(events)
+    if not app.offline:
+        for d in fresh:
+            app.outbox.enqueue(d)
+    return len(fresh)
+
+
 async def _move(app: Any, conversation: str, to: str, actor: str, reason: str) -> dict[str, Any]:
     try:
         previous = await app.router.reassign(conversation, to, actor, reason)
     except RoutingError as exc:
         raise HandoverError(str(exc)) from exc
+    rerouted = await reroute_pending(app, conversation, previous, to)
     emp = app.config.employees[to]
     seq = (app.journal.head or (0, ""))[0]
     text = await history_text(app, conversation, previous, to, history_size(app))
     await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
     notice = app.config.notices["handover"]
     sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")
-    return {"conversation": conversation, "previous": previous, "employee": to,
+    return {"conversation": conversation, "previous": previous, "employee": to, "rerouted": rerouted,
             "history_to": f"{emp.channel}:{emp.address}", "client_notice": bool(sent)}
 
 

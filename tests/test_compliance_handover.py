@@ -52,7 +52,8 @@ async def test_handover_moves_a_live_conversation_and_both_notices_arrive(relay:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["count"] == 1 and result["moved"][0] == {
-        "conversation": r.conversation, "previous": "ann", "employee": "ben", "history_to": "staff:ben", "client_notice": True}
+        "conversation": r.conversation, "previous": "ann", "employee": "ben", "rerouted": 0, "history_to": "staff:ben",
+        "client_notice": True}
     await until(lambda: any(o.to.user == "ben" and o.kind == "notice" and "Handover" in o.text for o in staff.sent))
     history = next(o for o in staff.sent if o.to.user == "ben" and "Handover" in o.text)
     assert history.conversation == r.conversation
@@ -88,6 +89,30 @@ async def test_deactivate_reroutes_to_the_desk_and_new_clients_skip_them(relay: 
     assert next(o for o in staff.sent if o.text.endswith("new client")).to.user == "ben"
     rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'admin.action'")
     assert any(json.loads(r["body_json"])["action"] == "employee.deactivate" for r in rows)
+
+
+async def test_deactivation_reroutes_what_was_waiting_for_them(relay: RelayApp) -> None:
+    clients, staff = relay.channels["clients"], relay.channels["staff"]
+    r = await clients.inject("u1", "first", "u1:1")
+    await until(lambda: any(o.text.endswith("first") for o in staff.sent))
+    owner = (await relay.router.get(r.conversation)).employee
+    other = "ben" if owner == "ann" else "ann"
+    staff.online = False
+    for i in range(3):
+        await clients.inject("u1", f"waiting {i}", f"u1:w{i}")
+    await asyncio.sleep(0.1)
+    out = await set_active(relay, owner, False, "dave", "left")
+    assert out["moved"][0]["rerouted"] == 3
+    staff.online = True
+    relay.outbox.wake("staff")
+    await until(lambda: len([o for o in staff.sent if o.text.startswith("waiting")]) == 3)
+    await asyncio.sleep(0.3)
+    got = [o for o in staff.sent if o.text.startswith("waiting")]
+    assert [o.text for o in got] == ["waiting 0", "waiting 1", "waiting 2"] and {o.to.user for o in got} == {other}
+    failed = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'failed' AND reason = ?",
+                                          (f"rerouted to {other}",))
+    assert failed[0]["n"] == 3
+    assert (await relay.journal.fetchall("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'queued'"))[0]["n"] == 0
 
 
 async def test_handover_errors_are_clear(relay: RelayApp) -> None:
