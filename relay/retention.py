@@ -213,6 +213,34 @@ class ErasurePlan:
                 "held": {k: len(v) for k, v in self.held.items()}, "message_ids": self.messages}
 
 
+def _plan_standalone_notices(events: list[Ev], settings: RetentionSettings, now: float, holds: Mapping[str, Hold],
+                             assigned: Mapping[str, set[str]], already: set[int], plan: ErasurePlan, reason: str) -> None:
+    """Notices not tied to a journaled message (handover history, alerts) age out with their
+    conversation's class (the default class when they belong to none)."""
+    messages: set[str] = set()
+    clients: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev.kind == "message.received":
+            messages.add(str(ev.body.get("id")))
+            if ev.conversation and ev.body.get("client"):
+                clients.setdefault(ev.conversation, ev.body["client"])
+    for ev in events:
+        if ev.kind != "delivery.queued" or ev.seq in already or str(ev.body.get("message_id")) in messages:
+            continue
+        conv = ev.conversation or ""
+        client = clients.get(conv)
+        cls = settings.for_channel(str(client.get("channel"))) if client else settings.default
+        if ev.ts + cls.seconds > now:
+            continue
+        blocking = [h.id for h in holds.values() if h.covers(conv, client, assigned.get(conv, set()))]
+        if blocking:
+            for hid in blocking:
+                plan.held.setdefault(hid, []).append(str(ev.body.get("message_id")))
+            continue
+        plan.seqs.append(ev.seq)
+        plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+
+
 def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
                  holds: Mapping[str, Hold], only: set[str] | None = None,
                  reason: str = "retention period ended") -> ErasurePlan:
@@ -256,6 +284,8 @@ def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
         if ev.kind == "delivery.queued" and str(ev.body.get("message_id")) in due and ev.seq not in already:
             plan.seqs.append(ev.seq)
             plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+    if only is None:
+        _plan_standalone_notices(events, settings, now, holds, assigned, already, plan, reason)
     plan.seqs.sort()
     erasing = set(plan.seqs)
     candidate: set[str] = set()

@@ -176,3 +176,19 @@ async def test_an_interrupted_erasure_is_completed_on_the_next_run(journal: Jour
     assert await complete_pending(j) == len(plan.seqs)
     assert "text" not in await body(j, h.seqs["ann1"])
     assert (await j.verify()).ok
+
+
+async def test_notices_carrying_history_age_out_with_their_conversation(journal: Journal) -> None:
+    j = journal
+    await history(j)
+    await add_hold(j, "conversation", "c-gus", "inquiry", "dave")
+    for conv in ("c-ann", "c-gus"):
+        await j.append("delivery.queued", {"delivery_id": f"d-{conv}", "message_id": f"a-{conv}", "channel": "webdesk",
+                                           "to": party("webdesk", "bob"), "out": {"kind": "notice", "text": f"history of {conv}: secret",
+                                                                                  "attachments": []}}, conv)
+    result = await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
+    assert "a-c-gus" in next(iter(result["held_by"].values()))
+    rows = await j.fetchall("SELECT conversation, body_json FROM events WHERE kind='delivery.queued' AND json_extract(body_json, '$.message_id') LIKE 'a-%'")
+    texts = {r["conversation"]: json.loads(r["body_json"])["out"].get("text") for r in rows}
+    assert texts == {"c-ann": None, "c-gus": "history of c-gus: secret"}
+    assert (await j.verify()).ok
