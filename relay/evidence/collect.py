@@ -245,6 +245,51 @@ def _message_matches(m: MessageRecord, flt: ExportFilter) -> bool:
     return True
 
 
+async def candidate_conversations(reader: Reader, flt: ExportFilter) -> set[str] | None:
+    """Conversations that can hold matching messages, from the projections (None: all), so a
+    filtered export reads only their events."""
+    found: set[str] | None = None
+
+    def narrow(ids: Iterable[str]) -> None:
+        nonlocal found
+        ids = {i for i in ids if i}
+        found = ids if found is None else found & ids
+
+    if flt.conversation:
+        narrow([flt.conversation])
+    if flt.client:
+        if ":" in flt.client:
+            rows = await reader.fetchall("SELECT id FROM conversations WHERE client_channel || ':' || client_user = ?",
+                                         (flt.client,))
+        else:
+            rows = await reader.fetchall("SELECT id FROM conversations WHERE client_user = ?", (flt.client,))
+        narrow(r["id"] for r in rows)
+    if flt.employee:
+        rows = await reader.fetchall("SELECT DISTINCT conversation FROM messages WHERE employee = ?"
+                                     " OR (direction = 'outbound' AND sender_user = ?)", (flt.employee, flt.employee))
+        narrow(r["conversation"] for r in rows)
+    if flt.rule:
+        rows = await reader.fetchall(
+            "SELECT DISTINCT m.conversation FROM messages m, json_each(COALESCE(m.rules_json, '[]')) r"
+            " WHERE json_extract(r.value, '$.rule') = ?", (flt.rule,))
+        narrow(r["conversation"] for r in rows)
+    return found
+
+
+async def events_of(reader: Reader, conversations: set[str], chunk: int = 400) -> list[Ev]:
+    """Events of these conversations plus every erasure and checkpoint, in seq order."""
+    rows: dict[int, Ev] = {}
+    ids = sorted(conversations)
+    cols = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        for r in await reader.fetchall(f"{cols} WHERE conversation IN ({','.join('?' * len(part))})", tuple(part)):
+            rows[int(r["seq"])] = row_to_ev(r)
+    for r in await reader.fetchall(f"{cols} WHERE kind IN ('retention.erased', 'checkpoint')"):
+        rows[int(r["seq"])] = row_to_ev(r)
+    return [rows[k] for k in sorted(rows)]
+
+
 async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[str, int] | None = None,
                  include_restricted: bool = False) -> Selection:
     """The messages matching `flt` and the events about them, in journal order.
@@ -252,7 +297,8 @@ async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[
     Messages of clients with an erasure request (`restricted_clients`: `channel:user` → seq
     of the request; what came before it) are withheld unless `include_restricted`.
     """
-    events = await iter_events(reader)
+    convs = await candidate_conversations(reader, flt)
+    events = await iter_events(reader) if convs is None else await events_of(reader, convs)
     msgs = build_messages(events)
     restricted = restricted_clients or {}
     chosen: dict[str, MessageRecord] = {}
