@@ -30,13 +30,20 @@ def history_size(app: Any) -> int:
     return int((comp.get("handover") or {}).get("history", HISTORY_DEFAULT))
 
 
-async def history_text(app: Any, conversation: str, previous: str | None, new: str, limit: int) -> str:
-    """The last `limit` messages of the conversation, oldest first, as plain text."""
+async def history_text(app: Any, conversation: str, previous: str | None, limit: int) -> str:
+    """The last `limit` messages of the conversation, oldest first, as plain text.
+
+    Each message appears as it was delivered (redacted, with disclaimers); what policy held
+    back (quarantined and not released, blocked) is named but not shown, so a handover never
+    bypasses a verdict.
+    """
     conv = await app.router.get(conversation)
     rows = await app.journal.fetchall(
-        "SELECT seq, ts, direction, kind, sender_user, sender_display, text, attachments_json, erased, action"
-        " FROM messages WHERE conversation = ? AND kind != 'event' AND channel != 'relay'"
-        " ORDER BY seq DESC LIMIT ?",
+        "SELECT m.seq, m.ts, m.direction, m.kind, m.sender_user, m.sender_display, m.text, m.attachments_json,"
+        " m.erased, m.action, (SELECT d.out_json FROM deliveries d WHERE d.message_id = m.id"
+        "   AND COALESCE(json_extract(d.out_json, '$.kind'), '') != 'notice' ORDER BY d.seq LIMIT 1) AS out_json"
+        " FROM messages m WHERE m.conversation = ? AND m.kind != 'event' AND m.channel != 'relay'"
+        " ORDER BY m.seq DESC LIMIT ?",
         (conversation, limit))
     client = conv.client if conv else None
     who = f"{client.display or client.user} ({client.channel}:{client.user})" if client else conversation
@@ -44,22 +51,27 @@ async def history_text(app: Any, conversation: str, previous: str | None, new: s
             + (f" (from {previous})" if previous else "") + f". Last {len(rows)} messages:")
     lines = [head]
     for r in reversed(rows):
-        name = r["sender_display"] or r["sender_user"]
-        if r["erased"]:
-            body = "[erased]"
-        elif r["kind"] == "delete":
-            body = "[deleted a message]"
-        else:
-            body = r["text"] or ""
-            files = [a.get("name") for a in json.loads(r["attachments_json"] or "[]") if isinstance(a, dict)]
-            if files:
-                body += f" [files: {', '.join(str(f) for f in files)}]"
-            if r["kind"] == "edit":
-                body = "[edit] " + body
-        if r["action"] in ("quarantine", "block"):
-            body += f" [{r['action']}ed by policy]"
-        lines.append(f"{iso(r['ts'])} {r['direction']} {name}: {body}")
+        lines.append(f"{iso(r['ts'])} {r['direction']} {r['sender_display'] or r['sender_user']}: {_shown(r)}")
     return "\n".join(lines)
+
+
+def _shown(r: Any) -> str:
+    if r["erased"]:
+        return "[erased]"
+    if r["kind"] == "delete":
+        return "[deleted a message]"
+    out = json.loads(r["out_json"]) if r["out_json"] else None
+    if out is None and r["action"] == "quarantine":
+        return "[held for compliance review]"
+    if out is None and r["action"] == "block":
+        return "[blocked by policy]"
+    if out is None and r["action"] == "redact":
+        return "[redacted message]"
+    body = str(out.get("text", "")) if out is not None else (r["text"] or "")
+    files = [a.get("name") for a in json.loads(r["attachments_json"] or "[]") if isinstance(a, dict)]
+    if files:
+        body += f" [files: {', '.join(str(f) for f in files)}]"
+    return "[edit] " + body if r["kind"] == "edit" else body
 
 
 async def reroute_pending(app: Any, conversation: str, previous: str | None, to: str) -> int:
@@ -107,7 +119,7 @@ async def _move(app: Any, conversation: str, to: str, actor: str, reason: str) -
     rerouted = await reroute_pending(app, conversation, previous, to)
     emp = app.config.employees[to]
     seq = (app.journal.head or (0, ""))[0]
-    text = await history_text(app, conversation, previous, to, history_size(app))
+    text = await history_text(app, conversation, previous, history_size(app))
     await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
     notice = app.config.notices["handover"]
     sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")

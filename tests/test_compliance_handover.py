@@ -161,3 +161,19 @@ async def test_handover_over_the_web_chat_and_desk(tmp_path: Path) -> None:
         await client.wait_for(lambda f: f.get("type") == "message" and "Bob here" in f.get("text", ""))
         for s in (client, alice, bob):
             await s.close()
+
+
+async def test_history_shows_what_was_delivered_never_what_policy_held(relay: RelayApp) -> None:
+    clients, staff = relay.channels["clients"], relay.channels["staff"]
+    r = await clients.inject("u7", "hello there", "u7:1")
+    await until(lambda: any(o.text.endswith("hello there") for o in staff.sent))
+    owner = (await relay.router.get(r.conversation)).employee
+    other = "ben" if owner == "ann" else "ann"
+    await clients.inject("u7", "an insider told me to buy", "u7:2")
+    await clients.inject("u7", "is it guaranteed?", "u7:3")
+    await until(lambda: any("guaranteed" in o.text for o in staff.sent))
+    await handover(relay, owner, other, "dave")
+    await until(lambda: any(o.to.user == other and "Handover" in o.text for o in staff.sent))
+    text = next(o.text for o in staff.sent if o.to.user == other and "Handover" in o.text)
+    assert "hello there" in text and "is it guaranteed?" in text
+    assert "insider" not in text and "[held for compliance review]" in text
