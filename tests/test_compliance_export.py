@@ -39,7 +39,7 @@ async def test_export_all_formats_verifies_with_the_public_key(recorded) -> None
     res = await write_export(j, out, ExportFilter(), key_of(tmp), actor="carol")
     m = res.manifest
     assert m["counts"]["messages"] == 7 and m["counts"]["conversations"] == 2
-    assert m["checkpoint"] is not None and m["checkpoint"]["body"]["upto_seq"] >= max(h.seqs.values())
+    assert m["checkpoint"] is not None and m["checkpoint"]["upto_seq"] >= max(h.seqs.values())
     assert "events.jsonl" in m["files"]
     assert len([f for f in m["files"] if f.startswith("eml/")]) == 7
     assert sorted(f for f in m["files"] if f.startswith("transcripts/")) == ["transcripts/c-ann.html", "transcripts/c-ben.html"]
@@ -175,3 +175,23 @@ async def test_bad_input_is_a_clear_error(recorded, tmp_path: Path) -> None:
     assert parse_formats(None) == ("jsonl", "eml", "html") and parse_formats(["html"]) == ("html",)
     report = verify_export(tmp / "nowhere")
     assert not report.ok and "not a directory" in report.problems[0]
+
+
+async def test_unfiltered_export_is_the_whole_chain_and_a_forged_checkpoint_is_caught(recorded) -> None:
+    j, h, tmp = recorded
+    out = tmp / "whole"
+    res = await write_export(j, out, ExportFilter(), key_of(tmp), formats=("jsonl",))
+    seqs = [json.loads(x)["seq"] for x in (out / "events.jsonl").read_text().splitlines()]
+    head = (await j.fetchall("SELECT MAX(seq) AS n FROM events"))[0]["n"]
+    assert seqs == list(range(1, head + 1)) and res.manifest["head"]["seq"] == head
+    assert any(f.startswith("blobs/") and f.count("/") == 2 for f in res.manifest["files"])
+    assert verify_export(out, pub_of(tmp)).ok
+    from relay.evidence.manifest import write_manifest
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    meta = json.loads((out / "manifest.json").read_text())
+    meta["checkpoint"]["head_hash"] = "0" * 64
+    (out / "manifest.json").unlink()
+    forger = Ed25519PrivateKey.generate()
+    write_manifest(out, forger, {k: v for k, v in meta.items() if k not in ("files", "signature", "public_key", "format")})
+    report = verify_export(out)   # even without a pinned key
+    assert any("checkpoint seq" in p and "signature does not verify" in p for p in report.problems), report.problems

@@ -92,6 +92,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Any) -> int:
+    if not (settings.data_dir / "journal.sqlite3").exists():
+        raise CommandError(f"no journal at {settings.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
     _admin_check(args)
     flt = ExportFilter(conversation=args.conversation, client=args.client, employee=args.employee,
                        since=parse_time(args.since), until=parse_time(args.until, end=True), rule=args.rule)
@@ -135,7 +137,7 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
             emit_json(report.to_dict())
         else:
             if report.ok:
-                print(f"ok: {report.files} files, {report.events} events, signature valid"
+                print(f"ok: {report.events} events, {report.files} files, signature valid"
                       + (f", checkpoint seq {report.checkpoint_seq}" if report.checkpoint_seq else ""))
             for p in report.problems:
                 print(f"FAIL {p}")
@@ -168,7 +170,7 @@ def cmd_search(args: argparse.Namespace, settings: Any) -> int:
             if a.json:
                 print(json.dumps(r, ensure_ascii=False, sort_keys=True))
             else:
-                print(f"{r['id']}  {r['time']}  {r['conversation'] or '-'}  {r['direction']}  {r['channel']}"
-                      f"  {r['sender']['user']}  {r['action'] or '-'}  {r['text'][:80]!r}")
+                print(f"{r['id']}  {r['conversation'] or '-'}  {r['channel'] or '-'}  {r['sender_user'] or '-'}"
+                      f"  {r['snip']}  ({r['time']}, {r['direction']}, {r['action'] or 'no verdict'})")
         return 0
     return reporting(go)(args)

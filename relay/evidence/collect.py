@@ -182,6 +182,7 @@ class Selection:
     assignments: dict[str, list[tuple[float, dict[str, Any]]]]
     checkpoint: Ev | None
     withheld: int = 0
+    head: tuple[int, str] = (0, "")
 
     def conversations(self) -> dict[str, list[MessageRecord]]:
         out: dict[str, list[MessageRecord]] = {}
@@ -332,8 +333,13 @@ async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[
         if take:
             picked.append(ev)
             seqs.add(ev.seq)
-    top = max(seqs) if seqs else 0
-    checkpoint = next((ev for ev in events if ev.kind == "checkpoint"
-                       and int(ev.body.get("upto_seq", ev.seq)) >= top), None)
+    if not flt.as_dict() and not withheld:
+        picked = list(events)
+    top = max((ev.seq for ev in picked if ev.kind != "checkpoint"), default=0)
+    checkpoints = [ev for ev in events if ev.kind == "checkpoint"]
+    checkpoint = next((ev for ev in checkpoints if int(ev.body.get("upto_seq", 0)) >= top),
+                      checkpoints[-1] if checkpoints else None)
     ordered = sorted(chosen.values(), key=lambda m: m.seq)
-    return Selection(picked, ordered, assignments, checkpoint, withheld)
+    head = events[-1] if events else None
+    return Selection(picked, ordered, assignments, checkpoint, withheld,
+                     (head.seq, head.hash) if head is not None else (0, ""))

@@ -45,6 +45,20 @@ def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in chosen) or FORMATS
 
 
+def blob_path(sha: str) -> str:
+    """Where a blob goes in an export: `blobs/<first two hex digits>/<sha256>`, as in the journal."""
+    name = safe_name(sha)
+    return f"blobs/{name[:2]}/{name}"
+
+
+def checkpoint_record(ev: Any) -> dict[str, Any] | None:
+    """The covering checkpoint as the journal's checkpoint files hold it: its signed body plus
+    the event's own seq, ts, prev_hash and hash (so its link hash can be recomputed)."""
+    if ev is None:
+        return None
+    return {**ev.body, "seq": ev.seq, "ts": ev.ts, "prev_hash": ev.prev_hash, "hash": ev.hash}
+
+
 def safe_name(text: str, limit: int = 80) -> str:
     return (_SAFE.sub("_", text).strip("._") or "file")[:limit]
 
@@ -57,7 +71,7 @@ class ExportResult:
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {"directory": str(self.directory), "files": len(m["files"]), "counts": m["counts"],
-                "formats": m["formats"], "checkpoint_seq": (m.get("checkpoint") or {}).get("seq"),
+                "formats": m["formats"], "checkpoint_seq": (m.get("checkpoint") or {}).get("seq"), "head": m["head"],
                 "public_key": m["public_key"]}
 
 
@@ -91,8 +105,9 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
         raw = await _blob_map(reader, [str(m.body.get("raw_sha256") or "") for m in sel.messages if m.id not in erased_msgs])
         for sha, data in {**blobs, **raw}.items():
             if data is not None:
-                (out / "blobs").mkdir(exist_ok=True)
-                (out / "blobs" / safe_name(sha)).write_bytes(data)
+                target = out / blob_path(sha)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
     if "eml" in formats:
         for m in sel.messages:
             folder = out / "eml" / safe_name(m.conversation)
@@ -124,7 +139,8 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
         "counts": {"events": len(sel.events), "messages": len(sel.messages),
                    "conversations": len(sel.conversations()), "withheld_restricted": sel.withheld},
         "journal": {"hmac": hmac},
-        "checkpoint": sel.checkpoint.as_json() if sel.checkpoint is not None else None,
+        "checkpoint": checkpoint_record(sel.checkpoint),
+        "head": {"seq": sel.head[0], "hash": sel.head[1]},
     }
     manifest = write_manifest(out, key, meta)
     return ExportResult(out, manifest)

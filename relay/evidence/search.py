@@ -78,8 +78,9 @@ def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted:
             clauses.append("((c.client_channel || ':' || c.client_user) = ? AND m.seq < ?)")
             params += [key, upto]
         where.append("NOT (" + " OR ".join(clauses) + ")")
+    snip = "snippet(messages_fts, 0, '[', ']', '…', 16)" if join else "substr(m.text, 1, 80)"
     sql = ("SELECT m.id, m.seq, m.ts, m.conversation, m.direction, m.channel, m.sender_user, m.sender_display,"
-           " m.kind, m.text, m.action, m.rules_json, m.employee, m.erased, c.client_channel, c.client_user"
+           f" m.kind, m.text, m.action, m.rules_json, m.employee, m.erased, c.client_channel, c.client_user, {snip} AS snip"
            f" FROM messages m LEFT JOIN conversations c ON c.id = m.conversation {join}"
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY m.seq DESC LIMIT ?")
@@ -97,7 +98,8 @@ async def search(reader: Reader, q: SearchQuery, restricted: Mapping[str, int] |
         out.append({
             "id": r["id"], "seq": r["seq"], "time": iso(r["ts"]), "conversation": r["conversation"],
             "direction": r["direction"], "channel": r["channel"],
-            "sender": {"user": r["sender_user"], "display": r["sender_display"]},
+            "sender": {"user": r["sender_user"], "display": r["sender_display"]}, "sender_user": r["sender_user"],
+            "snip": r["snip"] or "",
             "client": f"{r['client_channel']}:{r['client_user']}" if r["client_user"] is not None else None,
             "employee": r["employee"], "kind": r["kind"], "text": r["text"], "action": r["action"],
             "rules": rules, "erased": bool(r["erased"]),

@@ -92,26 +92,32 @@ def _check_events(root: Path, manifest: dict[str, Any], report: ExportReport) ->
         if blobs_dir.is_dir() and seq not in erased:
             refs = [body.get("raw_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if not a.get("refused")]
             for sha in filter(None, refs):
-                f = blobs_dir / str(sha)
+                f = blobs_dir / str(sha)[:2] / str(sha)
                 if f.exists() and hashlib.sha256(f.read_bytes()).hexdigest() != sha:
-                    report.problems.append(f"blobs/{sha}: content does not match its digest")
+                    report.problems.append(f"blobs/{str(sha)[:2]}/{sha}: blob changed (content does not match its digest)")
         prev = ev
     cp = manifest.get("checkpoint")
     if cp is None:
         if events:
             report.notes.append("no journal checkpoint covered these events when exported")
         return
-    body = cp.get("body") or {}
+    body = {k: cp.get(k) for k in ("upto_seq", "head_hash", "public_key", "signature")}
     report.checkpoint_seq = cp.get("seq")
     if not checkpoint_signature_ok(body):
         report.problems.append(f"checkpoint seq {cp.get('seq')}: signature does not verify")
     elif body.get("public_key") != manifest.get("public_key"):
         report.problems.append(f"checkpoint seq {cp.get('seq')}: signed by another key than the manifest")
-    if not hmac_keyed and event_hash(cp) != cp.get("hash"):
+    as_event = {"seq": cp.get("seq"), "ts": cp.get("ts"), "kind": "checkpoint", "conversation": None, "body": body,
+                "prev_hash": cp.get("prev_hash")}
+    if not hmac_keyed and event_hash(as_event) != cp.get("hash"):
         report.problems.append(f"checkpoint seq {cp.get('seq')}: hash mismatch")
-    top = max((int(e.get("seq", 0)) for e in events), default=0)
-    if int(body.get("upto_seq", -1)) < top:
-        report.problems.append(f"checkpoint covers seq ≤ {body.get('upto_seq')} but the export holds seq {top}")
+    by_seq = {int(e.get("seq", 0)): e for e in events}
+    if by_seq.get(int(body.get("upto_seq") or 0), {}).get("hash", body.get("head_hash")) != body.get("head_hash"):
+        report.problems.append(f"checkpoint seq {cp.get('seq')}: signed head differs from exported seq {body.get('upto_seq')}")
+    top = max((int(e.get("seq", 0)) for e in events if e.get("kind") != "checkpoint"), default=0)
+    if int(body.get("upto_seq") or -1) < top:
+        report.notes.append(f"the newest checkpoint covers seq ≤ {body.get('upto_seq')}; the export holds seq {top}"
+                            " (its manifest signature still covers every file)")
 
 
 def verify_export(root: Path, public_key: Ed25519PublicKey | None = None) -> ExportReport:
