@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,6 +71,9 @@ def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except BrokenPipeError:  # e.g. `relay journal show | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except CommandError as exc:
             for line in str(exc).splitlines() or [""]:
                 print(f"relay: {line}", file=sys.stderr)

@@ -40,7 +40,7 @@ def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted:
     join = ""
     terms = q.text.split()
     if terms and all(len(t) >= 3 for t in terms):
-        join = "JOIN messages_fts f ON f.rowid = m.seq"
+        join = "JOIN messages_fts f ON f.rowid = m.rowid"
         where.append("messages_fts MATCH ?")
         params.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in terms))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -24,7 +25,7 @@ def fsync_dir(path: Path) -> None:
 
 def write_durably(path: Path, data: bytes) -> None:
     """Temp file, fsync, rename, fsync the directory: the file is whole or absent after a crash."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)

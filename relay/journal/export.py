@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relay.journal.blobs import BlobStore, file_sha256
+from relay.journal.blobs import BlobStore, file_sha256, is_sha256
 from relay.journal.chain import canonical_json
 from relay.journal.journal import Journal, JournalError
 from relay.journal.signing import KEY_NAME, load_public
@@ -51,6 +51,9 @@ async def export(journal: Journal, out: Path) -> dict[str, Any]:
     files: dict[str, str] = {"events.jsonl": digest.hexdigest()}
     missing: list[str] = []
     for sha in sorted(wanted):
+        if not is_sha256(sha):
+            missing.append(sha)
+            continue
         src = journal.blobs.path(sha)
         rel = f"blobs/{sha[:2]}/{sha}"
         if not src.exists():

@@ -9,6 +9,7 @@ signed checkpoints, all inside the same transaction as the events.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import hmac
 import json
@@ -19,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiosqlite
 
@@ -31,14 +32,28 @@ from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, eras
 log = logging.getLogger("relay.journal")
 
 DB_NAME = "journal.sqlite3"
+LOCK_NAME = "journal.lock"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _KEY_CHECK = b"relay journal hmac key check"
 _INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
+WAL_FLUSH_EVENTS = 2000
+WAL_RESTART_FRAMES = 65536
 _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
 
 
 class JournalError(Exception):
     """A journal that cannot be opened or used as asked; the message says what to do."""
+
+
+def _take_writer_lock(path: Path) -> IO[bytes]:
+    """One writer per journal: a second one would fork the chain (same seq, different events)."""
+    f = open(path, "a+b")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise JournalError(f"{path.parent} is in use by another relay process (stop it first)") from None
+    return f
 
 
 @dataclass
@@ -126,31 +141,45 @@ class Journal:
         self._head_seq = 0
         self._head_hash = GENESIS
         self._since_cp = 0
+        self._wal_task: asyncio.Task[None] | None = None
+        self._wal_mark = 0
+        self._checkpoint_record: dict[str, Any] | None = None
+        self._file_tasks: set[asyncio.Task[None]] = set()
         if read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = _take_writer_lock(data_dir / LOCK_NAME)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 await self._prepare_writer(sync)
             except BaseException:
                 await self._db.close()
+                self._lock.close()
                 raise
+        reader: aiosqlite.Connection | None = None
         try:
-            self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-            self._reader.row_factory = sqlite3.Row
-            await self._reader.execute("PRAGMA busy_timeout=5000")
+            reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            reader.row_factory = sqlite3.Row
+            self._reader = reader
+            await reader.execute("PRAGMA busy_timeout=5000")
             if read_only:
                 await self._check_meta_readonly()
-                row = await self._reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                row = await reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
                 if row:
                     self._head_seq, self._head_hash = row[0][0], row[0][1]
         except BaseException:
+            if reader is not None:
+                await reader.close()
             if self._db is not None:
                 await self._db.close()
+                self._lock.close()
             raise
         if not read_only:
+            self._wal_conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._wal_conn.execute("PRAGMA busy_timeout=5000")
+            await self._wal_conn.execute(f"PRAGMA synchronous={sync}")
             self._wake = asyncio.Event()
             self._writer_task = asyncio.get_running_loop().create_task(self._writer())
             if self._since_cp > 0:
@@ -167,6 +196,7 @@ class Journal:
         if str(mode).lower() != "wal":
             raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
         await db.execute(f"PRAGMA synchronous={sync}")
+        await db.execute("PRAGMA wal_autocheckpoint=0")
         await db.executescript(schema.CORE + schema.PROJECTIONS)
         meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
         if not meta:
@@ -336,8 +366,29 @@ class Journal:
         for unit, result in zip(units, results):
             if not unit.future.done():
                 unit.future.set_result(result)
+        if self._checkpoint_record is not None:
+            record, self._checkpoint_record = self._checkpoint_record, None
+            task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
+            self._file_tasks.add(task)
+            task.add_done_callback(self._file_tasks.discard)
         if self._since_cp > 0 and self._timer is None and not self._closing:
             self._arm_timer()
+        if self.stats.events - self._wal_mark >= WAL_FLUSH_EVENTS and self._wal_task is None:
+            self._wal_mark = self.stats.events
+            self._wal_task = asyncio.get_running_loop().create_task(self._flush_wal())
+
+    async def _flush_wal(self) -> None:
+        """Copies committed WAL pages into the database on a third connection, so that work
+        (and its fsync) runs beside the commits instead of inside one; a WAL that keeps growing
+        under load is reset with a blocking RESTART checkpoint."""
+        try:
+            rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            if rows and rows[0][1] > WAL_RESTART_FRAMES:
+                await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %r", exc)
+        finally:
+            self._wal_task = None
 
     def _arm_timer(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self._cp_seconds, self._on_timer)
@@ -387,13 +438,7 @@ class Journal:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_INSERT_EVENT, rows)
-            apply = projections.apply
-            for ev in events:
-                try:
-                    apply(db, ev)
-                except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError, AttributeError) as exc:
-                    self.stats.projection_errors += 1
-                    log.warning("projection of seq %d (%s) failed: %r", ev.seq, ev.kind, exc)
+            self.stats.projection_errors += projections.apply_events(db, events)
             for i, unit in enumerate(units):
                 if unit.kv is not None:
                     ns, k, v = unit.kv
@@ -419,14 +464,17 @@ class Journal:
         if checkpoint is not None:
             self._since_cp = 0
             self.stats.checkpoints += 1
-            record = dict(checkpoint.body, seq=checkpoint.seq, hash=checkpoint.hash, ts=checkpoint.ts)
-            try:
-                checkpoints.write(self.checkpoint_dir, record)
-            except OSError as exc:
-                log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
+            self._checkpoint_record = dict(checkpoint.body, seq=checkpoint.seq, hash=checkpoint.hash, ts=checkpoint.ts)
         else:
             self._since_cp = since
         return results
+
+    async def _file_checkpoint(self, record: dict[str, Any]) -> None:
+        """Written after the commit, beside the next ones: a file never names an uncommitted head."""
+        try:
+            await asyncio.to_thread(checkpoints.write, self.checkpoint_dir, record)
+        except OSError as exc:
+            log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
 
     # --- reading and checking -----------------------------------------------------------
 
@@ -488,9 +536,15 @@ class Journal:
                 await self._writer_task
             finally:
                 self._closed = True
+                if self._wal_task is not None:
+                    await self._wal_task
+                if self._file_tasks:
+                    await asyncio.gather(*self._file_tasks)
+                await self._wal_conn.close()
                 await self._reader.close()
                 assert self._db is not None
                 await self._db.close()
+                self._lock.close()
         else:
             self._closed = True
             await self._reader.close()

@@ -1,20 +1,28 @@
 """Derived tables kept in step with the events: one function per kind, applied in the event's transaction.
 
-Projections never hold the only copy of anything; `rebuild` drops them and replays the events,
-so each function must be deterministic and tolerant of missing optional fields.
+Projections never hold the only copy of anything; `rebuild` drops them and replays the events.
+Each function takes a run of consecutive events of its kind and applies them with executemany,
+phase by phase; every function is written so that this gives the same tables as applying the
+events one at a time (later statements of a run never read what earlier phases of a later
+event wrote). Missing optional fields are tolerated; a body that cannot be projected at all is
+skipped (counted and logged), never the event.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from relay.journal.chain import Event, canonical_json
 from relay.journal.schema import PROJECTIONS, drop_projections
 
-Projection = Callable[[sqlite3.Connection, Event], None]
+log = logging.getLogger("relay.journal")
+
+Projection = Callable[[sqlite3.Connection, Sequence[Event]], None]
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, ValueError, TypeError, AttributeError)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -22,7 +30,11 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else canonical_json(value)
+    if value is None:
+        return None
+    if not value and isinstance(value, (list, tuple)):
+        return "[]"
+    return canonical_json(value)
 
 
 def _client(body: dict[str, Any]) -> dict[str, Any]:
@@ -33,10 +45,11 @@ def _client(body: dict[str, Any]) -> dict[str, Any]:
 
 
 _INSERT_MESSAGE = (
-    "INSERT OR IGNORE INTO messages(id, seq, conversation, direction, channel, platform_id, chat,"
+    "INSERT OR IGNORE INTO messages(rowid, id, seq, conversation, direction, channel, platform_id, chat,"
     " sender_channel, sender_user, sender_display, kind, text, edits, reply_to, attachments_json,"
-    " ts, employee) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ts, employee) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INDEX_MESSAGE = "INSERT INTO messages_fts(rowid, text) VALUES(?, ?)"
 _UPSERT_CONVERSATION = (
     "INSERT INTO conversations(id, client_channel, client_user, client_display, employee,"
     " opened_seq, last_seq, first_outbound_seq) VALUES(?,?,?,?,?,?,?,?)"
@@ -49,154 +62,138 @@ _UPSERT_CONVERSATION = (
 )
 
 
-def message_received(db: sqlite3.Connection, ev: Event) -> None:
-    """A row per message (edits and deletes get their own row; the edited one stays)."""
-    body = ev.body
-    sender = _dict(body.get("sender"))
-    text = body.get("text") or ""
-    message_id = body.get("id") or f"seq-{ev.seq}"
-    cur = db.execute(
-        _INSERT_MESSAGE,
-        (
-            message_id,
-            ev.seq,
-            ev.conversation,
-            body.get("direction"),
-            body.get("channel"),
-            body.get("platform_id") or None,
-            body.get("chat"),
-            sender.get("channel"),
-            sender.get("user"),
-            sender.get("display"),
-            body.get("kind") or "message",
-            text,
-            body.get("edits"),
-            body.get("reply_to"),
-            _json(body.get("attachments") or []),
-            ev.ts,
-            body.get("employee"),
-        ),
-    )
-    if cur.rowcount and text:
-        db.execute("INSERT INTO messages_fts(rowid, text) VALUES(?, ?)", (ev.seq, text))
-    if ev.conversation is None:
-        return
-    client = _client(body)
-    db.execute(
-        _UPSERT_CONVERSATION,
-        (
-            ev.conversation,
-            client.get("channel"),
-            client.get("user"),
-            client.get("display"),
-            body.get("employee"),
-            ev.seq,
-            ev.seq,
-            ev.seq if body.get("direction") == "outbound" else None,
-        ),
-    )
+def message_received(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    """A row per message (rowid = seq; edits and deletes get their own row, the edited one stays),
+    its text in the search index, and the conversation opened or touched."""
+    messages: list[tuple[Any, ...]] = []
+    indexed: list[tuple[int, str]] = []
+    conversations: list[tuple[Any, ...]] = []
+    for ev in evs:
+        body = ev.body
+        sender = _dict(body.get("sender"))
+        text = body.get("text") or ""
+        direction = body.get("direction")
+        messages.append((
+            ev.seq, body.get("id") or f"seq-{ev.seq}", ev.seq, ev.conversation, direction,
+            body.get("channel"), body.get("platform_id") or None, body.get("chat"),
+            sender.get("channel"), sender.get("user"), sender.get("display"),
+            body.get("kind") or "message", text, body.get("edits"), body.get("reply_to"),
+            _json(body.get("attachments") or []), ev.ts, body.get("employee"),
+        ))
+        if text:
+            indexed.append((ev.seq, text))
+        if ev.conversation is not None:
+            client = _client(body)
+            conversations.append((
+                ev.conversation, client.get("channel"), client.get("user"), client.get("display"),
+                body.get("employee"), ev.seq, ev.seq, ev.seq if direction == "outbound" else None,
+            ))
+    before = db.total_changes
+    db.executemany(_INSERT_MESSAGE, messages)
+    if db.total_changes - before != len(messages):  # a duplicate was ignored: index only new rows
+        indexed = [(seq, text) for seq, text in indexed if db.execute("SELECT 1 FROM messages WHERE rowid=?", (seq,)).fetchone()]
+    if indexed:
+        db.executemany(_INDEX_MESSAGE, indexed)
+    if conversations:
+        db.executemany(_UPSERT_CONVERSATION, conversations)
 
 
-def policy_verdict(db: sqlite3.Connection, ev: Event) -> None:
-    """Stamps the message with its verdict; a verdict marked for review opens a queue entry."""
-    body = ev.body
-    if body.get("shadow"):
-        return
-    message_id = body.get("message_id")
-    rules = _json(body.get("rules") or [])
-    db.execute(
-        "UPDATE messages SET action=?, rules_json=? WHERE id=?", (body.get("action"), rules, message_id)
-    )
-    if body.get("review"):
-        db.execute(
+def policy_verdict(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    """Stamps the message with its verdict; a verdict marked for review opens a queue entry.
+    Shadow verdicts (a candidate policy run beside the live one) change nothing here."""
+    stamps: list[tuple[Any, ...]] = []
+    reviews: list[tuple[Any, ...]] = []
+    for ev in evs:
+        body = ev.body
+        if body.get("shadow"):
+            continue
+        mid = body.get("message_id")
+        rules = _json(body.get("rules") or [])
+        stamps.append((body.get("action"), rules, mid))
+        if body.get("review"):
+            reviews.append((mid, ev.seq, ev.conversation, mid, body.get("action"), rules))
+    db.executemany("UPDATE messages SET action=?, rules_json=? WHERE id=?", stamps)
+    if reviews:
+        db.executemany(
             "INSERT OR REPLACE INTO review_queue(message_id, seq, conversation, action, rules_json, state)"
             " VALUES(?, ?, COALESCE(?, (SELECT conversation FROM messages WHERE id=?)), ?, ?, 'open')",
-            (message_id, ev.seq, ev.conversation, message_id, body.get("action"), rules),
+            reviews,
         )
 
 
-def delivery_queued(db: sqlite3.Connection, ev: Event) -> None:
-    body = ev.body
-    db.execute(
+def delivery_queued(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    db.executemany(
         "INSERT OR IGNORE INTO deliveries(delivery_id, seq, message_id, conversation, channel, to_json,"
         " out_json, state, attempts) VALUES(?,?,?,?,?,?,?,'queued',0)",
-        (
-            body.get("delivery_id"),
-            ev.seq,
-            body.get("message_id"),
-            ev.conversation,
-            body.get("channel"),
-            _json(body.get("to")),
-            _json(body.get("out")),
-        ),
+        [
+            (b.get("delivery_id"), ev.seq, b.get("message_id"), ev.conversation, b.get("channel"),
+             _json(b.get("to")), _json(b.get("out")))
+            for ev in evs
+            for b in (ev.body,)
+        ],
     )
 
 
-def message_delivered(db: sqlite3.Connection, ev: Event) -> None:
-    body = ev.body
-    db.execute(
+def message_delivered(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    db.executemany(
         "UPDATE deliveries SET state='delivered', platform_id=?, attempts=attempts+1 WHERE delivery_id=?",
-        (body.get("platform_id"), body.get("delivery_id")),
+        [(ev.body.get("platform_id"), ev.body.get("delivery_id")) for ev in evs],
     )
 
 
-def delivery_failed(db: sqlite3.Connection, ev: Event) -> None:
+def delivery_failed(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
     """Every attempt counts; only a permanent failure ends the delivery."""
-    body = ev.body
-    if body.get("permanent"):
-        sql = "UPDATE deliveries SET state='failed', reason=?, attempts=attempts+1 WHERE delivery_id=?"
-    else:
-        sql = "UPDATE deliveries SET reason=?, attempts=attempts+1 WHERE delivery_id=?"
-    db.execute(sql, (body.get("reason"), body.get("delivery_id")))
+    db.executemany(
+        "UPDATE deliveries SET state=CASE WHEN ? THEN 'failed' ELSE state END, reason=?, attempts=attempts+1"
+        " WHERE delivery_id=?",
+        [(bool(ev.body.get("permanent")), ev.body.get("reason"), ev.body.get("delivery_id")) for ev in evs],
+    )
 
 
-def review_decided(db: sqlite3.Connection, ev: Event) -> None:
+def review_decided(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
     """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
-    body = ev.body
-    decision = body.get("decision")
-    if decision == "annotate":
-        return
-    db.execute(
+    db.executemany(
         "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
-        ("escalated" if decision == "escalate" else "decided", body.get("reviewer"), decision, body.get("reason"),
-         ev.seq, body.get("message_id")),
+        [
+            ("escalated" if b.get("decision") == "escalate" else "decided", b.get("reviewer"), b.get("decision"),
+             b.get("reason"), ev.seq, b.get("message_id"))
+            for ev in evs
+            for b in (ev.body,)
+            if b.get("decision") != "annotate"
+        ],
     )
 
 
-def conversation_assigned(db: sqlite3.Connection, ev: Event) -> None:
-    body = ev.body
-    conversation = body.get("conversation") or ev.conversation
-    if conversation is None:
-        return
-    client = _dict(body.get("client"))
-    db.execute(
+def conversation_assigned(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    rows: list[tuple[Any, ...]] = []
+    for ev in evs:
+        body = ev.body
+        conversation = body.get("conversation") or ev.conversation
+        if conversation is None:
+            continue
+        client = _dict(body.get("client"))
+        rows.append((conversation, client.get("channel"), client.get("user"), client.get("display"),
+                     body.get("employee"), ev.seq, ev.seq))
+    db.executemany(
         "INSERT INTO conversations(id, client_channel, client_user, client_display, employee,"
         " opened_seq, last_seq) VALUES(?,?,?,?,?,?,?)"
         " ON CONFLICT(id) DO UPDATE SET employee=excluded.employee,"
         " client_channel=COALESCE(conversations.client_channel, excluded.client_channel),"
         " client_user=COALESCE(conversations.client_user, excluded.client_user),"
         " client_display=COALESCE(conversations.client_display, excluded.client_display)",
-        (
-            conversation,
-            client.get("channel"),
-            client.get("user"),
-            client.get("display"),
-            body.get("employee"),
-            ev.seq,
-            ev.seq,
-        ),
+        rows,
     )
 
 
-def retention_erased(db: sqlite3.Connection, ev: Event) -> None:
+def retention_erased(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
     """Erased messages keep their row (and digests) but lose their text, also from the index."""
-    seqs = [(int(s),) for s in ev.body.get("seqs") or [] if isinstance(s, int)]
-    db.executemany("UPDATE messages SET erased=1, text='' WHERE seq=?", seqs)
+    seqs = [(s,) for ev in evs for s in ev.body.get("seqs") or () if type(s) is int]
+    db.executemany("UPDATE messages SET erased=1, text='' WHERE rowid=?", seqs)
     db.executemany("DELETE FROM messages_fts WHERE rowid=?", seqs)
 
 
-PROJECTIONS_BY_KIND: dict[str, Projection] = {
+BY_KIND: dict[str, Projection] = {
     "message.received": message_received,
     "policy.verdict": policy_verdict,
     "delivery.queued": delivery_queued,
@@ -208,11 +205,48 @@ PROJECTIONS_BY_KIND: dict[str, Projection] = {
 }
 
 
-def apply(db: sqlite3.Connection, ev: Event) -> None:
-    """Project one event (kinds without a projection, e.g. checkpoint, are no-ops)."""
-    fn = PROJECTIONS_BY_KIND.get(ev.kind)
-    if fn is not None:
-        fn(db, ev)
+def apply_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
+    """Project events in order (kinds without a projection, e.g. checkpoint, are no-ops).
+
+    Returns how many events could not be projected. If any run fails, all of this call's
+    projection work is undone and redone one event at a time, so only the bad events are skipped.
+    """
+    db.execute("SAVEPOINT projections")
+    try:
+        _apply_runs(db, events)
+    except DATA_ERRORS:
+        db.execute("ROLLBACK TO projections")
+    else:
+        db.execute("RELEASE projections")
+        return 0
+    errors = 0
+    for ev in events:
+        fn = BY_KIND.get(ev.kind)
+        if fn is None:
+            continue
+        db.execute("SAVEPOINT projection_one")
+        try:
+            fn(db, [ev])
+        except DATA_ERRORS as exc:
+            db.execute("ROLLBACK TO projection_one")
+            errors += 1
+            log.warning("projection of seq %d (%s) failed: %r", ev.seq, ev.kind, exc)
+        db.execute("RELEASE projection_one")
+    db.execute("RELEASE projections")
+    return errors
+
+
+def _apply_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    i, n = 0, len(events)
+    while i < n:
+        kind = events[i].kind
+        j = i + 1
+        while j < n and events[j].kind == kind:
+            j += 1
+        fn = BY_KIND.get(kind)
+        if fn is not None:
+            fn(db, events[i:j])
+        i = j
 
 
 def rows_to_events(rows: Iterable[tuple[Any, ...]]) -> Iterable[Event]:
@@ -231,7 +265,7 @@ def rebuild(db: sqlite3.Connection, chunk: int = 2000) -> int:
     cur.execute("SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events ORDER BY seq")
     count = 0
     while rows := cur.fetchmany(chunk):
-        for ev in rows_to_events(rows):
-            apply(db, ev)
-            count += 1
+        events = list(rows_to_events(rows))
+        apply_events(db, events)
+        count += len(events)
     return count

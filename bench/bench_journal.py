@@ -1,0 +1,92 @@
+"""Durable journal appends (synchronous=FULL): group commit vs one commit per event.
+
+Each producer plays one conversation the way the hub writes it: per message a
+message.received, a policy.verdict, a delivery.queued and a message.delivered, each awaited
+before the next (so every event is acknowledged only after its own commit). The baseline is
+the same code path with `max_batch=1`: one transaction, one fsync, per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from relay.journal import Journal
+
+PRODUCERS = 200
+GROUP_EVENTS = 20_000
+SINGLE_EVENTS = 2_000
+RUNS = 3
+
+
+def _bodies(producer: int, n: int) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    client = {"channel": "webchat", "user": f"client-{producer}", "display": f"Client {producer}"}
+    for k in range(n // 4 + 1):
+        mid = f"m-{producer}-{k}"
+        did = f"d-{producer}-{k}"
+        out += [
+            ("message.received", {
+                "id": mid, "direction": "inbound", "channel": "webchat", "platform_id": f"{producer}:{k}",
+                "chat": f"chat-{producer}", "kind": "message", "sender": client,
+                "text": f"Hello, I would like to check the balance of account {k}, thank you 谢谢",
+                "attachments": [], "reply_to": None, "edits": None, "sent_at": 1.7e9,
+                "raw_sha256": "ab" * 32, "client": client, "employee": "alice",
+            }),
+            ("policy.verdict", {
+                "message_id": mid, "action": "allow", "review": False, "rules": [], "disclaimers": [],
+                "redactions": [], "policy_version": "cd" * 32,
+            }),
+            ("delivery.queued", {
+                "delivery_id": did, "message_id": mid, "channel": "webdesk",
+                "to": {"channel": "webdesk", "user": "alice", "display": "Alice"},
+                "out": {"kind": "message", "text": "Hello", "attachments": [], "reply_to": None, "edits": None,
+                        "origin": client, "client": client, "action": "allow", "rules": []},
+            }),
+            ("message.delivered", {"delivery_id": did, "message_id": mid, "channel": "webdesk",
+                                   "platform_id": f"w-{producer}-{k}", "attempt": 1}),
+        ]
+    return out[:n]
+
+
+async def _run(events: int, max_batch: int) -> tuple[float, int]:
+    """Events per second and the number of commits, on a fresh journal in a temp dir."""
+    per_producer = events // PRODUCERS
+    work = [_bodies(p, per_producer) for p in range(PRODUCERS)]
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        journal = await Journal.open(Path(tmp), synchronous="FULL", max_batch=max_batch)
+
+        async def producer(p: int) -> None:
+            conversation = f"c-{p}"
+            for kind, body in work[p]:
+                await journal.append(kind, body, conversation)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
+        elapsed = time.perf_counter() - start
+        commits = journal.stats.commits
+        await journal.close()
+    return per_producer * PRODUCERS / elapsed, commits
+
+
+def main() -> None:
+    group = [asyncio.run(_run(GROUP_EVENTS, 10_000)) for _ in range(RUNS)]
+    single = [asyncio.run(_run(SINGLE_EVENTS, 1)) for _ in range(RUNS)]
+    g = statistics.median(r for r, _ in group)
+    s = statistics.median(r for r, _ in single)
+    commits = statistics.median(c for _, c in group)
+    print(
+        f"journal: {g:.0f} ev/s group commit ({GROUP_EVENTS} events, {PRODUCERS} producers, "
+        f"~{GROUP_EVENTS / commits:.0f} events per commit), {s:.0f} ev/s one commit per event, "
+        f"ratio {g / s:.0f}x (synchronous=FULL, median of {RUNS})"
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""One XMPP connection that keeps itself up, and tells `send` when a stanza is really out.
+
+slixmpp's `send` only queues; a stanza is not safely with the server until the server has
+processed it. The server handles a stream's stanzas in order, so the answer to a ping sent
+after a batch of messages proves the whole batch arrived (a "barrier"). A send returns only
+after its barrier; if the stream dies first the send raises `Retryable` and the outbox
+retries in order. Reconnection uses capped exponential backoff with jitter and a fresh
+slixmpp object per attempt, so no stale queue replays stanzas behind the outbox's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import xml.etree.ElementTree as ET
+from typing import Callable
+
+from slixmpp import ClientXMPP, ComponentXMPP
+from slixmpp.basexmpp import BaseXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+
+from bots.base import Retryable
+from bots.xmpp.settings import XmppSettings
+from bots.xmpp.stanzas import NS_PING, q
+
+log = logging.getLogger(__name__)
+
+Factory = Callable[[], BaseXMPP]
+OnOnline = Callable[[BaseXMPP], None]
+
+
+def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with "equal jitter": in [d/2, d], d = min(cap, base * 2^(n-1))."""
+    rng = rng or random
+    delay = min(cap, base * (2 ** max(0, failures - 1)))
+    return delay / 2 + rng.random() * delay / 2
+
+
+def make_client(settings: XmppSettings) -> BaseXMPP:
+    """A slixmpp stream for the configured mode, TLS as configured."""
+    xmpp: BaseXMPP
+    if settings.mode == "component":
+        xmpp = ComponentXMPP(settings.jid, settings.secret, settings.host, settings.port)
+        xmpp.enable_direct_tls = settings.use_tls
+        xmpp.enable_plaintext = not settings.use_tls
+    else:
+        plain = {} if settings.use_tls else {"feature_mechanisms": {"unencrypted_scram": True}}
+        xmpp = ClientXMPP(settings.jid, settings.secret, plugin_config=plain)
+        if not settings.use_tls:
+            xmpp.enable_starttls = False
+            xmpp.enable_direct_tls = False
+            xmpp.enable_plaintext = True
+    xmpp.whitespace_keepalive_interval = 60
+    return xmpp
+
+
+class Link:
+    """Keeps one logical stream up; `current()` is the live stream or raises `Retryable`."""
+
+    def __init__(self, settings: XmppSettings, factory: Factory, on_online: OnOnline) -> None:
+        self.settings = settings
+        self._factory = factory
+        self._on_online = on_online
+        self._xmpp: BaseXMPP | None = None
+        self._online = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._barrier: asyncio.Future[None] | None = None
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._lost: asyncio.Future[object] | None = None
+        self.online_event = asyncio.Event()
+        self.failures = 0
+        self.connections = 0
+        self.last_error = ""
+
+    @property
+    def online(self) -> bool:
+        return self._online and self._xmpp is not None
+
+    def current(self) -> BaseXMPP:
+        if not self.online or self._xmpp is None:
+            raise Retryable("xmpp disconnected", after=min(1.0, self.settings.reconnect_max))
+        return self._xmpp
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"xmpp-link-{self.settings.jid}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        xmpp, self._xmpp = self._xmpp, None
+        self._go_offline("channel stopped")
+        if xmpp is not None:
+            try:
+                await asyncio.wait_for(xmpp.disconnect(wait=1.0), 2.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                xmpp.abort()
+            self._discard(xmpp)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def flush(self, xmpp: BaseXMPP) -> None:
+        """Return once the server has processed everything queued on `xmpp` so far."""
+        loop = asyncio.get_running_loop()
+        fut = self._barrier
+        if fut is None:
+            fut = loop.create_future()
+            self._barrier = fut
+            loop.call_soon(self._fire, xmpp, fut)
+        await asyncio.shield(fut)
+
+    def _fire(self, xmpp: BaseXMPP, fut: asyncio.Future[None]) -> None:
+        if self._barrier is fut:
+            self._barrier = None
+        if xmpp is not self._xmpp or not self._online:
+            fut.set_exception(Retryable("xmpp disconnected before the server confirmed"))
+            return
+        iq = xmpp.make_iq_get(ito=self.settings.domain, ifrom=self.settings.jid if xmpp.is_component else None)
+        iq.xml.append(ET.Element(q(NS_PING, "ping")))
+        self._inflight.add(fut)
+        try:
+            reply = iq.send(timeout=self.settings.send_timeout)
+        except Exception as exc:  # noqa: BLE001
+            self._inflight.discard(fut)
+            fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
+            return
+
+        def done(result: asyncio.Future[object]) -> None:
+            self._inflight.discard(fut)
+            if fut.done():
+                return
+            exc = None if result.cancelled() else result.exception()
+            if result.cancelled():
+                fut.set_exception(Retryable("xmpp disconnected before the server confirmed"))
+            elif exc is None or isinstance(exc, IqError):
+                fut.set_result(None)
+            elif isinstance(exc, IqTimeout):
+                hint = f" (is {self.settings.domain} the server's domain? set server_domain)" if xmpp.is_component else ""
+                fut.set_exception(Retryable(f"xmpp server did not confirm in time{hint}"))
+            else:
+                fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
+
+        reply.add_done_callback(done)
+
+    def _go_offline(self, reason: str) -> None:
+        self._online = False
+        self.online_event.clear()
+        for fut in list(self._inflight):
+            if not fut.done():
+                fut.set_exception(Retryable(f"xmpp disconnected: {reason}"))
+        self._inflight.clear()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+
+    def _discard(self, xmpp: BaseXMPP) -> None:
+        xmpp.cancel_connection_attempt()
+        if xmpp.transport is not None:
+            xmpp.abort()
+        task = getattr(xmpp, "_run_out_filters", None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _connect_once(self) -> BaseXMPP:
+        loop = asyncio.get_running_loop()
+        xmpp = self._factory()
+        started: asyncio.Future[None] = loop.create_future()
+        lost: asyncio.Future[object] = loop.create_future()
+
+        def fail(reason: object) -> None:
+            if not started.done():
+                started.set_exception(ConnectionError(str(reason) or "connection failed"))
+
+        def on_start(_: object) -> None:
+            if not started.done():
+                started.set_result(None)
+
+        def on_disconnected(reason: object) -> None:
+            fail(reason or "disconnected during login")
+            if xmpp is self._xmpp:
+                self._go_offline(str(reason or "connection lost"))
+
+        def on_stream_error(error: object) -> None:
+            condition = getattr(error, "get", lambda *_: "")("condition") or "stream error"
+            self.last_error = f"stream error: {condition}"
+            fail(self.last_error)
+
+        xmpp.add_event_handler("session_start", on_start)
+        xmpp.add_event_handler("connection_failed", fail)
+        xmpp.add_event_handler("disconnected", on_disconnected)
+        xmpp.add_event_handler("failed_all_auth", lambda _: fail("authentication failed (check the password)"))
+        xmpp.add_event_handler("stream_error", on_stream_error)
+        xmpp.connect(self.settings.host, self.settings.port)
+        try:
+            await asyncio.wait_for(asyncio.shield(started), self.settings.connect_timeout)
+        except BaseException:
+            self._discard(xmpp)
+            raise
+        self._lost = lost
+        return xmpp
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                xmpp = await self._connect_once()
+            except (ConnectionError, asyncio.TimeoutError, OSError) as exc:
+                self.failures += 1
+                self.last_error = str(exc) or type(exc).__name__
+                delay = backoff_delay(self.failures, self.settings.reconnect_base, self.settings.reconnect_max)
+                log.warning("xmpp %s: connect failed (%s); retry in %.2fs", self.settings.jid, self.last_error, delay)
+                await asyncio.sleep(delay)
+                continue
+            lost = self._lost
+            assert lost is not None
+            self._xmpp = xmpp
+            self._online = True
+            self.failures = 0
+            self.connections += 1
+            log.info("xmpp %s: online via %s:%s", self.settings.jid, self.settings.host, self.settings.port)
+            try:
+                self._on_online(xmpp)
+            except Exception:  # noqa: BLE001
+                log.exception("xmpp %s: on_online failed", self.settings.jid)
+            self.online_event.set()
+            reason = await lost
+            if self._stopping:
+                return
+            self._xmpp = None
+            self._discard(xmpp)
+            self.failures = 1
+            delay = backoff_delay(self.failures, self.settings.reconnect_base, self.settings.reconnect_max)
+            log.warning("xmpp %s: connection lost (%s); reconnecting in %.2fs", self.settings.jid, reason, delay)
+            await asyncio.sleep(delay)

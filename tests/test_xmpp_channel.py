@@ -1,0 +1,392 @@
+"""bots.xmpp against a real Prosody, with real slixmpp clients as the employee and the client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from slixmpp import Message
+
+import bots.xmpp
+from bots.base import Channel, Permanent, Retryable
+from bots.xmpp.stanzas import NS_OOB, NS_STANZAS, el
+from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
+from tests.prosody_support import Prosody
+from tests.xmpp_support import Recorder, XmppUser, make_ctx
+
+PASSWORD = "pw-secret"
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    server = Prosody(tmp_path_factory.mktemp("prosody"))
+    server.write_config()
+    server.start()
+    yield server
+    server.stop()
+
+
+def account(prosody: Prosody, stem: str) -> str:
+    """A fresh account per use, so tests never see each other's rosters or offline messages."""
+    return prosody.register(f"{stem}{next(_ids)}", PASSWORD)
+
+
+def staff_channel(prosody: Prosody, tmp_path: Path, employees: dict[str, str], **ctx_args: object
+                  ) -> bots.xmpp.XmppChannel:
+    settings = {
+        "network": "xmpp",
+        "side": "staff",
+        "mode": "component",
+        "jid": prosody.component_domain,
+        "secret": prosody.component_secret,
+        "host": "127.0.0.1",
+        "port": prosody.component_port,
+        "use_tls": False,
+        "reconnect_base": 0.05,
+        "reconnect_max": 0.5,
+        "send_timeout": 5,
+    }
+    return bots.xmpp.create("xmpp-staff", settings, make_ctx("xmpp-staff", "staff", str(tmp_path), employees,
+                                                             **ctx_args))  # type: ignore[arg-type]
+
+
+def client_channel(prosody: Prosody, tmp_path: Path, desk: str, **ctx_args: object) -> bots.xmpp.XmppChannel:
+    settings = {
+        "network": "xmpp",
+        "side": "client",
+        "mode": "client",
+        "jid": desk,
+        "password": PASSWORD,
+        "host": "127.0.0.1",
+        "port": prosody.c2s_port,
+        "use_tls": False,
+        "reconnect_base": 0.05,
+        "reconnect_max": 0.5,
+    }
+    return bots.xmpp.create("xmpp-clients", settings, make_ctx("xmpp-clients", "client", str(tmp_path),
+                                                               **ctx_args))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def staff(prosody: Prosody, tmp_path: Path) -> AsyncIterator[tuple[bots.xmpp.XmppChannel, XmppUser, Recorder]]:
+    alice = account(prosody, "alice")
+    channel = staff_channel(prosody, tmp_path, {alice: "Alice Adams"})
+    recorder = Recorder()
+    await channel.start(recorder)
+    await channel.wait_online(10)
+    user = await XmppUser(alice, PASSWORD, prosody.c2s_port).connect()
+    yield channel, user, recorder
+    await user.stop()
+    await channel.stop()
+
+
+def outgoing(conv: str, to: str, text: str, mid: str, **kw: object) -> Outgoing:
+    return Outgoing(conversation=conv, to=Party("xmpp-staff", to, ""), text=text, message_id=mid,
+                    client=Party("webchat", "client-1", "Zoe Client"), **kw)  # type: ignore[arg-type]
+
+
+async def test_create_returns_a_channel(prosody: Prosody, tmp_path: Path) -> None:
+    channel = staff_channel(prosody, tmp_path, {})
+    assert isinstance(channel, Channel)
+    assert channel.name == "xmpp-staff"
+
+
+async def test_client_message_appears_as_roster_contact_with_client_nick(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    contact = f"c-0a1b2c@{channel.settings.jid}"
+    pid = await channel.send(outgoing("c-0a1b2c", alice.jid, "Hello, I need help", "m-100"))
+    assert pid == f"{contact}:relay-m-100"
+
+    msg = await alice.wait_message(lambda m: m["body"] == "Hello, I need help")
+    assert msg["from"].bare == contact
+    assert msg["id"] == "relay-m-100"
+    subscribe = next(p for p in alice.presences if p["type"] == "subscribe" and p["from"].bare == contact)
+    assert subscribe["nick"]["nick"] == "Zoe Client"
+
+    async def in_roster() -> str:
+        while True:
+            await alice.xmpp.get_roster()
+            item = alice.xmpp.client_roster[contact]
+            if item["subscription"] in ("from", "both"):
+                return str(item["subscription"])
+            await asyncio.sleep(0.05)
+
+    assert await asyncio.wait_for(in_roster(), 10) in ("from", "both")
+
+    receipt = await recorder.wait_for(lambda i: i.kind == "event" and i.text == "receipt")
+    assert receipt.reply_to == pid
+    assert receipt.chat == "c-0a1b2c"
+    assert receipt.sender.user == alice.jid
+
+
+async def test_employee_reply_is_delivered_with_sender_and_raw(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    contact = f"c-77aa@{channel.settings.jid}"
+    await channel.send(outgoing("c-77aa", alice.jid, "Question?", "m-200"))
+    await alice.wait_message(lambda m: m["body"] == "Question?")
+
+    alice.send(contact, "Here is the answer", mid="alice-1")
+    inbound = await recorder.wait_for(lambda i: i.kind == "message")
+    assert inbound.chat == "c-77aa"
+    assert inbound.sender == Party("xmpp-staff", alice.jid, "Alice Adams")
+    assert inbound.platform_id == f"{alice.jid}:alice-1"
+    assert inbound.text == "Here is the answer"
+    assert b"Here is the answer" in inbound.raw and b"<message" in inbound.raw
+    ack = await alice.wait_message(lambda m: m["receipt"] == "alice-1")
+    assert ack["from"].bare == contact
+
+
+async def test_corrections_and_retractions_both_ways(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    contact = f"c-e1@{channel.settings.jid}"
+    pid = await channel.send(outgoing("c-e1", alice.jid, "Teh rate is 5%", "m-300"))
+    await alice.wait_message(lambda m: m["body"] == "Teh rate is 5%")
+
+    await channel.send(outgoing("c-e1", alice.jid, "The rate is 5%", "m-301", kind="edit", edits=pid))
+    edit = await alice.wait_message(lambda m: m["body"] == "The rate is 5%")
+    assert edit["replace"]["id"] == "relay-m-300"
+
+    await channel.send(outgoing("c-e1", alice.jid, "", "m-302", kind="delete", edits=pid))
+    retract = await alice.wait_message(lambda m: m.xml.find("{urn:xmpp:message-retract:1}retract") is not None)
+    assert retract["retract"]["id"] == "relay-m-300"
+
+    alice.send(contact, "I can offer 3%", mid="a-10")
+    alice.correct(contact, "a-10", "I can offer 4%", mid="a-11")
+    alice.retract(contact, "a-10")
+    edit_in = await recorder.wait_for(lambda i: i.kind == "edit")
+    assert edit_in.text == "I can offer 4%"
+    assert edit_in.edits == f"{alice.jid}:a-10"
+    delete_in = await recorder.wait_for(lambda i: i.kind == "delete")
+    assert delete_in.edits == f"{alice.jid}:a-10"
+    assert b"urn:xmpp:message-retract:1" in delete_in.raw
+    kinds = [i.kind for i in recorder.inbounds if i.kind != "event"]
+    assert kinds == ["message", "edit", "delete"]
+
+
+async def test_files_both_ways_through_http_file_share(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    contact = f"c-f1@{channel.settings.jid}"
+    report = os.urandom(20_000)
+    att = Attachment.of("report.pdf", "application/pdf", report)
+    await channel.send(outgoing("c-f1", alice.jid, "the statement", "m-400", attachments=(att,)))
+    text = await alice.wait_message(lambda m: m["body"] == "the statement")
+    assert text["id"] == "relay-m-400"
+    file_msg = await alice.wait_message(lambda m: bool(m["oob"]["url"]))
+    url = file_msg["oob"]["url"]
+    assert file_msg["body"] == url
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200
+            assert await resp.read() == report
+
+    photo = os.urandom(5_000)
+    photo_url = await alice.upload("scan.png", photo, "image/png")
+    oob = el(NS_OOB, "x")
+    oob.append(el(NS_OOB, "url", photo_url))
+    alice.send(contact, photo_url, mid="a-f1", extra=[oob])
+    inbound = await recorder.wait_for(lambda i: i.kind == "message" and bool(i.attachments))
+    (got,) = inbound.attachments
+    assert got.data == photo
+    assert got.sha256 == hashlib.sha256(photo).hexdigest()
+    assert got.name == "scan.png" and got.mime == "image/png" and got.refused == ""
+    assert inbound.text == ""
+
+
+async def test_inbound_file_over_the_limit_is_refused_not_fetched(prosody: Prosody, tmp_path: Path) -> None:
+    alice = account(prosody, "alice")
+    channel = staff_channel(prosody, tmp_path, {alice: "Alice"}, max_attachment_bytes=4096)
+    recorder = Recorder()
+    await channel.start(recorder)
+    user = await XmppUser(alice, PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        contact = f"c-big@{channel.settings.jid}"
+        small, big = os.urandom(1000), os.urandom(50_000)
+        for name, data in (("small.bin", small), ("big.bin", big)):
+            url = await user.upload(name, data)
+            oob = el(NS_OOB, "x")
+            oob.append(el(NS_OOB, "url", url))
+            user.send(contact, url, mid=f"file-{name}", extra=[oob])
+        await recorder.wait_for(lambda i: i.platform_id.endswith("file-big.bin"))
+        by_name = {i.attachments[0].name: i.attachments[0] for i in recorder.inbounds if i.attachments}
+        assert by_name["small.bin"].data == small and by_name["small.bin"].refused == ""
+        assert by_name["big.bin"].data == b""
+        assert "too large" in by_name["big.bin"].refused
+        assert by_name["big.bin"].size == 50_000
+    finally:
+        await user.stop()
+        await channel.stop()
+
+
+async def test_stranger_is_delivered_then_refused_with_stanza_error(staff, prosody: Prosody) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    stranger = await XmppUser(account(prosody, "mallory"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        contact = f"c-s1@{channel.settings.jid}"
+        stranger.send(contact, "let me in", mid="mal-1")
+        inbound = await recorder.wait_for(lambda i: i.sender.user == stranger.jid)
+        assert inbound.kind == "message" and inbound.chat == "c-s1"
+        message_id = recorder.seen[("xmpp-staff", inbound.platform_id)]
+        notice = Outgoing(conversation="c-s1", to=Party("xmpp-staff", stranger.jid, ""), kind="notice",
+                          text="You are not an employee of this desk.", message_id=message_id)
+        await channel.send(notice)
+        err = await stranger.wait_message(lambda m: m["type"] == "error")
+        assert err["id"] == "mal-1"
+        assert err["from"].bare == contact
+        assert err.xml.find(f".//{{{NS_STANZAS}}}forbidden") is not None
+        assert err["error"]["text"] == "You are not an employee of this desk."
+        assert not alice.bodies_from(contact)
+
+        stranger.send(channel.settings.jid, "hello component", mid="mal-2")
+        bare = await recorder.wait_for(lambda i: i.platform_id == f"{stranger.jid}:mal-2")
+        assert bare.chat == "" and bare.kind == "message"
+        await channel.send(Outgoing(conversation="", to=Party("xmpp-staff", stranger.jid, ""), kind="notice",
+                                    text="Write to a conversation contact.",
+                                    message_id=recorder.seen[("xmpp-staff", bare.platform_id)]))
+        err2 = await stranger.wait_message(lambda m: m["type"] == "error" and m["id"] == "mal-2")
+        assert err2["from"].full == channel.settings.jid
+    finally:
+        await stranger.stop()
+
+
+async def test_client_account_side_both_ways(prosody: Prosody, tmp_path: Path) -> None:
+    desk = account(prosody, "desk")
+    channel = client_channel(prosody, tmp_path, desk)
+    recorder = Recorder()
+    await channel.start(recorder)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        nick = el("http://jabber.org/protocol/nick", "nick", "Zoe Z")
+        zoe.send(desk, "Hi, is my transfer done?", mid="z-1", extra=[nick])
+        inbound = await recorder.wait_for(lambda i: i.kind == "message")
+        assert inbound.chat == zoe.jid
+        assert inbound.sender == Party("xmpp-clients", zoe.jid, "Zoe Z")
+        assert inbound.platform_id == f"{zoe.jid}:z-1"
+        await zoe.wait_message(lambda m: m["receipt"] == "z-1")
+
+        to = Party("xmpp-clients", zoe.jid, "Zoe Z")
+        reply = Outgoing(conversation="c-x", to=to, message_id="m-500",
+                         text="This conversation is recorded.\nYes, it went out today.")
+        pid = await channel.send(reply)
+        assert pid == f"{desk}:relay-m-500"
+        got = await zoe.wait_message(lambda m: m["id"] == "relay-m-500")
+        assert got["body"].startswith("This conversation is recorded.")
+        await recorder.wait_for(lambda i: i.kind == "event" and i.reply_to == pid)
+
+        await channel.send(Outgoing(conversation="c-x", to=to, message_id="m-501", kind="edit", edits=pid,
+                                    text="This conversation is recorded.\nYes, it went out this morning."))
+        edit = await zoe.wait_message(lambda m: m["replace"]["id"] == "relay-m-500")
+        assert edit["body"].endswith("this morning.")
+        await channel.send(Outgoing(conversation="c-x", to=to, message_id="m-502", kind="delete", edits=pid,
+                                    text=""))
+        retract = await zoe.wait_message(lambda m: m["retract"]["id"] == "relay-m-500")
+        assert retract["from"].bare == desk
+
+        zoe.correct(desk, "z-1", "Hi, is my wire transfer done?", mid="z-2")
+        zoe.retract(desk, "z-1")
+        assert (await recorder.wait_for(lambda i: i.kind == "edit")).edits == f"{zoe.jid}:z-1"
+        assert (await recorder.wait_for(lambda i: i.kind == "delete")).edits == f"{zoe.jid}:z-1"
+
+        receipt_pdf = os.urandom(3000)
+        await channel.send(Outgoing(conversation="c-x", to=to, message_id="m-503", text="",
+                                    attachments=(Attachment.of("receipt.pdf", "application/pdf", receipt_pdf),)))
+        file_msg = await zoe.wait_message(lambda m: m["id"] == "relay-m-503")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(file_msg["oob"]["url"]) as resp:
+                assert await resp.read() == receipt_pdf
+
+        scan = os.urandom(2000)
+        url = await zoe.upload("id.jpg", scan, "image/jpeg")
+        oob = el(NS_OOB, "x")
+        oob.append(el(NS_OOB, "url", url))
+        zoe.send(desk, url, mid="z-3", extra=[oob])
+        with_file = await recorder.wait_for(lambda i: bool(i.attachments))
+        assert with_file.attachments[0].data == scan
+    finally:
+        await zoe.stop()
+        await channel.stop()
+
+
+async def test_send_while_disconnected_is_retryable(prosody: Prosody, tmp_path: Path) -> None:
+    channel = staff_channel(prosody, tmp_path, {})
+    with pytest.raises(Retryable, match="xmpp disconnected"):
+        await channel.send(outgoing("c-1", "alice@relay.test", "x", "m-1"))
+
+
+async def test_bad_conversation_id_is_permanent(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, _ = staff
+    with pytest.raises(Permanent, match="cannot be a JID"):
+        await channel.send(outgoing("bad conv@x", alice.jid, "x", "m-1"))
+
+
+async def test_outage_messages_delivered_in_order_once(staff, prosody: Prosody) -> None:  # type: ignore[no-untyped-def]
+    """Prosody stops while the relay is sending; all arrive after the restart, in order, once."""
+    channel, alice, recorder = staff
+    contact = f"c-out@{channel.settings.jid}"
+    texts = [f"message {n:02d}" for n in range(30)]
+    retries = 0
+
+    async def outbox() -> None:
+        nonlocal retries
+        for n, text in enumerate(texts):
+            while True:
+                try:
+                    await channel.send(outgoing("c-out", alice.jid, text, f"m-out-{n}"))
+                    break
+                except Retryable:
+                    retries += 1
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
+
+    sender = asyncio.create_task(outbox())
+    await alice.wait_message(lambda m: m["body"] == "message 09")
+    await asyncio.to_thread(prosody.stop)
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(prosody.start)
+    await asyncio.wait_for(sender, 30)
+    await alice.wait_message(lambda m: m["body"] == "message 29", timeout=20)
+    await asyncio.sleep(0.3)
+    assert alice.bodies_from(contact) == texts
+    assert retries > 0
+    assert channel.link.connections >= 2
+    assert alice.sessions >= 2
+
+
+async def test_control_characters_do_not_break_the_stream(staff) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, _ = staff
+    await channel.send(outgoing("c-ctl", alice.jid, "ding\x07dong", "m-ctl-1"))
+    await channel.send(outgoing("c-ctl", alice.jid, "after", "m-ctl-2"))
+    got = await alice.wait_message(lambda m: m["body"] == "after")
+    assert got["from"].bare == f"c-ctl@{channel.settings.jid}"
+    assert [m["body"] for m in alice.messages if m["id"] == "relay-m-ctl-1"] == ["ding\ufffddong"]
+    assert channel.link.connections == 1
+
+
+async def test_hub_failure_is_answered_with_an_error_and_no_receipt(prosody: Prosody, tmp_path: Path) -> None:
+    alice = account(prosody, "alice")
+    channel = staff_channel(prosody, tmp_path, {alice: "Alice"})
+
+    async def broken(inbound: Inbound) -> Receipt:
+        raise RuntimeError("journal unavailable")
+
+    await channel.start(broken)
+    user = await XmppUser(alice, PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        contact = f"c-broken@{channel.settings.jid}"
+        user.send(contact, "are you there?", mid="b-1")
+        err = await user.wait_message(lambda m: m["type"] == "error" and m["id"] == "b-1")
+        assert err["error"]["condition"] == "internal-server-error"
+        assert err["error"]["type"] == "wait"
+        assert not [m for m in user.messages if m["receipt"] == "b-1"]
+    finally:
+        await user.stop()
+        await channel.stop()
