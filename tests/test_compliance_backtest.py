@@ -153,3 +153,25 @@ async def test_shadow_report_compares_journaled_shadow_verdicts(tmp_path: Path) 
     assert rep["compared"] == 2 and rep["changed"] == 2
     assert rep["transitions"] == {"flag->quarantine": 1, "allow->flag": 1}
     assert rep["shadow_policy_versions"] == {v2.version: 2}
+
+
+async def test_shadow_policies_in_a_running_relay_are_journaled_and_compared(tmp_path: Path) -> None:
+    from relay.app import RelayApp
+    from tests.compliance_support import memory_compliance_config, until
+    live = write_policies(tmp_path / "live", V1)
+    shadow = write_policies(tmp_path / "shadow", V2)
+    cfg = memory_compliance_config(tmp_path / "data", live)
+    cfg["policies"]["shadow"] = str(shadow)
+    app = await RelayApp.start(cfg)
+    try:
+        clients, staff = app.channels["clients"], app.channels["staff"]
+        await clients.inject("u1", "is this guaranteed?", "u1:1")
+        await clients.inject("u1", "text me on whatsapp", "u1:2")
+        await clients.inject("u1", "hello", "u1:3")
+        await until(lambda: len([o for o in staff.sent if o.kind == "message"]) == 3)
+        rep = await shadow_report(app.journal)
+    finally:
+        await app.stop()
+    assert rep["compared"] == 3 and rep["changed"] == 2
+    assert rep["transitions"] == {"flag->quarantine": 1, "allow->flag": 1}
+    assert set(rep["rules"]) == {"F-001", "P-001"}
