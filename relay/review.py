@@ -31,6 +31,7 @@ CLOSED = frozenset(CLOSING.values())
 REASON_OPTIONAL = frozenset({"release", "compliant"})
 SYSTEM_REVIEWER = "relay"
 NOTIFY_NS = "compliance"
+STALE_ALERT = 86400.0
 
 
 class ReviewError(AdminError):
@@ -328,19 +329,23 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
                     f" in conversation {item.conversation} is still {item.state} after {hours:g}h; escalated to supervisors",
                     f"sla:{item.message_id}")
         breached.append(item.message_id)
-    notified = await _notify_new_verdicts(app, s, policies)
+    notified = await _notify_new_verdicts(app, s, policies, now)
     return {"sla_breaches": breached, "notified": notified}
 
 
-async def _notify_new_verdicts(app: Any, s: ComplianceSettings, policies: Any) -> list[str]:
+async def _notify_new_verdicts(app: Any, s: ComplianceSettings, policies: Any, now: float) -> list[str]:
+    """Alert on verdicts of `notify` rules since the last sweep; verdicts older than a day (e.g.
+    a long history when the feature is first enabled) only move the cursor."""
     cursor = int(await app.journal.kv_get(NOTIFY_NS, "notify_seq") or 0)
     rows = await app.journal.fetchall(
-        "SELECT seq, conversation, body_json FROM events WHERE kind = 'policy.verdict' AND seq > ?"
+        "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict' AND seq > ?"
         " AND json_extract(body_json, '$.shadow') IS NULL ORDER BY seq", (cursor,))
     sent: list[str] = []
     last = cursor
     for r in rows:
         last = int(r["seq"])
+        if float(r["ts"]) < now - STALE_ALERT:
+            continue
         b = json.loads(r["body_json"])
         hits = [h for h in b.get("rules") or [] if _notify(str(h.get("rule")), s, policies)]
         if not hits:

@@ -146,6 +146,9 @@ async def test_sla_breach_escalates_and_alerts_once_and_notify_rules_alert(relay
     assert [b["message_id"] for b in s["sla_breaches"]] == [held.message_id]
     alerts = [o for o in staff.sent if o.to.user == "compliance-room"]
     assert len([a for a in alerts if "SLA breach" in a.text]) == 1
+    await staff.inject("ann", "another insider view", "ann:5", chat=conv)
+    assert (await sweep(relay, now=time.time() + 2 * 86400))["notified"] == []   # stale: cursor moves, no alert
+    assert (await sweep(relay))["notified"] == []
 
 
 RULE_LEVEL = """\
