@@ -38,6 +38,7 @@ async def test_transcript_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert f"id=\"m{h.seqs['a1']}\" class=\"inbound deleted\"" in dom
     assert "edit of message #" in dom and "Is there a guaranteed return?" in dom
     assert "v-flag" in dom and "MNPI-001" in dom
+    assert '<mark title="MNPI-001">guaranteed return</mark>' in dom
     assert "conversation assigned to bob" in dom
     assert 'class="attachment"' in dom and "chart.png" in dom
     dom_ben = dump_dom(tmp_path / "out" / "transcripts" / "c-ben.html", tmp_path / "profile2")

@@ -21,6 +21,7 @@ td,th{border-bottom:1px solid #ddd;padding:.4em .6em;vertical-align:top;text-ali
 .deleted .text{text-decoration:line-through;color:#777}
 .verdict{font-weight:bold}.v-block,.v-quarantine{color:#a00}.v-flag,.v-redact{color:#a60}
 .note{color:#555;font-size:90%}
+mark{background:#ffe08a}
 .event td{background:#eef;font-style:italic}
 img.attachment{max-width:320px;display:block}
 """
@@ -42,12 +43,12 @@ def _attachments(m: MessageRecord, links: Mapping[str, str]) -> str:
         href = links.get(sha)
         if href is None:
             why = att.get("refused") or ("erased" if m.erased else "not in the journal")
-            parts.append(f"<div class='attachment missing'>📎 {name} ({meta}): not included, {escape(str(why))}</div>")
+            parts.append(f"<div class='attachment missing'>File {name} ({meta}): not included, {escape(str(why))}</div>")
         elif str(att.get("mime", "")).startswith("image/"):
-            parts.append(f"<div class='attachment'><a href='{escape(href)}'>📎 {name}</a> ({meta})"
+            parts.append(f"<div class='attachment'>File <a href='{escape(href)}'>{name}</a> ({meta})"
                          f"<img class='attachment' src='{escape(href)}' alt='{name}'></div>")
         else:
-            parts.append(f"<div class='attachment'><a href='{escape(href)}'>📎 {name}</a> ({meta})</div>")
+            parts.append(f"<div class='attachment'>File <a href='{escape(href)}'>{name}</a> ({meta})</div>")
     return "".join(parts)
 
 
@@ -73,6 +74,26 @@ def _verdict(m: MessageRecord) -> str:
     return out
 
 
+def highlighted(text: str, verdict: Mapping[str, Any] | None) -> str:
+    """The text, escaped, with every span a rule matched marked (`<mark title="RULE">`)."""
+    spans: list[tuple[int, int, str]] = []
+    for hit in (verdict or {}).get("rules") or []:
+        for s, e in hit.get("spans") or []:
+            if 0 <= s < e <= len(text):
+                spans.append((s, e, str(hit.get("rule"))))
+    spans.sort()
+    out: list[str] = []
+    pos = 0
+    for s, e, rule in spans:
+        if s < pos:
+            continue
+        out.append(escape(text[pos:s]))
+        out.append(f"<mark title='{escape(rule)}'>{escape(text[s:e])}</mark>")
+        pos = e
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
 def _text(m: MessageRecord, by_id: Mapping[str, MessageRecord]) -> str:
     if m.erased is not None:
         return f"<span class='note'>[content erased {iso(m.erased.get('ts'))}: {escape(str(m.erased.get('reason', '')))}]</span>"
@@ -80,7 +101,7 @@ def _text(m: MessageRecord, by_id: Mapping[str, MessageRecord]) -> str:
     original = by_id.get(target)
     if m.kind == "delete":
         return f"<span class='note'>deleted message #{original.seq if original else escape(target)}</span>"
-    body = f"<div class='text'>{escape(m.text)}</div>"
+    body = f"<div class='text'>{highlighted(m.text, m.verdict)}</div>"
     if m.kind == "edit":
         before = f": was “{escape(original.text)}”" if original is not None and original.erased is None else ""
         ref = f"#{original.seq}" if original else escape(target or str(m.body.get("edits_platform", "")))
