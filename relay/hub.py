@@ -146,10 +146,6 @@ class Hub:
 
     # -- the pipeline ---------------------------------------------------------------------
     async def _receive(self, inb: Inbound, mid: str) -> Receipt:
-        rows = await self.journal.fetchall("SELECT conversation FROM messages WHERE id = ?", (mid,))
-        if rows:
-            self.stats.duplicates += 1
-            return Receipt(mid, rows[0]["conversation"] or "", duplicate=True)
         attachments, raw_sha = await self._store_blobs(inb)
         side = self.config.channels[inb.channel].side
         conv_key = conversation_id(inb.channel, inb.chat) if side == "client" else inb.chat
@@ -159,7 +155,10 @@ class Hub:
                 events, deliveries, conv = await self._from_client(inb, mid, attachments, raw_sha)
             else:
                 events, deliveries, conv = await self._from_staff(inb, mid, attachments, raw_sha)
-            await self.journal.append_many(events)
+            written = await self.journal.append_many(events, unless_message=mid)
+        if written is None:  # journaled before (a redelivery after a restart)
+            self.stats.duplicates += 1
+            return Receipt(mid, conv, duplicate=True)
         self.stats.received += 1
         for d in deliveries:
             self.outbox.enqueue(d)

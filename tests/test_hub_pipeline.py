@@ -213,3 +213,20 @@ async def test_policy_edit_is_hot_reloaded_journaled_and_a_broken_edit_keeps_the
         assert [r["v"] for r in rows] == [first_version, good]
     finally:
         await relay.stop()
+
+
+async def test_redelivery_after_a_restart_is_recognised_by_the_journal_writer(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    first = await clients.inject("u1", "once", "u1:42")
+    await until(lambda: len(staff.sent) == 1)
+    await relay.stop()
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        again = await clients.inject("u1", "once", "u1:42")
+        assert again.duplicate and again.message_id == first.message_id
+        rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM events WHERE kind = 'message.received'")
+        assert rows[0]["n"] == 1
+        await asyncio.sleep(0.1)
+        assert staff.sent == []
+    finally:
+        await relay.stop()

@@ -74,7 +74,7 @@ Item = tuple[str, "str | None", str, str, str, dict[str, Any], float]
 class _Unit:
     """What one caller waits for: events (one transaction, in order), a kv write or a rebuild."""
 
-    __slots__ = ("items", "future", "kv", "rebuild")
+    __slots__ = ("items", "future", "kv", "rebuild", "unless")
 
     def __init__(
         self,
@@ -82,11 +82,13 @@ class _Unit:
         future: asyncio.Future[Any],
         kv: tuple[str, str, str | None] | None = None,
         rebuild: bool = False,
+        unless: str | None = None,
     ) -> None:
         self.items = items
         self.future = future
         self.kv = kv
         self.rebuild = rebuild
+        self.unless = unless
 
 
 class Journal:
@@ -259,14 +261,21 @@ class Journal:
         self._submit(_Unit([item], future))
         return (await future)[0]
 
-    async def append_many(self, events: Sequence[tuple[str, dict[str, Any], str | None]]) -> list[Event]:
-        """All in one transaction, consecutive and in order."""
+    async def append_many(
+        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
+    ) -> list[Event] | None:
+        """All in one transaction, consecutive and in order.
+
+        With `unless_message`, the writer first checks the `messages` projection for that id and
+        appends nothing (returning None) if it is there: deduplication decided by the only
+        writer, so two redeliveries can never both be journaled, and without a read per call.
+        """
         if not events:
             return []
         now = time.time()
         items = [self._item(kind, body, conversation, now) for kind, body, conversation in events]
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit(items, future))
+        future: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
+        self._submit(_Unit(items, future, unless=unless_message))
         return await future
 
     async def kv_put(self, namespace: str, key: str, value: str | None) -> None:
@@ -409,7 +418,15 @@ class Journal:
         rows: list[tuple[Any, ...]] = []
         events: list[Event] = []
         results: list[Any] = []
+        claimed: set[str] = set()
         for unit in units:
+            if unit.unless is not None:
+                if unit.unless in claimed or db.execute(
+                    "SELECT 1 FROM messages WHERE id = ?", (unit.unless,)
+                ).fetchone():
+                    results.append(None)
+                    continue
+                claimed.add(unit.unless)
             out: list[Event] = []
             for kind, conversation, kind_json, conv_json, body_json, body, ts in unit.items:
                 seq += 1
