@@ -65,7 +65,7 @@ class ComplianceSettings:
         r = self.reviewers.get(who)
         if r is None:
             known = ", ".join(sorted(self.reviewers)) or "none configured"
-            raise ReviewError(f"{who!r} is not a configured reviewer (reviewers: {known})")
+            raise ReviewError(f"{who!r} is not a configured reviewer (reviewers: {known}); pass --as NAME")
         return r
 
     def require_admin(self, who: str) -> Reviewer:

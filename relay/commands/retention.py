@@ -33,14 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scope.add_argument("--client", metavar="CHANNEL:USER")
     scope.add_argument("--employee", metavar="ID")
     p.add_argument("--reason", required=True, help="the matter the hold preserves evidence for")
-    p.add_argument("--as", dest="actor", required=True, help="a supervisor or admin under reviewers:")
+    p.add_argument("--as", dest="actor", default=None,
+                   help="a supervisor or admin under reviewers: (default: your login name)")
     p.set_defaults(handler=reporting(cmd_hold_add))
     p = hverbs.add_parser("release", help="release a legal hold")
     add_config_arg(p)
     add_json_arg(p)
     p.add_argument("hold_id")
     p.add_argument("--reason", required=True)
-    p.add_argument("--as", dest="actor", required=True, help="a supervisor or admin under reviewers:")
+    p.add_argument("--as", dest="actor", default=None,
+                   help="a supervisor or admin under reviewers: (default: your login name)")
     p.set_defaults(handler=reporting(cmd_hold_release))
     p = hverbs.add_parser("list", help="active legal holds")
     add_config_arg(p)
@@ -52,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_arg(p)
     p.add_argument("--client", required=True, metavar="CHANNEL:USER")
     p.add_argument("--reason", required=True, help="e.g. the request reference")
-    p.add_argument("--as", dest="actor", required=True, help="a supervisor or admin under reviewers:")
+    p.add_argument("--as", dest="actor", default=None,
+                   help="a supervisor or admin under reviewers: (default: your login name)")
     p.set_defaults(handler=reporting(cmd_erase))
 
 
@@ -82,7 +85,8 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
     config = config_of(args)
     scope, value = next((s, v) for s, v in (("conversation", args.conversation), ("client", args.client),
                                             ("employee", args.employee)) if v)
-    result = write(config, "hold.add", {"scope": scope, "value": value, "reason": args.reason, "actor": args.actor})
+    result = write(config, "hold.add", {"scope": scope, "value": value, "reason": args.reason,
+                                        "actor": args.actor or default_actor()})
     if args.json:
         emit_json(result)
     else:
@@ -92,7 +96,8 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
     config = config_of(args)
-    result = write(config, "hold.release", {"hold_id": args.hold_id, "reason": args.reason, "actor": args.actor})
+    result = write(config, "hold.release", {"hold_id": args.hold_id, "reason": args.reason,
+                                            "actor": args.actor or default_actor()})
     if args.json:
         emit_json(result)
     else:
@@ -116,7 +121,8 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     config = config_of(args)
-    result = write(config, "erase.request", {"client": args.client, "reason": args.reason, "actor": args.actor})
+    result = write(config, "erase.request", {"client": args.client, "reason": args.reason,
+                                             "actor": args.actor or default_actor()})
     if args.json:
         emit_json(result)
     else:
