@@ -78,6 +78,8 @@ class Outbox:
         self.on_permanent = on_permanent
         self._lanes: dict[LaneKey, _Lane] = {}
         self._stopping = False
+        self._platform_ids: dict[tuple[str, str], str] = {}
+        self._commits: set[asyncio.Task[Any]] = set()
         self.delivered = 0
         self.failed = 0
         self.retries = 0
@@ -135,6 +137,7 @@ class Outbox:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._commits, return_exceptions=True)
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Wait until nothing is pending (tests and shutdown); False on timeout."""
@@ -183,6 +186,9 @@ class Outbox:
     async def _platform_id_of(self, message_id: str | None, channel: str) -> str | None:
         if not message_id:
             return None
+        known = self._platform_ids.get((message_id, channel))
+        if known is not None:
+            return known
         rows = await self.journal.fetchall(
             "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
             "ORDER BY seq LIMIT 1",
@@ -250,10 +256,25 @@ class Outbox:
             await self.journal.append("delivery.failed", {**base, "reason": f"adapter error: {exc!r}", "permanent": False},
                                       conversation=d.conversation)
             return self._delay(d.attempts, None)
-        await self.journal.append("message.delivered", {**base, "platform_id": str(platform_id)},
-                                  conversation=d.conversation)
+        # The lane moves on while `message.delivered` commits (it was sent; a crash before the
+        # commit means one re-send after restart, never a loss); commits keep submission order.
+        self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
+        if len(self._platform_ids) > 100_000:
+            self._platform_ids.pop(next(iter(self._platform_ids)))
+        task = asyncio.create_task(self._journal_delivered(d, {**base, "platform_id": str(platform_id)}))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
         self.delivered += 1
         return None
+
+    async def _journal_delivered(self, d: Delivery, body: dict[str, Any]) -> None:
+        for attempt in range(5):
+            try:
+                await self.journal.append("message.delivered", body, conversation=d.conversation)
+                return
+            except Exception:
+                log.exception("outbox: journaling delivery %s failed (attempt %d)", d.delivery_id, attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _fail(self, d: Delivery, base: dict[str, Any], reason: str) -> None:
         self.failed += 1

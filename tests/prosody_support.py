@@ -11,8 +11,10 @@ import secrets
 import shutil
 import signal
 import socket
+import atexit
 import subprocess
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,12 @@ Component "{upload_domain}" "http_file_share"
 """
 
 
+def _stop_all() -> None:
+    """At interpreter exit, stop any Prosody a crashed test left running."""
+    for server in list(_RUNNING):
+        server.stop()
+
+
 def free_port() -> int:
     """A currently free TCP port on loopback (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -74,7 +82,7 @@ def port_open(port: int) -> bool:
         return False
 
 
-@dataclass
+@dataclass(eq=False)
 class Prosody:
     """One Prosody process with its own config, data and log under `root`."""
 
@@ -153,6 +161,7 @@ class Prosody:
             stderr=open(self.root / "prosody.stderr", "ab"),  # noqa: SIM115
             env={**os.environ, "HOME": str(self.root)},
         )
+        _RUNNING.add(self)
         deadline = time.monotonic() + timeout
         ports = (self.c2s_port, self.component_port, self.http_port)
         while not all(port_open(port) for port in ports):
@@ -192,3 +201,7 @@ class Prosody:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_RUNNING: weakref.WeakSet[Prosody] = weakref.WeakSet()
+atexit.register(_stop_all)

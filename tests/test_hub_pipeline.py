@@ -119,7 +119,11 @@ async def test_pending_deliveries_resume_after_restart(tmp_path: Path) -> None:
     try:
         await until(lambda: len(staff.sent) == 10)
         assert [o.text for o in staff.sent] == [f"r{i}" for i in range(10)]
-        rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'queued'")
+        for _ in range(300):
+            rows = await relay.journal.fetchall("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'queued'")
+            if rows[0]["n"] == 0:
+                break
+            await asyncio.sleep(0.01)
         assert rows[0]["n"] == 0
     finally:
         await relay.stop()

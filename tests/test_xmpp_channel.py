@@ -120,6 +120,10 @@ async def test_client_message_appears_as_roster_contact_with_client_nick(staff) 
 
     assert await asyncio.wait_for(in_roster(), 10) in ("from", "both")
 
+    info = await alice.xmpp.plugin["xep_0030"].get_info(jid=contact, timeout=5)
+    assert {"urn:xmpp:receipts", "urn:xmpp:message-correct:0", "urn:xmpp:message-retract:1",
+            "jabber:x:oob"} <= set(info["disco_info"]["features"])
+
     receipt = await recorder.wait_for(lambda i: i.kind == "event" and i.text == "receipt")
     assert receipt.reply_to == pid
     assert receipt.chat == "c-0a1b2c"
@@ -333,10 +337,13 @@ async def test_outage_messages_delivered_in_order_once(staff, prosody: Prosody) 
     contact = f"c-out@{channel.settings.jid}"
     texts = [f"message {n:02d}" for n in range(30)]
     retries = 0
+    stopped = asyncio.Event()
 
     async def outbox() -> None:
         nonlocal retries
         for n, text in enumerate(texts):
+            if n == 10:
+                await stopped.wait()
             while True:
                 try:
                     await channel.send(outgoing("c-out", alice.jid, text, f"m-out-{n}"))
@@ -344,11 +351,11 @@ async def test_outage_messages_delivered_in_order_once(staff, prosody: Prosody) 
                 except Retryable:
                     retries += 1
                     await asyncio.sleep(0.05)
-            await asyncio.sleep(0.01)
 
     sender = asyncio.create_task(outbox())
     await alice.wait_message(lambda m: m["body"] == "message 09")
     await asyncio.to_thread(prosody.stop)
+    stopped.set()
     await asyncio.sleep(0.5)
     await asyncio.to_thread(prosody.start)
     await asyncio.wait_for(sender, 30)

@@ -202,26 +202,35 @@ async def test_non_employee_is_journaled_and_answered_with_an_error(prosody: Pro
 
 
 async def test_prosody_outage_all_delivered_in_order_once(prosody: Prosody, tmp_path: Path) -> None:
-    """Prosody stops while messages flow and starts again; the client resends what the relay
-    never acknowledged (same ids), the relay deduplicates, and the employee gets each once."""
+    """Prosody stops while messages flow both ways and starts again; each side resends what
+    the relay never acknowledged (same ids), the relay deduplicates, and each message
+    arrives once, in order."""
     async with desk(prosody, tmp_path) as d:
-        texts = [f"order line {n:02d}" for n in range(20)]
-        for n, text in enumerate(texts):
-            d.zoe.send(d.desk, text, mid=f"z-{n}")
-        await d.alice.wait_message(lambda m: m["body"] == texts[3])
+        d.zoe.send(d.desk, "hello", mid="z-hello")
+        await d.alice.wait_message(lambda m: m["body"] == "hello")
+        asks = [f"order line {n:02d}" for n in range(20)]
+        answers = [f"confirmed {n:02d}" for n in range(20)]
+        for n in range(20):
+            d.zoe.send(d.desk, asks[n], mid=f"z-{n}")
+            d.alice.send(d.contact, answers[n], mid=f"a-{n}")
+        await d.alice.wait_message(lambda m: m["body"] == asks[3])
         await asyncio.to_thread(prosody.stop)
         await asyncio.sleep(0.3)
         await asyncio.to_thread(prosody.start)
         await asyncio.wait_for(d.zoe.online.wait(), 10)
+        await asyncio.wait_for(d.alice.online.wait(), 10)
 
-        acked = {m["receipt"] for m in d.zoe.messages if m["receipt"]}
-        for n, text in enumerate(texts):
-            if f"z-{n}" not in acked:
-                d.zoe.send(d.desk, text, mid=f"z-{n}")
-        await d.alice.wait_message(lambda m: m["body"] == texts[-1], timeout=20)
+        for user, to, texts, prefix in ((d.zoe, d.desk, asks, "z"), (d.alice, d.contact, answers, "a")):
+            acked = {m["receipt"] for m in user.messages if m["receipt"]}
+            for n, text in enumerate(texts):
+                if f"{prefix}-{n}" not in acked:
+                    user.send(to, text, mid=f"{prefix}-{n}")
+        await d.alice.wait_message(lambda m: m["body"] == asks[-1], timeout=20)
+        await d.zoe.wait_message(lambda m: m["body"].endswith(answers[-1]), timeout=20)
         await asyncio.sleep(0.5)
-        assert d.alice.bodies_from(d.contact) == texts
-        rows = await d.relay.journal.fetchall(
-            "SELECT platform_id FROM messages WHERE direction = 'inbound' AND kind = 'message'")
-        assert sorted(r["platform_id"] for r in rows) == sorted(f"{d.zoe.jid}:z-{n}" for n in range(20))
+        assert d.alice.bodies_from(d.contact) == ["hello", *asks]
+        assert [b.splitlines()[-1] for b in d.zoe.bodies_from(d.desk)] == answers
+        rows = await d.relay.journal.fetchall("SELECT platform_id FROM messages WHERE kind = 'message'")
+        pids = [r["platform_id"] for r in rows]
+        assert len(pids) == len(set(pids)) == 41
         assert d.alice.sessions >= 2 and d.zoe.sessions >= 2

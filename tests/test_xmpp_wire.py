@@ -65,6 +65,11 @@ def test_oob_url_equal_to_body_becomes_a_file_without_text() -> None:
     assert captioned.body == "see this"
 
 
+def test_reply_reference_is_read() -> None:
+    p = parse_message(msg('<body>yes</body><reply xmlns="urn:xmpp:reply:0" to="c-1@clients.x/r" id="relay-m-9"/>'))
+    assert (p.kind, p.reply_to_id, p.reply_to_jid) == ("message", "relay-m-9", "c-1@clients.x/r")
+
+
 def test_origin_id_when_the_stanza_has_no_id() -> None:
     el = ET.fromstring('<message xmlns="jabber:client"><body>x</body><origin-id xmlns="urn:xmpp:sid:0" id="o1"/>'
                        '</message>')

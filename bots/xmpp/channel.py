@@ -23,6 +23,7 @@ from slixmpp import JID, Message, Presence
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import InvalidJID
+from slixmpp.plugins.xep_0030.stanza import DiscoInfo
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -37,6 +38,7 @@ from bots.xmpp.stanzas import (
     NS_NICK,
     NS_OOB,
     NS_RECEIPTS,
+    NS_REPLY,
     NS_RETRACT,
     NS_SID,
     NS_STANZAS,
@@ -118,6 +120,8 @@ class XmppChannel:
         xmpp.register_plugin("xep_0030")
         for feature in FEATURES:
             xmpp.plugin["xep_0030"].add_feature(feature)
+        if self.staff:
+            xmpp.plugin["xep_0030"].api.register(self._contact_info, "get_info")
         ns = xmpp.default_ns
         xmpp.register_handler(Callback("relay message", MatchXPath(f"{{{ns}}}message"), self._on_message))
         if self.staff:
@@ -127,6 +131,15 @@ class XmppChannel:
             xmpp.auto_authorize = True
             xmpp.auto_subscribe = False
         return xmpp
+
+    @staticmethod
+    def _contact_info(jid: JID, node: str | None, ifrom: JID, data: Any) -> DiscoInfo:
+        """disco#info of a conversation contact, so clients offer corrections and retractions."""
+        info = DiscoInfo()
+        info.add_identity("client", "bot", name="relay")
+        for feature in (DISCO_INFO, *FEATURES):
+            info.add_feature(feature)
+        return info
 
     def _on_online(self, xmpp: BaseXMPP) -> None:
         if self.staff:
@@ -177,7 +190,7 @@ class XmppChannel:
         party = Party(self.name, user, await self._display(sender, parsed))
         stanza_id = parsed.id or "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
         pid = make_pid(bare, stanza_id)
-        if not sender.user or msg["type"] == "groupchat":
+        if not sender.user or msg["type"] == "groupchat":  # a server or a room: journal, never a client
             parsed = ParsedMessage("event", id=parsed.id, body=parsed.body, sent_at=parsed.sent_at)
         inbound = await self._inbound(parsed, party, bare, chat, pid, to_bare, raw)
         receipt = await self._deliver(inbound)
@@ -188,7 +201,8 @@ class XmppChannel:
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:
-        """Server and group-chat messages arrive as kind `event`: journaled, never a client message."""
+        """The Inbound for a parsed stanza; receipts, markers and bounces become kind `event`
+        whose `reply_to` is the platform id `send` returned for the message they concern."""
         common: dict[str, Any] = dict(channel=self.name, sender=party, chat=chat, sent_at=parsed.sent_at, raw=raw)
         if parsed.kind in ("receipt", "marker", "error"):
             text = {"receipt": "receipt", "marker": f"marker:{parsed.body}"}.get(parsed.kind, f"error: {parsed.error}")
@@ -373,8 +387,8 @@ class XmppChannel:
             sid = self._sid(out, index)
             msg = self._message(xmpp, to, mfrom, sid, body)
             if out.reply_to and index == 0:
-                _, target = split_pid(out.reply_to)
-                msg.xml.append(el("urn:xmpp:reply:0", "reply", id=target, to=split_pid(out.reply_to)[0] or to))
+                author, target = split_pid(out.reply_to)
+                msg.xml.append(el(NS_REPLY, "reply", id=target, to=author or to))
             if nick:
                 msg.xml.append(el(NS_NICK, "nick", xml_safe(nick)))
             if extra is not None:
@@ -428,7 +442,7 @@ class XmppChannel:
         """Staff side, to a JID that is not an employee: the refusal is a stanza error.
 
         RFC 6120 §8.3 answers a stanza the recipient will not process with an error of the
-        same id; `forbidden` (type auth) says the sender lacks the permission, and the
+        same id; `forbidden` (§8.3.3.4, type auth) says the sender lacks the permission, and the
         notice travels in the error's <text/>. Clients show it on the refused message.
         Servers drop errors sent to a bare JID (RFC 6121 §8.5.2.1.1), so this needs the
         sender's full JID, remembered from the refused stanza; when it is not known (e.g.

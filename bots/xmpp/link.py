@@ -94,7 +94,7 @@ class Link:
         if xmpp is not None:
             try:
                 await asyncio.wait_for(xmpp.disconnect(wait=1.0), 2.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except Exception:  # noqa: BLE001 (a timeout or a dead transport: close it hard)
                 xmpp.abort()
             self._discard(xmpp)
         if self._task is not None:
@@ -111,6 +111,7 @@ class Link:
         fut = self._barrier
         if fut is None:
             fut = loop.create_future()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # waiters may be gone
             self._barrier = fut
             loop.call_soon(self._fire, xmpp, fut)
         await asyncio.shield(fut)
