@@ -178,6 +178,9 @@ class RelayApp:
         for name, channel in self.channels.items():
             await channel.start(self.hub.deliver_for(name))
             self._started_channels.append(channel)
+        from relay.review import run_sweeper
+
+        self._sweeper = asyncio.get_running_loop().create_task(run_sweeper(self))
         log.info("relay listening on %s", self.base_url)
 
     def _write_admin_files(self) -> None:
@@ -201,6 +204,11 @@ class RelayApp:
                                                    "args": {"errors": errors}})
 
     async def stop(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            self._sweeper = None
         for w in (self.watcher, self.shadow_watcher):
             if w is not None:
                 await w.stop()

@@ -57,6 +57,7 @@ class _Lane:
         self.items: deque[Delivery] = deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.sending = False
 
 
 class Outbox:
@@ -110,6 +111,20 @@ class Outbox:
         if not self._stopping and (lane.task is None or lane.task.done()):
             lane.task = asyncio.create_task(self._run(d.lane, lane), name=f"outbox:{d.lane}")
 
+    def withdraw(self, channel: str, address: str, conversation: str | None = None) -> list[Delivery]:
+        """Take back the deliveries still waiting for `address` on `channel` (not one being sent
+        right now), e.g. to reroute them when an employee is deactivated; the caller journals that."""
+        taken: list[Delivery] = []
+        for (ch, user, conv), lane in self._lanes.items():
+            if ch != channel or user != address or (conversation is not None and conv != conversation):
+                continue
+            keep = [lane.items.popleft()] if lane.sending and lane.items else []
+            taken.extend(lane.items)
+            lane.items.clear()
+            lane.items.extend(keep)
+            lane.wake.set()
+        return taken
+
     def wake(self, channel: str, address: str | None = None) -> None:
         """Retry now every waiting lane to `address` on `channel` (all of them when None)."""
         for (ch, user, _), lane in self._lanes.items():
@@ -139,6 +154,7 @@ class Outbox:
     async def _run(self, key: LaneKey, lane: _Lane) -> None:
         while lane.items and not self._stopping:
             d = lane.items[0]
+            lane.sending = True
             try:
                 outcome = await self._attempt(d)
             except asyncio.CancelledError:
@@ -146,6 +162,8 @@ class Outbox:
             except Exception:  # a journal failure: keep the delivery, try again later
                 log.exception("outbox: could not journal the outcome of %s", d.delivery_id)
                 outcome = self.max_delay
+            finally:
+                lane.sending = False
             if outcome is None:
                 lane.items.popleft()
                 continue

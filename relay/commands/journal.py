@@ -17,7 +17,7 @@ from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
 from relay.journal.chain import canonical_json
-from relay.journal.export import export, verify_export
+from relay.commands import evidence as evidence_commands
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,12 +44,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="JSON lines (the full events)")
 
     p = verb("search", "full-text search over message text (trigram: any 3+ character substring)", cmd_search)
-    p.add_argument("query", help="text to find (substring, case-insensitive for Latin letters)")
+    p.add_argument("query", nargs="?", default="", help="text to find (substring; CJK works; case-insensitive for Latin letters)")
     p.add_argument("--limit", type=int, default=20, metavar="N")
     p.add_argument("--json", action="store_true")
+    evidence_commands.add_search_filters(p)
 
-    p = verb("export", "write events.jsonl, blobs/ and manifest.json for offline checking", cmd_export)
+    p = verb("export", "evidence export: events (JSON lines), EML per message, HTML per conversation, signed manifest",
+             evidence_commands.cmd_export)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new or empty directory")
+    p.add_argument("--json", action="store_true")
+    evidence_commands.add_export_filters(p)
+
+    p = verb("verify-export", "check an export offline: signature, every file's digest, events, checkpoint",
+             evidence_commands.cmd_verify_export)
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("--public-key", default=None, metavar="FILE|HEX",
+                   help="the journal's public key (keys/journal_ed25519.pub); without it the manifest's own key is used")
+    p.add_argument("--json", action="store_true")
 
     verb("rebuild", "drop and rebuild the projections from the events (stop relay first)", cmd_rebuild)
 
@@ -99,7 +110,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         if args.export is not None:
-            report = await asyncio.to_thread(verify_export, args.export, s.hmac_key)
+            return evidence_commands.cmd_verify_export(argparse.Namespace(
+                directory=args.export, public_key=str(s.data_dir / "keys" / "journal_ed25519.pub")
+                if (s.data_dir / "keys" / "journal_ed25519.pub").exists() else None, json=args.json))
         else:
             journal = await _open(s)
             try:
@@ -143,64 +156,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     return _run(go)
 
 
-_SEARCH_FTS = (
-    "SELECT m.id, m.conversation, m.channel, m.sender_user, m.seq,"
-    " snippet(messages_fts, 0, '[', ']', '…', 16) AS snip"
-    " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
-    " WHERE messages_fts MATCH ? ORDER BY m.seq LIMIT ?"
-)
-_SEARCH_LIKE = (
-    "SELECT id, conversation, channel, sender_user, seq, substr(text, 1, 80) AS snip FROM messages"
-    " WHERE text LIKE ? ESCAPE '\\' ORDER BY seq LIMIT ?"
-)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    s = _settings(args)
-    query: str = args.query
-    if not query.strip():
-        raise CommandError("search: give some text to look for")
-
-    async def go() -> int:
-        journal = await _open(s)
-        try:
-            if len(query) >= 3:
-                rows = await journal.fetchall(_SEARCH_FTS, ('"' + query.replace('"', '""') + '"', args.limit))
-            else:
-                like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                rows = await journal.fetchall(_SEARCH_LIKE, (like, args.limit))
-        finally:
-            await journal.close()
-        for r in rows:
-            if args.json:
-                print(json.dumps({k: r[k] for k in r.keys()}, ensure_ascii=False))
-            else:
-                print(f"{r['id']}  {r['conversation'] or '-'}  {r['channel'] or '-'}  {r['sender_user'] or '-'}  {r['snip']}")
-        return 0
-
-    return _run(go)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    s = _settings(args)
-
-    async def go() -> int:
-        journal = await _open(s)
-        try:
-            manifest = await export(journal, args.out)
-        finally:
-            await journal.close()
-        head = manifest["head"]
-        print(
-            f"exported {manifest['count']} events and {len(manifest['files']) - 1} files to {args.out}"
-            f" (head seq {head['seq']} hash {head['hash']})"
-        )
-        if manifest["missing_blobs"]:
-            print(f"relay: {len(manifest['missing_blobs'])} blobs named by events are missing", file=sys.stderr)
-            return 1
-        return 0
-
-    return _run(go)
+    return evidence_commands.cmd_search(args, _settings(args))
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

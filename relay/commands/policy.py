@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR", help="policy directory")
     ev.set_defaults(handler=cmd_eval)
 
+    from relay.commands.backtest import add_verbs
+
+    add_verbs(verbs)
+
 
 def _load(paths: list[Path]) -> PolicySet | list[str]:
     try:

@@ -17,7 +17,7 @@ from relay.journal.blobs import BlobStore, file_sha256, is_sha256
 from relay.journal.chain import canonical_json
 from relay.journal.journal import Journal, JournalError
 from relay.journal.signing import KEY_NAME, load_public
-from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, load_checkpoint_files
+from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files
 
 FORMAT = "relay-journal-export/1"
 
@@ -95,7 +95,9 @@ def verify_export(out: Path, hmac_key: bytes | None = None) -> VerifyReport:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         events_path = out / "events.jsonl"
         known = load_public(out)
-        erased = erased_blobs((r[0], r[4]) for r in _export_rows(events_path) if r[2] == "retention.erased")
+        erased_rows = [(r[0], r[4]) for r in _export_rows(events_path) if r[2] == "retention.erased"]
+        erased = erased_blobs(erased_rows)
+        tombstones = erased_tombstones(erased_rows)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise JournalError(f"{out}: not a readable journal export: {exc}") from None
     if manifest.get("hash_algorithm") == "hmac-sha256" and hmac_key is None:
@@ -106,7 +108,8 @@ def verify_export(out: Path, hmac_key: bytes | None = None) -> VerifyReport:
     if bad is not None:
         return bad
     verifier = ChainVerifier(
-        key=hmac_key, blobs=BlobStore(out / "blobs"), erased=erased, files=files, known_keys={known} if known else None
+        key=hmac_key, blobs=BlobStore(out / "blobs"), erased=erased, files=files, known_keys={known} if known else None,
+        tombstones=tombstones,
     )
     try:
         verifier.feed(_export_rows(events_path))

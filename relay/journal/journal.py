@@ -26,7 +26,7 @@ import aiosqlite
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
 from relay.journal.chain import GENESIS, Event, canonical_json, fast_canonical
-from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, load_checkpoint_files
+from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")
 
@@ -298,6 +298,16 @@ class Journal:
         )
         return rows[0][0] if rows else None
 
+    async def checkpoint(self) -> None:
+        """Sign the head now if anything is new since the last checkpoint; returns after commit.
+
+        An evidence export asks for this so that a signed checkpoint covers every exported event.
+        """
+        if self._since_cp == 0:
+            return
+        self._checkpoint_due = True
+        await self.kv_put("journal", "checkpoint_requested", repr(time.time()))
+
     async def rebuild(self) -> int:
         """Drop the projections and replay every event, in one transaction; returns the count."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -514,6 +524,7 @@ class Journal:
                 erased=erased_blobs((r[0], r[1]) for r in erased_rows),
                 files=files,
                 known_keys=known_keys,
+                tombstones=erased_tombstones((r[0], r[1]) for r in erased_rows),
             )
             cursor = await db.execute(_SELECT_EVENTS + " ORDER BY seq")
             while rows := await cursor.fetchmany(chunk):

@@ -151,13 +151,16 @@ def delivery_failed(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
 
 
 def review_decided(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+    """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
     db.executemany(
-        "UPDATE review_queue SET state='decided', decided_by=?, decision=?, reason=?, decided_seq=?"
+        "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
         [
-            (b.get("reviewer"), b.get("decision"), b.get("reason"), ev.seq, b.get("message_id"))
+            ("escalated" if b.get("decision") == "escalate" else "decided", b.get("reviewer"), b.get("decision"),
+             b.get("reason"), ev.seq, b.get("message_id"))
             for ev in evs
             for b in (ev.body,)
+            if b.get("decision") != "annotate"
         ],
     )
 

@@ -6,6 +6,7 @@ already checked and the checkpoint expectations are kept in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, event_canonical, event_hash
+from relay.journal.chain import GENESIS, canonical_json, event_canonical, event_hash
 from relay.journal.signing import signature_ok
 
 PROBLEMS = (
@@ -85,6 +86,29 @@ def erased_blobs(rows: Iterable[tuple[int, Any]]) -> dict[str, int]:
     return erased
 
 
+def erased_tombstones(rows: Iterable[tuple[int, Any]]) -> dict[int, str]:
+    """From `(seq, body)` of retention.erased events: erased seq -> SHA-256 of its tombstone body.
+
+    Erasure replaces an event's body with a tombstone that keeps its digests; the later,
+    chained `retention.erased` event records the tombstone's digest, so the verifier accepts
+    exactly that body where the original hash can no longer be recomputed.
+    """
+    out: dict[int, str] = {}
+    for _seq, body in rows:
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                continue
+        if isinstance(body, dict):
+            for key, digest in (body.get("digests") or {}).items():
+                try:
+                    out[int(key)] = str(digest)
+                except ValueError:
+                    continue
+    return out
+
+
 @dataclass(frozen=True)
 class CheckpointFile:
     path: Path
@@ -102,8 +126,10 @@ class ChainVerifier:
         erased: dict[str, int],
         files: list[CheckpointFile],
         known_keys: set[str] | None = None,
+        tombstones: dict[int, str] | None = None,
     ) -> None:
         self.key = key
+        self.tombstones = tombstones or {}
         self.blobs = blobs
         self.erased = erased
         self.known_keys = known_keys
@@ -143,7 +169,7 @@ class ChainVerifier:
                 actual = event_hash(prev_hash, event_canonical(seq, ts, kind, conversation, body), self.key)
             except (TypeError, ValueError) as exc:
                 return self._fail(seq, "hash mismatch", f"row cannot be encoded: {exc}")
-            if actual != hash_:
+            if actual != hash_ and not self._tombstone_ok(seq, body):
                 return self._fail(seq, "hash mismatch", f"stored {hash_}, recomputed {actual}")
             if kind == "checkpoint" and not self._checkpoint_ok(seq, body):
                 return False
@@ -161,6 +187,12 @@ class ChainVerifier:
             self.prev_seq = seq
             self.prev_hash = hash_
         return True
+
+    def _tombstone_ok(self, seq: int, body: Any) -> bool:
+        want = self.tombstones.get(seq)
+        if want is None or not isinstance(body, dict) or "erased" not in body:
+            return False
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest() == want
 
     def _checkpoint_ok(self, seq: int, body: Any) -> bool:
         if not isinstance(body, dict) or not signature_ok(body):

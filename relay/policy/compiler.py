@@ -152,6 +152,8 @@ class Compiler:
             match=match,
             unless=unless,
             channel_globs=tuple(channel_globs),
+            sla=_seconds(raw["sla"]) if "sla" in raw else None,
+            notify=bool(raw.get("notify", False)),
         )
         tests = self._tests(raw.get("tests") or [], (*path, "tests"), rule)
         if tests is None:
@@ -328,3 +330,12 @@ class Compiler:
 
 def source_error(display: str, exc: SourceError) -> str:
     return f"{display}:{exc.line}: {exc.reason}"
+
+
+_UNIT_SECONDS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def _seconds(value: str) -> float:
+    """`24h`, `90m`, `2d` (the schema has checked the form) as seconds."""
+    text = str(value).strip()
+    return float(text[:-1].strip()) * _UNIT_SECONDS[text[-1]]

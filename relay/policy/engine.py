@@ -69,6 +69,10 @@ class Rule:
     unless: tuple[Node, ...]
     tests: tuple[RuleTest, ...] = field(default=())
     channel_globs: tuple[str, ...] = ()
+    sla: float | None = None
+    """Review deadline in seconds for items this rule sends to review (`sla: 24h`)."""
+    notify: bool = False
+    """Every match alerts the configured compliance channel (`notify: true`)."""
 
     def in_scope(self, direction: str, channel: str) -> bool:
         return direction in self.directions and (self.channels is None or self.channels.match(channel) is not None)

@@ -1,0 +1,345 @@
+"""Selecting the evidence: which journal events and messages an export or search covers.
+
+Everything is read from the `events` table (the projections are derived and may lag or be
+rebuilt), so an export shows exactly what the chain holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Protocol
+
+
+class Reader(Protocol):
+    """The read side of `relay.journal.Journal` that evidence code needs."""
+
+    async def fetchall(self, sql: str, params: tuple = ()) -> list[Any]: ...
+
+    async def get_blob(self, sha: str) -> bytes | None: ...
+
+
+class FilterError(ValueError):
+    """A filter value a user gave that cannot be understood; the message says which."""
+
+
+def parse_time(value: str | None, *, end: bool = False) -> float | None:
+    """ISO 8601 date or date-time (UTC when no zone) as epoch seconds; a bare date used as
+    an upper bound covers that whole day."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            return day.timestamp() + (86400 if end else 0)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise FilterError(f"{value!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+00:00])") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """What to export: every given criterion must hold (none given: everything)."""
+
+    conversation: str | None = None
+    client: str | None = None
+    employee: str | None = None
+    since: float | None = None
+    until: float | None = None
+    rule: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Ev:
+    """One journal event as stored (body parsed)."""
+
+    seq: int
+    ts: float
+    kind: str
+    conversation: str | None
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts": self.ts, "kind": self.kind, "conversation": self.conversation,
+                "body": self.body, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def row_to_ev(row: Any) -> Ev:
+    return Ev(int(row["seq"]), float(row["ts"]), row["kind"], row["conversation"],
+              json.loads(row["body_json"]), row["prev_hash"], row["hash"])
+
+
+async def iter_events(reader: Reader, kinds: Iterable[str] | None = None, since_seq: int = 0,
+                      batch: int = 5000) -> list[Ev]:
+    """All events (optionally of some kinds) in seq order, fetched in batches."""
+    out: list[Ev] = []
+    kind_list = list(kinds) if kinds is not None else None
+    where = ""
+    if kind_list is not None:
+        where = " AND kind IN (" + ",".join("?" * len(kind_list)) + ")"
+    last = since_seq
+    while True:
+        rows = await reader.fetchall(
+            "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+            f" WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+            (last, *(kind_list or ()), batch))
+        if not rows:
+            return out
+        out.extend(row_to_ev(r) for r in rows)
+        last = int(rows[-1]["seq"])
+        if len(rows) < batch:
+            return out
+
+
+def client_key(party: dict[str, Any] | None) -> str:
+    if not party:
+        return ""
+    return f"{party.get('channel', '')}:{party.get('user', '')}"
+
+
+def client_matches(wanted: str, party: dict[str, Any] | None) -> bool:
+    """`channel:user` matches exactly; a bare value matches the user id on any channel."""
+    if not party:
+        return False
+    if ":" in wanted and client_key(party) == wanted:
+        return True
+    return str(party.get("user", "")) == wanted
+
+
+@dataclass
+class MessageRecord:
+    """A message with everything the journal knows about it, for EML and HTML renderings."""
+
+    id: str
+    seq: int
+    ts: float
+    conversation: str
+    body: dict[str, Any]
+    verdict: dict[str, Any] | None = None
+    shadow_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    deliveries: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    erased: dict[str, Any] | None = None
+    restricted: bool = False
+
+    @property
+    def direction(self) -> str:
+        return str(self.body.get("direction", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", "message"))
+
+    @property
+    def text(self) -> str:
+        return str(self.body.get("text") or "")
+
+    @property
+    def sender(self) -> dict[str, Any]:
+        return self.body.get("sender") or {}
+
+    @property
+    def client(self) -> dict[str, Any]:
+        return self.body.get("client") or {}
+
+    @property
+    def employee(self) -> str:
+        return str(self.body.get("employee") or "")
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        return list(self.body.get("attachments") or [])
+
+    @property
+    def action(self) -> str:
+        return str((self.verdict or {}).get("action", "")) or "unevaluated"
+
+    @property
+    def rules(self) -> list[str]:
+        return [str(r.get("rule")) for r in (self.verdict or {}).get("rules", [])]
+
+
+@dataclass
+class Selection:
+    events: list[Ev]
+    messages: list[MessageRecord]
+    assignments: dict[str, list[tuple[float, dict[str, Any]]]]
+    checkpoint: Ev | None
+    withheld: int = 0
+    head: tuple[int, str] = (0, "")
+
+    def conversations(self) -> dict[str, list[MessageRecord]]:
+        out: dict[str, list[MessageRecord]] = {}
+        for m in self.messages:
+            out.setdefault(m.conversation, []).append(m)
+        return out
+
+
+MESSAGE_REF_KINDS = ("policy.verdict", "policy.shadow_verdict", "delivery.queued", "message.delivered",
+                     "delivery.failed", "review.decided")
+
+
+def _erased_seqs(events: list[Ev]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        if ev.kind == "retention.erased":
+            for s in ev.body.get("seqs", []):
+                out[int(s)] = {"seq": ev.seq, "ts": ev.ts, "reason": ev.body.get("reason", ""), "actor": ev.body.get("actor", "")}
+    return out
+
+
+def build_messages(events: list[Ev]) -> dict[str, MessageRecord]:
+    """Every message in `events` with its verdict, decisions, deliveries and erasure."""
+    erased = _erased_seqs(events)
+    msgs: dict[str, MessageRecord] = {}
+    for ev in events:
+        if ev.kind == "message.received":
+            mid = str(ev.body.get("id"))
+            msgs[mid] = MessageRecord(mid, ev.seq, ev.ts, ev.conversation or "", ev.body, erased=erased.get(ev.seq))
+            continue
+        mid = ev.body.get("message_id")
+        rec = msgs.get(str(mid)) if mid is not None else None
+        if rec is None:
+            continue
+        if ev.kind in ("policy.verdict", "policy.shadow_verdict"):
+            if ev.body.get("shadow") or ev.kind == "policy.shadow_verdict":
+                rec.shadow_verdicts.append(ev.body)
+            else:
+                rec.verdict = ev.body
+        elif ev.kind == "review.decided":
+            rec.decisions.append((ev.ts, ev.body))
+        elif ev.kind in ("delivery.queued", "message.delivered", "delivery.failed"):
+            rec.deliveries.append((ev.ts, ev.kind, ev.body))
+    return msgs
+
+
+def _message_matches(m: MessageRecord, flt: ExportFilter) -> bool:
+    if flt.conversation and m.conversation != flt.conversation:
+        return False
+    if flt.client and not client_matches(flt.client, m.client):
+        return False
+    if flt.employee and m.employee != flt.employee and not (
+            m.direction == "outbound" and str(m.sender.get("user")) == flt.employee):
+        return False
+    if flt.since is not None and m.ts < flt.since:
+        return False
+    if flt.until is not None and m.ts >= flt.until:
+        return False
+    if flt.rule and flt.rule not in m.rules:
+        return False
+    return True
+
+
+async def candidate_conversations(reader: Reader, flt: ExportFilter) -> set[str] | None:
+    """Conversations that can hold matching messages, from the projections (None: all), so a
+    filtered export reads only their events."""
+    found: set[str] | None = None
+
+    def narrow(ids: Iterable[str]) -> None:
+        nonlocal found
+        ids = {i for i in ids if i}
+        found = ids if found is None else found & ids
+
+    if flt.conversation:
+        narrow([flt.conversation])
+    if flt.client:
+        if ":" in flt.client:
+            rows = await reader.fetchall("SELECT id FROM conversations WHERE client_channel || ':' || client_user = ?",
+                                         (flt.client,))
+        else:
+            rows = await reader.fetchall("SELECT id FROM conversations WHERE client_user = ?", (flt.client,))
+        narrow(r["id"] for r in rows)
+    if flt.employee:
+        rows = await reader.fetchall("SELECT DISTINCT conversation FROM messages WHERE employee = ?"
+                                     " OR (direction = 'outbound' AND sender_user = ?)", (flt.employee, flt.employee))
+        narrow(r["conversation"] for r in rows)
+    if flt.rule:
+        rows = await reader.fetchall(
+            "SELECT DISTINCT m.conversation FROM messages m, json_each(COALESCE(m.rules_json, '[]')) r"
+            " WHERE json_extract(r.value, '$.rule') = ?", (flt.rule,))
+        narrow(r["conversation"] for r in rows)
+    return found
+
+
+async def events_of(reader: Reader, conversations: set[str], chunk: int = 400) -> list[Ev]:
+    """Events of these conversations plus every erasure and checkpoint, in seq order."""
+    rows: dict[int, Ev] = {}
+    ids = sorted(conversations)
+    cols = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        for r in await reader.fetchall(f"{cols} WHERE conversation IN ({','.join('?' * len(part))})", tuple(part)):
+            rows[int(r["seq"])] = row_to_ev(r)
+    for r in await reader.fetchall(f"{cols} WHERE kind IN ('retention.erased', 'checkpoint')"):
+        rows[int(r["seq"])] = row_to_ev(r)
+    return [rows[k] for k in sorted(rows)]
+
+
+async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[str, int] | None = None,
+                 include_restricted: bool = False) -> Selection:
+    """The messages matching `flt` and the events about them, in journal order.
+
+    Messages of clients with an erasure request (`restricted_clients`: `channel:user` → seq
+    of the request; what came before it) are withheld unless `include_restricted`.
+    """
+    convs = await candidate_conversations(reader, flt)
+    events = await iter_events(reader) if convs is None else await events_of(reader, convs)
+    msgs = build_messages(events)
+    restricted = restricted_clients or {}
+    chosen: dict[str, MessageRecord] = {}
+    withheld = 0
+    for mid, m in msgs.items():
+        if not _message_matches(m, flt):
+            continue
+        m.restricted = m.seq < restricted.get(client_key(m.client), 0)
+        if m.restricted and not include_restricted:
+            withheld += 1
+            continue
+        chosen[mid] = m
+    convs = {m.conversation for m in chosen.values()}
+    seqs: set[int] = set()
+    picked: list[Ev] = []
+    assignments: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for ev in events:
+        take = False
+        if ev.kind == "message.received":
+            take = str(ev.body.get("id")) in chosen
+        elif ev.kind in MESSAGE_REF_KINDS:
+            take = str(ev.body.get("message_id")) in chosen
+        elif ev.kind == "conversation.assigned":
+            cid = ev.body.get("conversation") or ev.conversation
+            if cid in convs:
+                assignments.setdefault(str(cid), []).append((ev.ts, ev.body))
+                in_time = (flt.since is None or ev.ts >= flt.since) and (flt.until is None or ev.ts < flt.until)
+                take = flt.rule is None and in_time
+        elif ev.kind == "retention.erased":
+            take = any(int(s) in seqs for s in ev.body.get("seqs", []))
+        if take:
+            picked.append(ev)
+            seqs.add(ev.seq)
+    if not flt.as_dict() and not withheld:
+        picked = list(events)
+    top = max((ev.seq for ev in picked if ev.kind != "checkpoint"), default=0)
+    checkpoints = [ev for ev in events if ev.kind == "checkpoint"]
+    checkpoint = next((ev for ev in checkpoints if int(ev.body.get("upto_seq", 0)) >= top),
+                      checkpoints[-1] if checkpoints else None)
+    ordered = sorted(chosen.values(), key=lambda m: m.seq)
+    head = events[-1] if events else None
+    return Selection(picked, ordered, assignments, checkpoint, withheld,
+                     (head.seq, head.hash) if head is not None else (0, ""))

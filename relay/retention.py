@@ -1,0 +1,514 @@
+"""Retention classes, legal holds, data-subject erasure requests and the erasure plan.
+
+Holds and erasure requests are journal events (`hold.added`, `hold.released`,
+`erasure.requested`), so their state is derived from the chain like everything else. Erasure
+never rewrites history silently: the content of an event is replaced by a tombstone that keeps
+every digest, a `retention.erased` event records which seqs and blobs went and the digest of
+each tombstone, and the journal verifier accepts exactly those tombstones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from relay.evidence.collect import Ev, Reader, client_matches, iter_events
+
+YEAR = 365.2425 * 86400
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(y|mo|w|d|h|m|s)\s*$")
+_UNIT = {"y": YEAR, "mo": YEAR / 12, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+DEFAULT_PERIOD = "6y"
+"""FINRA Rule 4511 / SEA 17a-4(b)(4): business communications kept six years."""
+
+
+class RetentionError(ValueError):
+    """A retention setting or request that cannot be applied; the message says what to fix."""
+
+
+def parse_duration(value: str | int | float, where: str = "duration") -> float:
+    """`6y`, `18mo`, `90d`, `24h`, `30m` or seconds as a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise RetentionError(f"{where}: {value!r} is not a duration (e.g. 6y, 18mo, 90d, 24h, 30m)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+@dataclass(frozen=True)
+class RetentionClass:
+    name: str
+    seconds: float
+    channels: tuple[str, ...] = ()
+    desks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """`retention:` in config: a default period and named classes per desk or channel."""
+
+    default: RetentionClass
+    classes: tuple[RetentionClass, ...] = ()
+    desk_of_channel: Mapping[str, str] = field(default_factory=dict)
+
+    def for_channel(self, channel: str) -> RetentionClass:
+        """The class for a conversation's client channel; the longest period when several match."""
+        desk = self.desk_of_channel.get(channel)
+        matches = [c for c in self.classes if channel in c.channels or (desk is not None and desk in c.desks)]
+        return max(matches, key=lambda c: c.seconds) if matches else self.default
+
+
+def retention_settings(raw: Mapping[str, Any] | None, desks: Mapping[str, Any] | None = None) -> RetentionSettings:
+    raw = raw or {}
+    default = RetentionClass("default", parse_duration(raw.get("default", DEFAULT_PERIOD), "retention.default"))
+    classes = []
+    for name, block in (raw.get("classes") or {}).items():
+        classes.append(RetentionClass(name, parse_duration(block["period"], f"retention.classes.{name}.period"),
+                                      tuple(block.get("channels") or ()), tuple(block.get("desks") or ())))
+    desk_of: dict[str, str] = {}
+    for dname, desk in (desks or {}).items():
+        for ch in getattr(desk, "clients", None) or (desk.get("clients", ()) if isinstance(desk, dict) else ()):
+            desk_of[ch] = dname
+    return RetentionSettings(default, tuple(classes), desk_of)
+
+
+HOLD_SCOPES = ("conversation", "client", "employee")
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: str
+    scope: str
+    value: str
+    reason: str
+    actor: str
+    seq: int
+    ts: float
+
+    def covers(self, conversation: str, client: Mapping[str, Any] | None, employees: Iterable[str]) -> bool:
+        if self.scope == "conversation":
+            return conversation == self.value
+        if self.scope == "client":
+            return client_matches(self.value, client)
+        return self.value in set(employees)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def active_holds(events: Iterable[Ev]) -> dict[str, Hold]:
+    holds: dict[str, Hold] = {}
+    for ev in events:
+        if ev.kind == "hold.added":
+            b = ev.body
+            holds[str(b["hold_id"])] = Hold(str(b["hold_id"]), str(b["scope"]), str(b["value"]),
+                                            str(b.get("reason", "")), str(b.get("actor", "")), ev.seq, ev.ts)
+        elif ev.kind == "hold.released":
+            holds.pop(str(ev.body.get("hold_id")), None)
+    return holds
+
+
+def restricted_clients(events: Iterable[Ev]) -> dict[str, int]:
+    """`channel:user` → seq of the (latest) erasure request: content before it is restricted."""
+    out: dict[str, int] = {}
+    for ev in events:
+        if ev.kind == "erasure.requested":
+            out[str(ev.body["client"])] = ev.seq
+    return out
+
+
+async def load_state(reader: Reader) -> tuple[dict[str, Hold], dict[str, int]]:
+    evs = await iter_events(reader, ("hold.added", "hold.released", "erasure.requested"))
+    return active_holds(evs), restricted_clients(evs)
+
+
+def hold_event(scope: str, value: str, reason: str, actor: str) -> dict[str, Any]:
+    if scope not in HOLD_SCOPES:
+        raise RetentionError(f"a hold covers a conversation, a client or an employee, not {scope!r}")
+    if not value:
+        raise RetentionError(f"say which {scope} the hold covers")
+    if not reason.strip():
+        raise RetentionError("a legal hold needs a --reason (the matter it preserves evidence for)")
+    return {"hold_id": "h-" + uuid.uuid4().hex[:12], "scope": scope, "value": value, "reason": reason, "actor": actor}
+
+
+# --- erasure -------------------------------------------------------------------------------
+
+_PARTY_PRIVATE = ("display",)
+_ATTACHMENT_PRIVATE = ("name", "platform_ref")
+
+
+def _scrub_party(p: Any) -> Any:
+    if not isinstance(p, dict):
+        return p
+    return {k: v for k, v in p.items() if k not in _PARTY_PRIVATE}
+
+
+def _scrub_attachments(atts: Any) -> list[Any]:
+    return [{k: v for k, v in a.items() if k not in _ATTACHMENT_PRIVATE} if isinstance(a, dict) else a
+            for a in atts or []]
+
+
+def tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The body with its content gone and its digests kept (ids, direction, sizes, sha256s)."""
+    out = dict(body)
+    if kind == "message.received":
+        for key in ("text", "edits_platform", "reply_to_platform"):
+            out.pop(key, None)
+        out["attachments"] = _scrub_attachments(body.get("attachments"))
+        for key in ("sender", "client"):
+            if key in out:
+                out[key] = _scrub_party(out[key])
+    elif kind == "delivery.queued":
+        o = dict(body.get("out") or {})
+        o.pop("text", None)
+        o["attachments"] = _scrub_attachments(o.get("attachments"))
+        for key in ("origin", "client"):
+            if key in o:
+                o[key] = _scrub_party(o[key])
+        out["out"] = o
+        if "to" in out:
+            out["to"] = _scrub_party(out["to"])
+    out["erased"] = {"reason": reason}
+    return out
+
+
+def body_digest(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def _blob_refs(body: dict[str, Any]) -> list[str]:
+    refs = [body.get("raw_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if isinstance(a, dict)]
+    out = body.get("out") or {}
+    refs += [a.get("sha256") for a in out.get("attachments") or [] if isinstance(a, dict)]
+    return [str(r) for r in refs if r]
+
+
+@dataclass
+class ErasurePlan:
+    """What `relay retention run` would erase now, and what holds kept."""
+
+    messages: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    tombstones: dict[int, dict[str, Any]] = field(default_factory=dict)
+    held: dict[str, list[str]] = field(default_factory=dict)
+    kept_blobs: list[str] = field(default_factory=list)
+
+    def event_body(self, reason: str, actor: str) -> dict[str, Any]:
+        return {"seqs": self.seqs, "blobs": self.blobs, "reason": reason, "actor": actor,
+                "messages": self.messages, "digests": {str(s): body_digest(b) for s, b in self.tombstones.items()}}
+
+    def summary(self) -> dict[str, Any]:
+        return {"messages": len(self.messages), "events": len(self.seqs), "blobs": len(self.blobs),
+                "held": {k: len(v) for k, v in self.held.items()}, "message_ids": self.messages}
+
+
+def _plan_standalone_notices(events: list[Ev], settings: RetentionSettings, now: float, holds: Mapping[str, Hold],
+                             assigned: Mapping[str, set[str]], already: set[int], plan: ErasurePlan, reason: str) -> None:
+    """Notices not tied to a journaled message (handover history, alerts) age out with their
+    conversation's class (the default class when they belong to none)."""
+    messages: set[str] = set()
+    clients: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev.kind == "message.received":
+            messages.add(str(ev.body.get("id")))
+            if ev.conversation and ev.body.get("client"):
+                clients.setdefault(ev.conversation, ev.body["client"])
+    for ev in events:
+        if ev.kind != "delivery.queued" or ev.seq in already or str(ev.body.get("message_id")) in messages:
+            continue
+        conv = ev.conversation or ""
+        client = clients.get(conv)
+        cls = settings.for_channel(str(client.get("channel"))) if client else settings.default
+        if ev.ts + cls.seconds > now:
+            continue
+        blocking = [h.id for h in holds.values() if h.covers(conv, client, assigned.get(conv, set()))]
+        if blocking:
+            for hid in blocking:
+                plan.held.setdefault(hid, []).append(str(ev.body.get("message_id")))
+            continue
+        plan.seqs.append(ev.seq)
+        plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+
+
+def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
+                 holds: Mapping[str, Hold], only: set[str] | None = None,
+                 reason: str = "retention period ended") -> ErasurePlan:
+    """Messages past their class's retention (or in `only`) and on no hold, with their events."""
+    already: set[int] = set()
+    for ev in events:
+        if ev.kind == "retention.erased":
+            already.update(int(s) for s in ev.body.get("seqs") or [])
+    assigned: dict[str, set[str]] = {}
+    for ev in events:
+        if ev.kind == "conversation.assigned":
+            conv = str(ev.body.get("conversation") or ev.conversation)
+            assigned.setdefault(conv, set()).update(x for x in (ev.body.get("employee"), ev.body.get("previous")) if x)
+    plan = ErasurePlan()
+    due: set[str] = set()
+    for ev in events:
+        if ev.kind != "message.received" or ev.seq in already:
+            continue
+        b = ev.body
+        mid = str(b.get("id"))
+        client = b.get("client") or (b.get("sender") if b.get("direction") == "inbound" else None)
+        channel = str((client or {}).get("channel") or b.get("channel"))
+        if only is None and ev.ts + settings.for_channel(channel).seconds > now:
+            continue
+        if only is not None and mid not in only:
+            continue
+        conv = ev.conversation or ""
+        emps = {str(b.get("employee") or "")} | assigned.get(conv, set())
+        if b.get("direction") == "outbound":
+            emps.add(str((b.get("sender") or {}).get("user", "")))
+        blocking = [h.id for h in holds.values() if h.covers(conv, client, emps)]
+        if blocking:
+            for hid in blocking:
+                plan.held.setdefault(hid, []).append(mid)
+            continue
+        due.add(mid)
+        plan.messages.append(mid)
+        plan.seqs.append(ev.seq)
+        plan.tombstones[ev.seq] = tombstone(ev.kind, b, reason)
+    for ev in events:
+        if ev.kind == "delivery.queued" and str(ev.body.get("message_id")) in due and ev.seq not in already:
+            plan.seqs.append(ev.seq)
+            plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+    if only is None:
+        _plan_standalone_notices(events, settings, now, holds, assigned, already, plan, reason)
+    plan.seqs.sort()
+    erasing = set(plan.seqs)
+    candidate: set[str] = set()
+    keep: set[str] = set()
+    for ev in events:
+        if ev.kind not in ("message.received", "delivery.queued"):
+            continue
+        refs = _blob_refs(ev.body)
+        if ev.seq in erasing:
+            candidate.update(refs)
+        elif ev.seq not in already:
+            keep.update(refs)
+    plan.blobs = sorted(candidate - keep)
+    plan.kept_blobs = sorted(candidate & keep)
+    return plan
+
+
+
+
+# --- applying (journal writes) -------------------------------------------------------------
+
+def _rewrite_bodies(db_path: Path, kinds: Mapping[int, str], tombstones: Mapping[int, dict[str, Any]]) -> None:
+    """Replace erased bodies (and the projections' copies) in one transaction."""
+    db = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for seq, body in tombstones.items():
+            db.execute("UPDATE events SET body_json=? WHERE seq=?", (canonical(body), seq))
+            if kinds.get(seq) == "message.received":
+                db.execute("UPDATE messages SET text='', erased=1, attachments_json=?, sender_display=NULL WHERE seq=?",
+                           (canonical(body.get("attachments") or []), seq))
+                db.execute("DELETE FROM messages_fts WHERE rowid=?", (seq,))
+            elif kinds.get(seq) == "delivery.queued":
+                db.execute("UPDATE deliveries SET out_json=?, to_json=? WHERE delivery_id=?",
+                           (canonical(body.get("out")), canonical(body.get("to")), body.get("delivery_id")))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _events(journal: Any) -> list[Ev]:
+    return await iter_events(journal)
+
+
+async def complete_pending(journal: Any) -> int:
+    """Finish erasures whose `retention.erased` committed but whose bodies were not yet replaced
+    (a crash in between); the tombstone is recomputed and must match the recorded digest."""
+    events = await _events(journal)
+    by_seq = {ev.seq: ev for ev in events}
+    todo: dict[int, dict[str, Any]] = {}
+    kinds: dict[int, str] = {}
+    for ev in events:
+        if ev.kind != "retention.erased":
+            continue
+        digests = ev.body.get("digests") or {}
+        for s in ev.body.get("seqs") or []:
+            target = by_seq.get(int(s))
+            want = digests.get(str(s))
+            if target is None or want is None or body_digest(target.body) == want:
+                continue
+            stone = tombstone(target.kind, target.body, str(ev.body.get("reason", "")))
+            if body_digest(stone) == want:
+                todo[target.seq] = stone
+                kinds[target.seq] = target.kind
+    if todo:
+        await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, todo)
+    return len(todo)
+
+
+def _delete_blobs(journal: Any, shas: Iterable[str]) -> int:
+    n = 0
+    for sha in shas:
+        try:
+            journal.blobs.path(sha).unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str) -> dict[str, Any]:
+    """Journal `retention.erased`, then replace the bodies and delete the blob bytes."""
+    if not plan.seqs:
+        return {"erased": plan.summary(), "seq": None}
+    events = await _events(journal)
+    kinds = {ev.seq: ev.kind for ev in events if ev.seq in plan.tombstones}
+    ev = await journal.append("retention.erased", plan.event_body(reason, actor))
+    await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, plan.tombstones)
+    deleted = await asyncio.to_thread(_delete_blobs, journal, plan.blobs)
+    return {"erased": plan.summary(), "seq": ev.seq, "blobs_deleted": deleted}
+
+
+async def run_retention(journal: Any, settings: RetentionSettings, actor: str, *, at: float | None = None,
+                        dry_run: bool = False) -> dict[str, Any]:
+    """Erase everything past its retention class and on no legal hold (`at` = now)."""
+    await complete_pending(journal)
+    events = await _events(journal)
+    holds = active_holds(events)
+    plan = plan_erasure(events, settings, time.time() if at is None else at, holds)
+    if dry_run:
+        return {"dry_run": True, "would_erase": plan.summary(), "held_by": plan.held}
+    result = await apply_plan(journal, plan, "retention period ended", actor)
+    result["held_by"] = plan.held
+    return result
+
+
+async def _known(journal: Any, scope: str, value: str) -> bool:
+    if scope == "conversation":
+        rows = await journal.fetchall("SELECT 1 FROM conversations WHERE id=? LIMIT 1", (value,))
+    elif scope == "client":
+        if ":" in value:
+            rows = await journal.fetchall("SELECT 1 FROM conversations WHERE client_channel || ':' || client_user = ? LIMIT 1", (value,))
+        else:
+            rows = await journal.fetchall("SELECT 1 FROM conversations WHERE client_user = ? LIMIT 1", (value,))
+    else:
+        rows = await journal.fetchall("SELECT 1 FROM messages WHERE employee=? OR sender_user=? LIMIT 1", (value, value))
+    return bool(rows)
+
+
+async def add_hold(journal: Any, scope: str, value: str, reason: str, actor: str,
+                   employees: Iterable[str] = ()) -> dict[str, Any]:
+    body = hold_event(scope, value, reason, actor)
+    if not (scope == "employee" and value in set(employees)) and not await _known(journal, scope, value):
+        raise RetentionError(f"no {scope} {value!r} in the journal")
+    ev = await journal.append("hold.added", body)
+    return {**body, "seq": ev.seq}
+
+
+async def release_hold(journal: Any, hold_id: str, reason: str, actor: str) -> dict[str, Any]:
+    holds, _ = await load_state(journal)
+    if hold_id not in holds:
+        raise RetentionError(f"no active legal hold {hold_id!r} (see: relay hold list)")
+    if not reason.strip():
+        raise RetentionError("releasing a legal hold needs a --reason")
+    ev = await journal.append("hold.released", {"hold_id": hold_id, "reason": reason, "actor": actor,
+                                                "scope": holds[hold_id].scope, "value": holds[hold_id].value})
+    return {"hold_id": hold_id, "released": True, "seq": ev.seq}
+
+
+async def request_erasure(journal: Any, client: str, reason: str, actor: str) -> dict[str, Any]:
+    """A data-subject request: the client's content is restricted now and erased when its
+    retention ends (a regulated firm may not erase it earlier)."""
+    if ":" not in client:
+        rows = await journal.fetchall("SELECT DISTINCT client_channel FROM conversations WHERE client_user=?", (client,))
+        if len(rows) != 1:
+            raise RetentionError(f"say which channel: --client CHANNEL:{client}" if rows else f"no client {client!r} in the journal")
+        client = f"{rows[0][0]}:{client}"
+    if not await _known(journal, "client", client):
+        raise RetentionError(f"no client {client!r} in the journal")
+    if not reason.strip():
+        raise RetentionError("an erasure request needs a --reason (e.g. the request reference)")
+    body = {"request_id": "e-" + uuid.uuid4().hex[:12], "client": client, "reason": reason, "actor": actor}
+    ev = await journal.append("erasure.requested", body)
+    return {**body, "seq": ev.seq, "restricted": True}
+
+
+# --- admin actions (writes go through the running relay) ------------------------------------
+
+def settings_of(app: Any) -> RetentionSettings:
+    return retention_settings(app.config.raw.get("retention"), app.config.desks)
+
+
+def _action_error(exc: Exception) -> Exception:
+    from relay.admin import AdminError
+    return AdminError(str(exc))
+
+
+def _authorize(app: Any, actor: str) -> str:
+    """Holds and erasure requests are for supervisors and admins (named under reviewers:)."""
+    from relay.review import compliance_settings
+    r = compliance_settings(app.config.raw).reviewer(actor)
+    if r.role not in ("supervisor", "admin"):
+        from relay.admin import AdminError
+        raise AdminError(f"{actor} has role {r.role}; legal holds and erasure requests need a supervisor or admin")
+    return r.id
+
+
+def _register() -> None:
+    from relay.admin import admin_action
+
+    @admin_action("retention.run")
+    async def _run(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        at = params.get("at")
+        try:
+            return await run_retention(app.journal, settings_of(app), str(params.get("actor") or "retention"),
+                                       at=float(at) if at is not None else None, dry_run=bool(params.get("dry_run")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("hold.add")
+    async def _hold_add(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await add_hold(app.journal, str(params.get("scope", "")), str(params.get("value", "")),
+                                  str(params.get("reason", "")), str(params.get("actor", "")), app.config.employees)
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("hold.release")
+    async def _hold_release(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await release_hold(app.journal, str(params.get("hold_id", "")), str(params.get("reason", "")),
+                                      str(params.get("actor", "")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+    @admin_action("erase.request")
+    async def _erase(app: Any, params: dict[str, Any]) -> dict[str, Any]:
+        _authorize(app, str(params.get("actor", "")))
+        try:
+            return await request_erasure(app.journal, str(params.get("client", "")), str(params.get("reason", "")),
+                                         str(params.get("actor", "")))
+        except RetentionError as exc:
+            raise _action_error(exc) from exc
+
+
+_register()
