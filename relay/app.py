@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -91,6 +92,7 @@ class RelayApp:
         self.admin_token = ""
         self._lock_fd: int | None = None
         self._started_channels: list[Channel] = []
+        self._channel_employees: dict[str, dict[str, EmployeeInfo]] = {}
 
     @property
     def policies(self) -> PolicySet:
@@ -144,6 +146,7 @@ class RelayApp:
 
         self.router = Router(cfg, self.journal)
         await self.router.load()
+        self.router.on_change = self._employee_changed
         self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay)
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
@@ -154,9 +157,10 @@ class RelayApp:
         setup_web(self)
         for name, ch in cfg.channels.items():
             employees = {
-                e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, e.active)
+                e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, self.router.is_active(e.id))
                 for e in cfg.employees.values() if e.channel == name
             }
+            self._channel_employees[name] = employees
             ctx = ChannelContext(
                 name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
@@ -182,6 +186,15 @@ class RelayApp:
 
         self._sweeper = asyncio.get_running_loop().create_task(run_sweeper(self))
         log.info("relay listening on %s", self.base_url)
+
+    def _employee_changed(self, employee_id: str) -> None:
+        """Keep the channels' view of who is active in step with (de)activations."""
+        emp = self.config.employees.get(employee_id)
+        if emp is None:
+            return
+        employees = self._channel_employees.get(emp.channel)
+        if employees is not None and emp.address in employees:
+            employees[emp.address] = replace(employees[emp.address], active=self.router.is_active(employee_id))
 
     def _write_admin_files(self) -> None:
         d = self.config.data_dir

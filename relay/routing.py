@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from relay.config import Config, Employee
 from relay.journal import Journal
@@ -43,6 +43,7 @@ class Router:
         self._rr: dict[str, int] = {}
         self._deactivated: set[str] = set()
         self._lock = asyncio.Lock()
+        self.on_change: Callable[[str], None] | None = None
 
     async def load(self) -> None:
         """Read deactivations and round-robin positions from the journal."""
@@ -151,6 +152,8 @@ class Router:
             self._deactivated.discard(employee)
         else:
             self._deactivated.add(employee)
+        if self.on_change is not None:
+            self.on_change(employee)
 
     async def conversations_of(self, employee: str) -> list[str]:
         rows = await self.journal.fetchall("SELECT id FROM conversations WHERE employee = ? ORDER BY opened_seq", (employee,))

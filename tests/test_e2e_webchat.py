@@ -154,3 +154,18 @@ async def test_admin_api_refuses_a_wrong_token(tmp_path: Path) -> None:
                               headers={"Authorization": "Bearer nope"}) as r:
                 assert r.status == 401
                 assert "token" in json.dumps(await r.json())
+
+
+async def test_a_deactivated_employee_can_no_longer_use_the_desk(tmp_path: Path) -> None:
+    cfg = web_config(tmp_path / "data", members=("alice", "bob"))
+    async with running(cfg) as relay:
+        desk = await desk_socket(relay.base_url, "alice")
+        await run_action_async(config_from_dict(cfg), "employee.deactivate", {"employee": "alice", "actor": "erin"})
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            async with s.post(f"{relay.base_url}/desk/login", data={"employee": "alice", "password": "alice-pw"}) as r:
+                assert r.status == 401
+            async with s.post(f"{relay.base_url}/desk/login", data={"employee": "bob", "password": "bob-pw"}) as r:
+                assert r.status in (200, 302, 303)
+        async with desk.session.get(f"{relay.base_url}/desk/session") as r:
+            assert r.status == 401
+        await desk.close()

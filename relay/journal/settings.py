@@ -72,16 +72,24 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             raise SettingsError(f"{where}: {name} must be a string")
         return expand_env(str(value), f"{where}: {name}")
 
-    root = data_dir if data_dir is not None else Path(text(doc.get("data_dir"), "data_dir") or "./data")
+    base = config.parent if config is not None else Path.cwd()
+
+    def from_file(value: str) -> Path:
+        """Relative paths in the file mean relative to the file, as in relay.config."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    root = data_dir if data_dir is not None else from_file(text(doc.get("data_dir"), "data_dir") or "./data")
     key = text(block.get("hmac_key"), "journal.hmac_key")
-    cp_dir = text(block.get("checkpoint_dir"), "journal.checkpoint_dir")
+    cp_text = text(block.get("checkpoint_dir"), "journal.checkpoint_dir")
+    cp_dir = from_file(cp_text) if cp_text else None
     try:
         return JournalSettings(
             data_dir=Path(root),
             hmac_key=key.encode() if key else None,
             checkpoint_every=int(block.get("checkpoint_every", 1000)),
             checkpoint_seconds=float(block.get("checkpoint_seconds", 60.0)),
-            checkpoint_dir=Path(cp_dir) if cp_dir else None,
+            checkpoint_dir=cp_dir,
             synchronous=str(block.get("synchronous", "FULL")),
         )
     except (TypeError, ValueError) as exc:
