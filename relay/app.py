@@ -205,7 +205,7 @@ class RelayApp:
                 fh.write(value)
 
     async def _on_policy_loaded(self, ps: PolicySet) -> None:
-        log.info("policies reloaded: version %s", ps.version[:12])
+        log.info("policy set %s is active", ps.version[:12])
         await _policy_loaded(self.journal, ps, self.config.policies_dir)
 
     async def _on_shadow_loaded(self, ps: PolicySet) -> None:

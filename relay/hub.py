@@ -147,16 +147,20 @@ class Hub:
 
     # -- the pipeline ---------------------------------------------------------------------
     async def _receive(self, inb: Inbound, mid: str) -> Receipt:
-        attachments, raw_sha = await self._store_blobs(inb)
         side = self.config.channels[inb.channel].side
         conv_key = conversation_id(inb.channel, inb.chat) if side == "client" else inb.chat
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
+        # Calls for one conversation are journaled in the order they were made: the lock is the
+        # first thing awaited (FIFO), and it is held only until the events are submitted, so
+        # consecutive messages of a conversation can share one group commit.
         async with lock:
+            attachments, raw_sha = await self._store_blobs(inb)
             if side == "client":
                 events, deliveries, conv = await self._from_client(inb, mid, attachments, raw_sha)
             else:
                 events, deliveries, conv = await self._from_staff(inb, mid, attachments, raw_sha)
-            written = await self.journal.append_many(events, unless_message=mid)
+            committed = self.journal.submit_many(events, unless_message=mid)
+        written = await committed
         if written is None:  # journaled before (a redelivery after a restart)
             self.stats.duplicates += 1
             return Receipt(mid, conv, duplicate=True)

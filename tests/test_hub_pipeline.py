@@ -281,3 +281,18 @@ async def test_receipts_and_failure_statuses_are_linked_to_the_delivery(tmp_path
         assert failed[0]["state"] == "failed"
     finally:
         await relay.stop()
+
+
+async def test_calls_started_in_order_are_journaled_and_delivered_in_order_sharing_commits(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        commits_before = relay.journal.stats.commits
+        tasks = [asyncio.create_task(clients.inject("u1", f"p{i}", f"u1:{i}")) for i in range(50)]
+        await asyncio.gather(*tasks)
+        await until(lambda: len(staff.sent) == 50)
+        assert [o.text for o in staff.sent] == [f"p{i}" for i in range(50)]
+        rows = await relay.journal.fetchall("SELECT text FROM messages WHERE direction = 'inbound' ORDER BY seq")
+        assert [r["text"] for r in rows] == [f"p{i}" for i in range(50)]
+        assert relay.journal.stats.commits - commits_before < 50
+    finally:
+        await relay.stop()

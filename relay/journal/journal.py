@@ -278,13 +278,24 @@ class Journal:
         appends nothing (returning None) if it is there: deduplication decided by the only
         writer, so two redeliveries can never both be journaled, and without a read per call.
         """
+        return await self.submit_many(events, unless_message)
+
+    def submit_many(
+        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
+    ) -> asyncio.Future[list[Event] | None]:
+        """`append_many` in two steps: the order is fixed now, the future resolves at commit.
+
+        A caller holding a lock can submit, release the lock and then await, so consecutive
+        events of one conversation keep their order and still share a group commit.
+        """
+        future: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
         if not events:
-            return []
+            future.set_result([])
+            return future
         now = time.time()
         items = [self._item(kind, body, conversation, now) for kind, body, conversation in events]
-        future: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
         self._submit(_Unit(items, future, unless=unless_message))
-        return await future
+        return future
 
     async def kv_put(self, namespace: str, key: str, value: str | None) -> None:
         """Adapter state (not chained); returns after commit. A None value deletes the key."""
