@@ -16,7 +16,6 @@ import json
 import logging
 import mimetypes
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -56,7 +55,7 @@ from bots.xmpp.stanzas import (
     split_pid,
     xml_safe,
 )
-from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
+from relay.model import Attachment, Inbound, Outgoing, Party
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +64,6 @@ DISCO_INFO = "http://jabber.org/protocol/disco#info"
 FEATURES = (NS_RECEIPTS, NS_CORRECT, NS_RETRACT, NS_OOB, NS_SID)
 RECENT = 4096
 MAX_BODY_BYTES = 200_000
-MAX_IN_FLIGHT = 32
-"""Stanzas of one sender handed to the hub before the first of them is acknowledged."""
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    parsed: ParsedMessage
-    inbound: Inbound
-    to_bare: str
-    stanza_id: str
 """Bodies above this are refused: servers close a stream on an oversized stanza (Prosody's
 default limit is 256 KiB), which would turn one message into an endless reconnect loop."""
 
@@ -177,41 +166,22 @@ class XmppChannel:
         queue.append(msg)
 
     async def _drain(self, key: str, queue: collections.deque[Message]) -> None:
-        """Hand a sender's stanzas to the hub in arrival order, several in flight at once.
-
-        Each stanza is prepared (files fetched) in order and its `deliver` started in order, so
-        the hub journals them in order while they share group commits; receipts go back in
-        order, each only after its own `deliver` has returned.
-        """
-        in_flight: collections.deque[tuple[Message, _Prepared | None, asyncio.Task[Receipt] | None]] = collections.deque()
-        while queue or in_flight:
-            while queue and len(in_flight) < MAX_IN_FLIGHT:
-                msg = queue.popleft()
-                try:
-                    prepared = await self._prepare(msg)
-                except Exception:  # noqa: BLE001
-                    log.exception("xmpp %s: could not read a message", self.name)
-                    in_flight.append((msg, None, None))
-                    continue
-                if prepared is None:
-                    continue
-                in_flight.append((msg, prepared, asyncio.create_task(self._deliver_noted(msg, prepared))))
-            msg, prepared, task = in_flight.popleft()
+        while queue:
+            msg = queue[0]
             try:
-                if prepared is None or task is None:
-                    raise RuntimeError("stanza could not be prepared")
-                await task
-                self._acknowledge(msg, prepared)
+                await self._receive(msg)
             except Exception:  # noqa: BLE001
                 log.exception("xmpp %s: could not hand a message to the hub", self.name)
                 self._answer_error(msg, "internal-server-error", "wait",
                                    "relay could not record this message; please send it again")
+            queue.popleft()
         del self._queues[key]
 
-    async def _prepare(self, msg: Message) -> _Prepared | None:
+    async def _receive(self, msg: Message) -> None:
         parsed = parse_message(msg.xml)
         if parsed.kind == "ephemeral":
-            return None
+            return
+        assert self._deliver is not None
         raw = str(msg).encode()
         sender, to = msg["from"], msg["to"]
         bare, to_bare = sender.bare, to.bare
@@ -223,18 +193,9 @@ class XmppChannel:
         if not sender.user or msg["type"] == "groupchat":  # a server or a room: journal, never a client
             parsed = ParsedMessage("event", id=parsed.id, body=parsed.body, sent_at=parsed.sent_at)
         inbound = await self._inbound(parsed, party, bare, chat, pid, to_bare, raw)
-        return _Prepared(parsed, inbound, to_bare, stanza_id)
-
-    async def _deliver_noted(self, msg: Message, prepared: _Prepared) -> Receipt:
-        """Deliver, then note the sender's full JID at once (the hub may answer before we resume)."""
-        assert self._deliver is not None
-        receipt = await self._deliver(prepared.inbound)
-        if prepared.parsed.kind in ("message", "edit"):
-            self._remember(receipt.message_id, str(msg["from"]), prepared.to_bare, prepared.stanza_id)
-        return receipt
-
-    def _acknowledge(self, msg: Message, prepared: _Prepared) -> None:
-        parsed = prepared.parsed
+        receipt = await self._deliver(inbound)
+        if parsed.kind in ("message", "edit"):
+            self._remember(receipt.message_id, str(sender), to_bare, stanza_id)
         if parsed.receipt_requested and parsed.id and parsed.kind in ("message", "edit"):
             self._ack(msg)
 
