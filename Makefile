@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 .PHONY: run test bench setup clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	test -x $(BIN)/pip || { rm -rf $(VENV); $(PY) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot create $(VENV): on Debian, apt-get install python3-venv" >&2; exit 1; }; }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
