@@ -29,7 +29,7 @@ class WebChatChannel(SocketChannel):
     OFFLINE = "visitor offline"
 
     def add_routes(self, app: web.Application) -> None:
-        add_page_routes(app, self.prefix, "chat.html", ("chat.js", "style.css"))
+        add_page_routes(app, self.prefix, "chat.html", ("common.js", "chat.js", "style.css"))
         self._add_socket_routes(app)
 
     def _push_frame(self, out: Outgoing, urls: list[str | None]) -> frames.Frame:

@@ -43,7 +43,7 @@ class WebDeskChannel(SocketChannel):
         self._secure = ctx.public_url.startswith("https://")
 
     def add_routes(self, app: web.Application) -> None:
-        add_page_routes(app, self.prefix, "desk.html", ("desk.js", "style.css"))
+        add_page_routes(app, self.prefix, "desk.html", ("common.js", "desk.js", "style.css"))
         app.router.add_post(f"{self.prefix}/login", self._login)
         app.router.add_post(f"{self.prefix}/logout", self._logout)
         app.router.add_get(f"{self.prefix}/session", self._session_info)
