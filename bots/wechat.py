@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import aiohttp
@@ -22,16 +22,16 @@ from bots.base import (
     Channel,
     ChannelConfigError,
     ChannelContext,
-    Deliver,
     DeliveryError,
     Permanent,
     Retryable,
     StateStore,
 )
-from bots.service_window import ServiceWindow
-from bots.webhook_intake import Intake, Item, MediaRef, raw_event
+from bots.webhook_channel import WebhookChannel, content_to_send, mount
+from bots.webhook_intake import Item, MediaRef, raw_event
 from bots.wechat_crypto import CryptoError, WeChatCrypto, sha1_signature, signature_matches
 from bots.wechat_parse import encrypt_field, parse_push
+from bots.webhook_settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
 from relay.model import Attachment, Outgoing
 
 log = logging.getLogger(__name__)
@@ -79,26 +79,15 @@ class WeChatSettings:
 
     @staticmethod
     def parse(name: str, settings: Mapping[str, Any]) -> WeChatSettings:
-        def need(key: str) -> str:
-            value = settings.get(key)
-            if not isinstance(value, str) or not value:
-                raise ChannelConfigError(f"channel {name}: `{key}` is required (a non-empty string)")
-            return value
-
-        unknown = sorted(set(settings) - {f.name for f in fields(WeChatSettings)})
-        if unknown:
-            raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(unknown)}")
+        refuse_unknown_settings(name, settings, WeChatSettings)
         aes = settings.get("encoding_aes_key") or None
         if aes is not None and (not isinstance(aes, str) or len(aes) != 43):
             raise ChannelConfigError(f"channel {name}: `encoding_aes_key` must be the 43-character key from the WeChat console")
-        try:
-            timeout = float(settings.get("timeout", 10.0))
-        except (TypeError, ValueError):
-            raise ChannelConfigError(f"channel {name}: `timeout` must be a number of seconds") from None
+        timeout = timeout_setting(name, settings, 10.0)
         return WeChatSettings(
-            app_id=need("app_id"),
-            app_secret=need("app_secret"),
-            token=need("token"),
+            app_id=required_setting(name, settings, "app_id"),
+            app_secret=required_setting(name, settings, "app_secret"),
+            token=required_setting(name, settings, "token"),
             encoding_aes_key=aes,
             api_url=str(settings.get("api_url") or "https://api.weixin.qq.com").rstrip("/"),
             path=str(settings.get("path") or f"/webhooks/{name}"),
@@ -166,31 +155,16 @@ class AccessTokens:
             self._token = None
 
 
-class WeChatChannel:
+class WeChatChannel(WebhookChannel):
     """One WeChat Official Account, as a client-side channel."""
 
     def __init__(self, name: str, settings: WeChatSettings, ctx: ChannelContext) -> None:
-        self.name = name
+        super().__init__(name, ctx, WINDOW_HOURS, settings.timeout)
         self.settings = settings
-        self.ctx = ctx
         self.crypto = WeChatCrypto(settings.encoding_aes_key, settings.app_id) if settings.encoding_aes_key else None
-        self.window = ServiceWindow(ctx.state, WINDOW_HOURS)
         self.tokens = AccessTokens(self._fetch_token, ctx.state)
-        self._intake = Intake()
-        self._deliver: Deliver | None = None
-        self._session: aiohttp.ClientSession | None = None
 
     # --- receiving -------------------------------------------------------------------------
-
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
-
-    async def stop(self) -> None:
-        self._deliver = None
-        await self._intake.drain()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def _url_signature_ok(self, q: Mapping[str, str]) -> bool:
         expected = sha1_signature(self.settings.token, q.get("timestamp", ""), q.get("nonce", ""))
@@ -241,20 +215,7 @@ class WeChatChannel:
         deliver = self._deliver
         if deliver is None:
             return 503
-        try:
-            await self._intake.once(item.inbound.platform_id, lambda: self._take(deliver, item))
-        except Exception:
-            log.exception("%s: push not journaled; answering 500 so WeChat retries", self.name)
-            return 500
-        return 200
-
-    async def _take(self, deliver: Deliver, item: Item) -> None:
-        """Fetch media, open the window (the hub may answer before `deliver` returns), journal."""
-        attachments = tuple([await self._fetch(ref) for ref in item.media])
-        inbound = replace(item.inbound, attachments=attachments) if attachments else item.inbound
-        if item.touches_window:
-            await self.window.touch(inbound.chat, inbound.sent_at or time.time())
-        await deliver(inbound)
+        return await self._journal(deliver, lambda: (item,), "push not journaled; answering 500 so WeChat retries")
 
     async def _fetch(self, ref: MediaRef) -> Attachment:
         """Temporary media by id; a failure is journaled as a refusal (WeChat retries only
@@ -320,11 +281,8 @@ class WeChatChannel:
             last = await self.window.last(to)
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last)) if last else "never"
             raise Permanent(f"{WINDOW_REASON}: the client last wrote {when}; they must write again before a reply can be sent")
-        text = f"(edited) {out.text}" if out.kind == "edit" and out.text else out.text
-        files = [a for a in out.attachments if not a.refused]
+        text, files = content_to_send(out)
         kinds = [self._media_kind(a) for a in files]
-        if not text and not files:
-            raise Permanent("nothing to send: empty text and no attachments")
         parts: list[tuple[str, Any]] = [("text", chunk) for chunk in split_utf8(text, TEXT_LIMIT_BYTES)] if text else []
         parts += list(zip(kinds, files))
         for index, (kind, content) in enumerate(parts):
@@ -372,11 +330,6 @@ class WeChatChannel:
         return media_id
 
     # --- API -------------------------------------------------------------------------------
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
-        return self._session
 
     async def _with_token(self, call: Callable[[str], Awaitable[T]]) -> T:
         """Run `call` with the access_token; on an expired-token code refresh once and retry."""
@@ -444,14 +397,12 @@ def _disposition_name(header: str) -> str:
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> Channel:
     """Build the channel and mount its push URL (GET server check, POST messages)."""
-    if ctx.side != "client":
-        raise ChannelConfigError(f"channel {name}: WeChat is a client-side network (side: client)")
+    require_client_side(name, "WeChat", ctx)
     try:
         channel = WeChatChannel(name, WeChatSettings.parse(name, settings), ctx)
     except ValueError as exc:
         if isinstance(exc, ChannelConfigError):
             raise
         raise ChannelConfigError(f"channel {name}: {exc}") from None
-    ctx.app.router.add_get(channel.settings.path, channel.handle_verify)
-    ctx.app.router.add_post(channel.settings.path, channel.handle_post)
+    mount(ctx.app, channel.settings.path, channel.handle_verify, channel.handle_post)
     return channel

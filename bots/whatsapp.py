@@ -11,8 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
-import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import aiohttp
@@ -22,14 +21,14 @@ from bots.base import (
     Channel,
     ChannelConfigError,
     ChannelContext,
-    Deliver,
     DeliveryError,
     Permanent,
     Retryable,
 )
-from bots.service_window import ServiceWindow
-from bots.webhook_intake import Intake, Item, MediaRef
+from bots.webhook_channel import WebhookChannel, content_to_send, mount
+from bots.webhook_intake import MediaRef
 from bots.whatsapp_parse import parse_size, parse_webhook
+from bots.webhook_settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
 from relay.model import Attachment, Outgoing
 
 log = logging.getLogger(__name__)
@@ -72,15 +71,7 @@ class WhatsAppSettings:
 
     @staticmethod
     def parse(name: str, settings: Mapping[str, Any]) -> WhatsAppSettings:
-        def need(key: str) -> str:
-            value = settings.get(key)
-            if not isinstance(value, str) or not value:
-                raise ChannelConfigError(f"channel {name}: `{key}` is required (a non-empty string)")
-            return value
-
-        unknown = sorted(set(settings) - {f.name for f in fields(WhatsAppSettings)})
-        if unknown:
-            raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(unknown)}")
+        refuse_unknown_settings(name, settings, WhatsAppSettings)
         template = None
         raw_template = settings.get("template")
         if raw_template is not None:
@@ -90,15 +81,12 @@ class WhatsAppSettings:
             if not isinstance(components, (list, tuple)):
                 raise ChannelConfigError(f"channel {name}: `template.components` must be a list")
             template = Template(str(raw_template["name"]), str(raw_template["language"]), tuple(components))
-        try:
-            timeout = float(settings.get("timeout", 30.0))
-        except (TypeError, ValueError):
-            raise ChannelConfigError(f"channel {name}: `timeout` must be a number of seconds") from None
+        timeout = timeout_setting(name, settings, 30.0)
         return WhatsAppSettings(
-            phone_number_id=need("phone_number_id"),
-            access_token=need("access_token"),
-            app_secret=need("app_secret"),
-            verify_token=need("verify_token"),
+            phone_number_id=required_setting(name, settings, "phone_number_id"),
+            access_token=required_setting(name, settings, "access_token"),
+            app_secret=required_setting(name, settings, "app_secret"),
+            verify_token=required_setting(name, settings, "verify_token"),
             graph_url=str(settings.get("graph_url") or "https://graph.facebook.com").rstrip("/"),
             api_version=str(settings.get("api_version") or "v21.0"),
             template=template,
@@ -159,29 +147,14 @@ def split_text(text: str, limit: int) -> list[str]:
     return [text[i:i + limit] for i in range(0, len(text), limit)] or [""]
 
 
-class WhatsAppChannel:
+class WhatsAppChannel(WebhookChannel):
     """One WhatsApp Business phone number, as a client-side channel."""
 
     def __init__(self, name: str, settings: WhatsAppSettings, ctx: ChannelContext) -> None:
-        self.name = name
+        super().__init__(name, ctx, WINDOW_HOURS, settings.timeout)
         self.settings = settings
-        self.ctx = ctx
-        self.window = ServiceWindow(ctx.state, WINDOW_HOURS)
-        self._intake = Intake()
-        self._deliver: Deliver | None = None
-        self._session: aiohttp.ClientSession | None = None
 
     # --- receiving -------------------------------------------------------------------------
-
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
-
-    async def stop(self) -> None:
-        self._deliver = None
-        await self._intake.drain()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def handle_verify(self, request: web.Request) -> web.Response:
         """Meta's subscription check: echo `hub.challenge` when the verify token matches."""
@@ -204,21 +177,8 @@ class WhatsAppChannel:
         deliver = self._deliver
         if deliver is None:
             return 503
-        try:
-            for item in parse_webhook(self.name, body):
-                await self._intake.once(item.inbound.platform_id, lambda item=item: self._take(deliver, item))
-        except Exception:
-            log.exception("%s: webhook not journaled; answering 500 so Meta redelivers", self.name)
-            return 500
-        return 200
-
-    async def _take(self, deliver: Deliver, item: Item) -> None:
-        """Fetch media, open the window (the hub may answer before `deliver` returns), journal."""
-        attachments = tuple([await self._fetch(ref) for ref in item.media])
-        inbound = replace(item.inbound, attachments=attachments) if attachments else item.inbound
-        if item.touches_window:
-            await self.window.touch(inbound.chat, inbound.sent_at or time.time())
-        await deliver(inbound)
+        return await self._journal(deliver, lambda: parse_webhook(self.name, body),
+                                   "webhook not journaled; answering 500 so Meta redelivers")
 
     async def _fetch(self, ref: MediaRef) -> Attachment:
         """media id → URL (size checked here) → bytes. Transient failures raise (Meta retries)."""
@@ -293,10 +253,7 @@ class WhatsAppChannel:
         return f"template:{wamid}"
 
     async def _send_content(self, out: Outgoing) -> str:
-        text = f"(edited) {out.text}" if out.kind == "edit" and out.text else out.text
-        files = [a for a in out.attachments if not a.refused]
-        if not text and not files:
-            raise Permanent("nothing to send: empty text and no attachments")
+        text, files = content_to_send(out)
         caption_on_first = bool(
             files and text and len(text) <= CAPTION_LIMIT and send_type(files[0].mime, files[0].size) != "audio"
         )
@@ -365,11 +322,6 @@ class WhatsAppChannel:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.access_token}"}
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
-        return self._session
-
     async def _graph(self, method: str, path: str, *, json_body: Any = None, form: aiohttp.FormData | None = None) -> dict[str, Any]:
         url = f"{self.settings.graph_url}/{self.settings.api_version}{path}"
         try:
@@ -393,9 +345,7 @@ class WhatsAppChannel:
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> Channel:
     """Build the channel and mount its webhook (GET verification, POST notifications)."""
-    if ctx.side != "client":
-        raise ChannelConfigError(f"channel {name}: WhatsApp is a client-side network (side: client)")
+    require_client_side(name, "WhatsApp", ctx)
     channel = WhatsAppChannel(name, WhatsAppSettings.parse(name, settings), ctx)
-    ctx.app.router.add_get(channel.settings.path, channel.handle_verify)
-    ctx.app.router.add_post(channel.settings.path, channel.handle_post)
+    mount(ctx.app, channel.settings.path, channel.handle_verify, channel.handle_post)
     return channel

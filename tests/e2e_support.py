@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -14,6 +19,53 @@ from relay.app import RelayApp
 
 ROOT = Path(__file__).resolve().parents[1]
 _HASHES: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "relay.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+async def start_relay(cfg_path: Path, base: str, log: Path) -> subprocess.Popen[bytes]:
+    """`relay run` as a subprocess (output appended to `log`), once `base`/healthz answers 200."""
+    proc = subprocess.Popen(_cli("run", "--config", str(cfg_path)),
+                            cwd=ROOT, env=_env(), stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise AssertionError(f"relay exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                async with session.get(f"{base}/healthz") as resp:
+                    if resp.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("relay did not start: " + log.read_text()[-2000:])
+
+
+def stop_relay(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def verify_journal(cfg_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cli("journal", "verify", "--config", str(cfg_path)),
+                          cwd=ROOT, env=_env(), capture_output=True, text=True)
 
 
 def password_hash(pw: str) -> str:

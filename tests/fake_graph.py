@@ -7,17 +7,16 @@ and POSTs webhooks to the adapter exactly as Meta does (`X-Hub-Signature-256`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import aiohttp
 from aiohttp import web
+
+from tests.fake_server import FakeServer
 
 ERRORS: dict[int, tuple[int, str]] = {
     4: (400, "Application request limit reached"),
@@ -49,7 +48,9 @@ class Fault:
 
 
 @dataclass
-class FakeGraph:
+class FakeGraph(FakeServer):
+    MAX_BODY: ClassVar[int] = 200 << 20
+
     app_secret: str = "app-secret"
     access_token: str = "graph-token"
     phone_number_id: str = "1122334455667"
@@ -61,33 +62,14 @@ class FakeGraph:
     lookups: list[str] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
     last_user_message: dict[str, float] = field(default_factory=dict)
-    url: str = ""
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _runner: web.AppRunner | None = None
-    _session: aiohttp.ClientSession | None = None
 
     # --- server ------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=200 << 20)
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/download/{media_id}", self._download)
         app.router.add_get("/{version}/{media_id}", self._lookup)
         app.router.add_post("/{version}/{phone}/messages", self._messages)
         app.router.add_post("/{version}/{phone}/media", self._upload)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def add_media(self, media_id: str, data: bytes, mime: str, declared_size: Any = "exact") -> None:
         """`declared_size` is what the lookup reports: "exact" (as a string, like Meta often
@@ -109,11 +91,9 @@ class FakeGraph:
         return request.headers.get("Authorization") == f"Bearer {self.access_token}"
 
     async def _fault(self) -> web.Response | None:
-        if not self.faults:
+        fault = await self._next_fault()
+        if fault is None:
             return None
-        fault = self.faults.pop(0)
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
         if fault.code is not None:
             return self.error(fault.code, fault.status)
         if fault.status is not None:

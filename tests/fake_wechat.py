@@ -7,18 +7,16 @@ and signs (and in safe mode encrypts) pushes exactly as WeChat does.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from bots.wechat_crypto import WeChatCrypto, sha1_signature
+from tests.fake_server import FakeServer
 
 ERRMSG: dict[int, str] = {
     -1: "system error",
@@ -52,7 +50,7 @@ class FakeMedia:
 
 
 @dataclass
-class FakeWeChat:
+class FakeWeChat(FakeServer):
     app_id: str = "wx49f0ab532d5d035a"
     app_secret: str = "wechat-secret"
     token: str = "push-token"
@@ -67,32 +65,13 @@ class FakeWeChat:
     media: dict[str, FakeMedia] = field(default_factory=dict)
     media_gets: list[str] = field(default_factory=list)
     last_interaction: dict[str, float] = field(default_factory=dict)
-    url: str = ""
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _runner: web.AppRunner | None = None
-    _session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=50 << 20)
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
         app.router.add_post("/cgi-bin/media/upload", self._upload)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/video/{media_id}", self._video)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # --- API ---------------------------------------------------------------------------
 
@@ -107,11 +86,9 @@ class FakeWeChat:
         self.faults.extend(Fault(errcode, status, delay) for _ in range(times))
 
     async def _fault(self) -> web.Response | None:
-        if not self.faults:
+        fault = await self._next_fault()
+        if fault is None:
             return None
-        fault = self.faults.pop(0)
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
         if fault.errcode is not None:
             return self.err(fault.errcode)
         if fault.status is not None:

@@ -10,23 +10,17 @@ would be repeated, as with any at-least-once sender).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
 from fake_telegram import FakeTelegram
 from telegram_support import CLIENT_TOKEN, STAFF_GROUP, STAFF_TOKEN, eventually
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.e2e_support import ROOT, free_port, start_relay, stop_relay, verify_journal
 ANN = FakeTelegram.user(4242, "Ann", "Lee")
 TOTAL = 300
 KILL_AFTER = 100
@@ -41,12 +35,6 @@ async def fake() -> AsyncIterator[FakeTelegram]:
     server.add_forum(STAFF_GROUP, "Advisors")
     yield server
     await server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(data: Path, port: int, fake: FakeTelegram) -> dict[str, Any]:
@@ -65,32 +53,13 @@ def _config(data: Path, port: int, fake: FakeTelegram) -> dict[str, Any]:
     }
 
 
-async def _start(cfg_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "run", "--config", str(cfg_path)],
-                            cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise AssertionError(f"relay exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("relay did not start: " + log.read_text()[-2000:])
-
-
 def _acknowledged(fake: FakeTelegram, first: int) -> int:
     offsets = [int(c.params["offset"]) for c in fake.called("getUpdates", CLIENT_TOKEN) if c.params.get("offset")]
     return max(offsets, default=first) - first
 
 
 async def test_kill_9_mid_stream_then_restart_relays_every_message_once_in_order(tmp_path: Path, fake: FakeTelegram) -> None:
-    port = _free_port()
+    port = free_port()
     cfg_path = tmp_path / "relay.yaml"
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path / "data", port, fake)))
     log = tmp_path / "relay.log"
@@ -100,7 +69,7 @@ async def test_kill_9_mid_stream_then_restart_relays_every_message_once_in_order
     for text in texts:
         fake.user_message(CLIENT_TOKEN, ANN, text=text)
 
-    proc = await _start(cfg_path, port, log)
+    proc = await start_relay(cfg_path, f"http://127.0.0.1:{port}", log)
     await eventually(lambda: _acknowledged(fake, first) >= KILL_AFTER, timeout=30)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -109,18 +78,13 @@ async def test_kill_9_mid_stream_then_restart_relays_every_message_once_in_order
     for fault in blocked:
         fault.times = 0
 
-    proc = await _start(cfg_path, port, log)
+    proc = await start_relay(cfg_path, f"http://127.0.0.1:{port}", log)
     try:
         await eventually(lambda: len(fake.sent(STAFF_GROUP)) >= TOTAL, timeout=60)
         await asyncio.sleep(0.5)
         [thread] = fake.topics[STAFF_GROUP]
         assert [m["text"] for m in fake.sent(STAFF_GROUP, thread)] == texts
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    verify = subprocess.run([sys.executable, "-m", "relay.cli", "journal", "verify", "--config", str(cfg_path)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+        stop_relay(proc)
+    verify = verify_journal(cfg_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr

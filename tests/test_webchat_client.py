@@ -175,9 +175,12 @@ async def test_page_and_assets_are_served_with_the_prefix(tmp_path: Path) -> Non
             body = await r.text()
             assert r.status == 200 and r.content_type == "text/html"
             assert 'data-prefix="/help/chat"' in body and "/help/chat/static/chat.js" in body
+            assert body.index("/help/chat/static/common.js") < body.index("/help/chat/static/chat.js")
             assert "default-src 'self'" in r.headers["Content-Security-Policy"]
         async with s.get(h.base + "/help/chat/static/chat.js") as r:
             assert r.status == 200 and "WebSocket" in await r.text()
+        async with s.get(h.base + "/help/chat/static/common.js") as r:
+            assert r.status == 200 and "window.RelayWeb" in await r.text()
         async with s.get(h.base + "/help/chat/static/../uploads.py") as r:
             assert r.status == 404
         async with s.get(h.base + "/chat") as r:

@@ -168,7 +168,10 @@ async def test_desk_page_is_served(h: Harness) -> None:
     async with s.get(h.base + "/desk") as r:
         body = await r.text()
         assert r.status == 200 and 'id="login-employee"' in body and "/desk/static/desk.js" in body
+        assert body.index("/desk/static/common.js") < body.index("/desk/static/desk.js")
     async with s.get(h.base + "/desk/static/desk.js") as r:
+        assert r.status == 200 and r.content_type == "text/javascript"
+    async with s.get(h.base + "/desk/static/common.js") as r:
         assert r.status == 200 and r.content_type == "text/javascript"
 
 

@@ -10,74 +10,50 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from bots.base import ChannelConfigError, ChannelContext, Deliver, EmployeeInfo, Retryable
+from bots.base import ChannelContext, EmployeeInfo
 from bots.webchat import frames
-from bots.webchat.pages import add_page_routes, check_prefix
+from bots.webchat.channel import SETTINGS, SocketChannel, create_channel
+from bots.webchat.pages import add_page_routes
 from bots.webchat.sessions import LoginThrottle, Session, Sessions
-from bots.webchat.sockets import Sockets
-from bots.webchat.uploads import UnknownUpload, UploadStore
-from bots.webchat.wsloop import MAX_FRAME_BYTES, deliver_and_ack, origin_allowed, run_socket
 from relay.model import Attachment, Inbound, Outgoing, Party
 from relay.passwords import hash_password, verify_password
 
 log = logging.getLogger("relay.webdesk")
 
-SETTINGS = {"network", "side", "path"}
 COOKIE = "relay_desk"
 BAD_LOGIN = "wrong employee or password"
 MAX_LOGIN_BODY = 16 * 1024
 _DUMMY_HASH = hash_password("relay-timing-equalizer")
 
 
-class WebDeskChannel:
+class WebDeskChannel(SocketChannel):
     """Channel `name`: routes under `prefix`, sockets keyed by employee address."""
 
+    OWNER = "desk"
+    OFFLINE = "employee offline"
+
     def __init__(self, name: str, ctx: ChannelContext, prefix: str) -> None:
-        self.name = name
-        self.ctx = ctx
-        self.prefix = prefix
-        self.sockets = Sockets()
+        super().__init__(name, ctx, prefix)
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
-        self.uploads = UploadStore(Path(ctx.data_dir) / "uploads", ctx.max_attachment_bytes)
-        self._deliver: Deliver | None = None
         self._secure = ctx.public_url.startswith("https://")
 
     def add_routes(self, app: web.Application) -> None:
-        add_page_routes(app, self.prefix, "desk.html", ("desk.js", "style.css"))
+        add_page_routes(app, self.prefix, "desk.html", ("common.js", "desk.js", "style.css"))
         app.router.add_post(f"{self.prefix}/login", self._login)
         app.router.add_post(f"{self.prefix}/logout", self._logout)
         app.router.add_get(f"{self.prefix}/session", self._session_info)
-        app.router.add_get(f"{self.prefix}/ws", self._ws)
-        app.router.add_post(f"{self.prefix}/upload", self._upload)
-        app.router.add_get(f"{self.prefix}/file/{{sha256}}", self._file)
+        self._add_socket_routes(app)
 
-    async def start(self, deliver: Deliver) -> None:
-        self.uploads.prune()
-        self._deliver = deliver
-
-    async def stop(self) -> None:
-        self._deliver = None
-        self.uploads.drop_refused()
-        await self.sockets.close()
-
-    async def send(self, out: Outgoing) -> str:
-        employee = out.to.user
-        if self.sockets.count(employee) == 0:
-            raise Retryable("employee offline")
-        urls = [await self._file_url(att, employee) for att in out.attachments]
-        frame = frames.desk_push(out, urls)
-        if await self.sockets.push(employee, frame) == 0:
-            raise Retryable("employee offline")
-        return out.message_id
+    def _push_frame(self, out: Outgoing, urls: list[str | None]) -> frames.Frame:
+        return frames.desk_push(out, urls)
 
     async def _file_url(self, attachment: Attachment, employee: str) -> str | None:
-        sha = await self.uploads.keep(attachment, f"desk:{employee}")
+        sha = await self.uploads.keep(attachment, self._owner(employee))
         return None if sha is None else f"{self.prefix}/file/{sha}"
 
     def _find(self, login: str) -> EmployeeInfo | None:
@@ -143,19 +119,12 @@ class WebDeskChannel:
         _, employee = self._require(request)
         return web.json_response({"employee": employee.address, "name": employee.name})
 
+    def _key(self, request: web.Request) -> str:
+        return self._require(request)[1].address
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         _, employee = self._require(request)
-        if not origin_allowed(request, self.ctx.public_url):
-            raise web.HTTPForbidden(text="cross-site WebSocket refused")
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
-        await ws.prepare(request)
-        self.sockets.add(employee.address, ws)
-        try:
-            self.ctx.wake(employee.address)
-            await run_socket(ws, lambda data: self._handle(data, employee))
-        finally:
-            self.sockets.remove(employee.address, ws)
-        return ws
+        return await self._serve_socket(request, employee.address, lambda data: self._handle(data, employee))
 
     async def _handle(self, data: str, employee: EmployeeInfo) -> frames.Frame:
         frame = frames.parse(data, ("reply", "edit"))
@@ -173,11 +142,6 @@ class WebDeskChannel:
             ids = frames.upload_ids(frame)
             if not text.strip() and not ids:
                 raise frames.FrameError("empty reply: give `text` or `attachments`", frame_id)
-        owner = f"desk:{who}"
-        try:
-            attachments = tuple([await self.uploads.claim(upload_id, owner) for upload_id in ids])
-        except UnknownUpload as exc:
-            raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
         inbound = Inbound(
             channel=self.name,
             platform_id=f"{who}:{frame_id}",
@@ -185,34 +149,12 @@ class WebDeskChannel:
             chat=conversation,
             kind="edit" if edits else "message",
             text=text,
-            attachments=attachments,
             edits=edits,
             raw=data.encode("utf-8"),
         )
-        reply, accepted = await deliver_and_ack(self._deliver, inbound, frame_id)
-        if accepted:
-            for upload_id in ids:
-                self.uploads.consume(upload_id, owner)
-        return reply
-
-    async def _upload(self, request: web.Request) -> web.StreamResponse:
-        _, employee = self._require(request)
-        return await self.uploads.receive(request, f"desk:{employee.address}")
-
-    async def _file(self, request: web.Request) -> web.StreamResponse:
-        _, employee = self._require(request)
-        return await self.uploads.serve(request.match_info["sha256"], f"desk:{employee.address}")
+        return await self._deliver_with_uploads(inbound, ids, who, frame_id)
 
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> WebDeskChannel:
     """The employee desk, with routes under `settings.path` (default /desk)."""
-    unknown = set(settings) - SETTINGS
-    if unknown:
-        raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(sorted(unknown))} "
-                                 "(webdesk knows path)")
-    if ctx.side != "staff":
-        raise ChannelConfigError(f"channel {name}: network webdesk is a staff-side channel (side: staff)")
-    prefix = check_prefix(name, settings.get("path", "/desk"), ctx.app)
-    channel = WebDeskChannel(name, ctx, prefix)
-    channel.add_routes(ctx.app)
-    return channel
+    return create_channel(WebDeskChannel, name, settings, ctx, network="webdesk", side="staff", default_path="/desk")

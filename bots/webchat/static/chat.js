@@ -2,12 +2,8 @@
 "use strict";
 (function () {
   const prefix = document.body.dataset.prefix;
-  const $ = (id) => document.getElementById(id);
-  const randomId = () => {
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  };
+  const { $, showError, appendBody, setStatus } = window.RelayWeb;
+  const randomId = () => window.RelayWeb.randomId(16);
   let visitor = localStorage.getItem("relay.visitor");
   if (!visitor) { visitor = "v" + randomId(); localStorage.setItem("relay.visitor", visitor); }
   const storeKey = "relay.transcript." + visitor;
@@ -19,7 +15,6 @@
 
   const save = () => localStorage.setItem(storeKey, JSON.stringify(entries.slice(-500)));
   const find = (id) => entries.find((e) => e.id === id);
-  const showError = (text) => { $("error").textContent = text || ""; };
 
   function render() {
     const log = $("log");
@@ -34,21 +29,7 @@
         meta.textContent = e.from;
         div.append(meta);
       }
-      const body = document.createElement("span");
-      body.className = "body";
-      body.textContent = e.deleted ? "(message deleted)" : e.text + (e.edited ? " (edited)" : "");
-      div.append(body);
-      if (e.files && e.files.length) {
-        const files = document.createElement("span");
-        files.className = "files";
-        for (const f of e.files) {
-          const a = document.createElement(f.url ? "a" : "span");
-          if (f.url) { a.href = f.url; a.target = "_blank"; a.rel = "noopener"; }
-          a.textContent = "Attachment: " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
-          files.append(a);
-        }
-        div.append(files);
-      }
+      appendBody(div, e);
       if (e.who === "me") {
         const state = document.createElement("span");
         state.className = "state";
@@ -97,27 +78,18 @@
       "&name=" + encodeURIComponent(name));
     ws.onopen = () => {
       backoff = 500;
-      $("status").className = "status online";
-      $("status").textContent = "connected";
+      setStatus(true);
       for (const e of entries) if (e.who === "me" && e.state === "sending") transmit(e);
     };
     ws.onmessage = (ev) => { try { onFrame(JSON.parse(ev.data)); } catch (err) { showError(String(err)); } };
     ws.onclose = () => {
-      $("status").className = "status offline";
-      $("status").textContent = "reconnecting…";
+      setStatus(false);
       setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 15000);
     };
   }
 
-  function renderChips() {
-    $("chips").replaceChildren(...pendingUploads.map((u) => {
-      const chip = document.createElement("span");
-      chip.className = "chip";
-      chip.textContent = "Attached: " + u.name;
-      return chip;
-    }));
-  }
+  const renderChips = () => window.RelayWeb.renderChips(pendingUploads);
 
   $("composer").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -135,26 +107,8 @@
     render();
     transmit(e);
   });
-  $("text").addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("composer").requestSubmit(); }
-  });
-  $("attach").addEventListener("click", () => $("file").click());
-  $("file").addEventListener("change", async () => {
-    const file = $("file").files[0];
-    $("file").value = "";
-    if (!file) return;
-    const body = new FormData();
-    body.append("file", file, file.name);
-    showError("uploading " + file.name + "…");
-    try {
-      const resp = await fetch(prefix + "/upload?visitor=" + encodeURIComponent(visitor), { method: "POST", body });
-      const data = await resp.json();
-      if (!resp.ok) { showError(data.error || "upload failed"); return; }
-      pendingUploads.push(data);
-      renderChips();
-      showError("");
-    } catch (err) { showError("upload failed: " + err); }
-  });
+  window.RelayWeb.wireComposer("text", () => prefix + "/upload?visitor=" + encodeURIComponent(visitor),
+    (data) => { pendingUploads.push(data); renderChips(); });
   $("name").value = localStorage.getItem("relay.name") || "";
   $("name").addEventListener("change", () => {
     localStorage.setItem("relay.name", $("name").value.trim());

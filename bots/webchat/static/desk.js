@@ -2,12 +2,8 @@
 "use strict";
 (function () {
   const prefix = document.body.dataset.prefix;
-  const $ = (id) => document.getElementById(id);
-  const randomId = () => {
-    const bytes = new Uint8Array(12);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  };
+  const { $, showError, appendBody, setStatus } = window.RelayWeb;
+  const randomId = () => window.RelayWeb.randomId(12);
   let me = null;
   let state = { convs: {}, order: [] };
   let current = null;
@@ -18,7 +14,6 @@
 
   const storeKey = () => "relay.desk." + me.employee;
   const save = () => localStorage.setItem(storeKey(), JSON.stringify(state));
-  const showError = (text) => { $("error").textContent = text || ""; };
 
   function conv(id) {
     if (!state.convs[id]) {
@@ -84,21 +79,7 @@
         for (const r of (e.verdict && e.verdict.rules) || []) meta.append(badge(r));
         div.append(meta);
       }
-      const body = document.createElement("span");
-      body.className = "body";
-      body.textContent = e.deleted ? "(message deleted)" : e.text + (e.edited ? " (edited)" : "");
-      div.append(body);
-      if (e.files && e.files.length) {
-        const files = document.createElement("span");
-        files.className = "files";
-        for (const f of e.files) {
-          const a = document.createElement(f.url ? "a" : "span");
-          if (f.url) { a.href = f.url; a.target = "_blank"; a.rel = "noopener"; }
-          a.textContent = "Attachment: " + f.name + " (" + Math.ceil((f.size || 0) / 1024) + " KB)";
-          files.append(a);
-        }
-        div.append(files);
-      }
+      appendBody(div, e);
       if (e.who === "me") {
         const st = document.createElement("span");
         st.className = "state";
@@ -187,16 +168,14 @@
     ws = new WebSocket(scheme + location.host + prefix + "/ws");
     ws.onopen = () => {
       backoff = 500;
-      $("status").className = "status online";
-      $("status").textContent = "connected";
+      setStatus(true);
       for (const cid of state.order) {
         for (const e of state.convs[cid].entries) if (e.who === "me" && e.state === "sending") transmit(e);
       }
     };
     ws.onmessage = (ev) => { try { onFrame(JSON.parse(ev.data)); } catch (err) { showError(String(err)); } };
     ws.onclose = async () => {
-      $("status").className = "status offline";
-      $("status").textContent = "reconnecting…";
+      setStatus(false);
       if (stopped) return;
       const who = await fetch(prefix + "/session");
       if (who.status === 401) { showLogin("Your session ended; please log in again."); return; }
@@ -253,14 +232,7 @@
     showLogin("Logged out.");
   });
 
-  function renderChips() {
-    $("chips").replaceChildren(...pendingUploads.map((u) => {
-      const chip = document.createElement("span");
-      chip.className = "chip";
-      chip.textContent = "Attached: " + u.name;
-      return chip;
-    }));
-  }
+  const renderChips = () => window.RelayWeb.renderChips(pendingUploads);
 
   $("composer").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -281,26 +253,7 @@
     render();
     transmit(e);
   });
-  $("reply-text").addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("composer").requestSubmit(); }
-  });
-  $("attach").addEventListener("click", () => $("file").click());
-  $("file").addEventListener("change", async () => {
-    const file = $("file").files[0];
-    $("file").value = "";
-    if (!file) return;
-    const body = new FormData();
-    body.append("file", file, file.name);
-    showError("uploading " + file.name + "…");
-    try {
-      const resp = await fetch(prefix + "/upload", { method: "POST", body });
-      const data = await resp.json();
-      if (!resp.ok) { showError(data.error || "upload failed"); return; }
-      pendingUploads.push(data);
-      renderChips();
-      showError("");
-    } catch (err) { showError("upload failed: " + err); }
-  });
+  window.RelayWeb.wireComposer("reply-text", () => prefix + "/upload", (data) => { pendingUploads.push(data); renderChips(); });
 
   (async () => {
     const resp = await fetch(prefix + "/session");
