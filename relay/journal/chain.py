@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +13,37 @@ GENESIS = "0" * 64
 """prev_hash of seq 1."""
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_LOCAL = threading.local()
+
+
+def _c_encoder() -> Any:
+    """The C encoder `_ENCODER.encode` builds on every call, built once per thread (its markers
+    dict, the circular-reference check, must not be shared by two threads encoding at once)."""
+    markers: dict[int, Any] = {}
+    encode = _MAKE_ENCODER(
+        markers, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+    _LOCAL.encoder = encoder = (encode, markers)
+    return encoder
 
 
 def canonical_json(obj: Any) -> str:
-    """Sorted keys, no spaces, UTF-8 kept: the same bytes for the same value, always."""
-    return _ENCODER.encode(obj)
+    """Sorted keys, no spaces, UTF-8 kept: the same bytes for the same value, always.
+
+    Exactly `_ENCODER.encode(obj)` (tests/test_journal_chain.py checks), minus its per-call set-up.
+    """
+    if _MAKE_ENCODER is None:
+        return _ENCODER.encode(obj)
+    try:
+        encode, markers = _LOCAL.encoder
+    except AttributeError:
+        encode, markers = _c_encoder()
+    try:
+        return "".join(encode(obj, 0))
+    except BaseException:
+        markers.clear()
+        raise
 
 
 def event_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
@@ -40,6 +67,20 @@ def fast_canonical(seq: int, ts: float, kind_json: str, conversation_json: str, 
         f'{{"body":{body_json},"conversation":{conversation_json},"kind":{kind_json},'
         f'"seq":{seq},"ts":{float.__repr__(ts)}}}'
     ).encode()
+
+
+def canonical_parts(ts: float, kind_json: str, conversation_json: str, body_json: str) -> tuple[str, str]:
+    """`event_canonical` split around seq, the one part only the writer knows: the caller encodes
+    these, the writer hashes `link_bytes(prev_hash, head, seq, tail)`."""
+    return (
+        f'{{"body":{body_json},"conversation":{conversation_json},"kind":{kind_json},"seq":',
+        f',"ts":{float.__repr__(ts)}}}',
+    )
+
+
+def link_bytes(prev_hash: str, head: str, seq: int, tail: str) -> bytes:
+    """What `event_hash` hashes (prev_hash || canonical), from `canonical_parts`."""
+    return f"{prev_hash}{head}{seq}{tail}".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import aiosqlite
 
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, Event, canonical_json, fast_canonical
+from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, fast_canonical, link_bytes
 from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")
@@ -65,8 +65,9 @@ class JournalStats:
     wal_restarts: int = 0
 
 
-Item = tuple[str, "str | None", str, str, str, dict[str, Any], float]
-"""(kind, conversation, kind_json, conversation_json, body_json, body, ts): encoded by the caller."""
+Item = tuple[str, "str | None", str, dict[str, Any], float, str, str]
+"""(kind, conversation, body_json, body, ts, head, tail): encoded by the caller, so the writer
+only adds seq and hashes; `head` and `tail` are `canonical_parts`."""
 
 
 class _Unit:
@@ -254,7 +255,9 @@ class Journal:
         if kind_json is None:
             kind_json = self._kind_json[kind] = canonical_json(kind)
         conv_json = "null" if conversation is None else canonical_json(conversation)
-        return (kind, conversation, kind_json, conv_json, canonical_json(body), body, ts)
+        body_json = canonical_json(body)
+        head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
+        return (kind, conversation, body_json, body, ts, head, tail)
 
     def _submit(self, unit: _Unit) -> None:
         if self._closing or self._writer_task is None:
@@ -437,7 +440,7 @@ class Journal:
         sha256 = hashlib.sha256
         seq, prev = self._head_seq, self._head_hash
         rows: list[tuple[Any, ...]] = []
-        events: list[Event] = []
+        events: list[projections.Record] = []
         results: list[Any] = []
         claimed: set[str] = set()
         for unit in units:
@@ -449,14 +452,13 @@ class Journal:
                     continue
                 claimed.add(unit.unless)
             out: list[Event] = []
-            for kind, conversation, kind_json, conv_json, body_json, body, ts in unit.items:
+            for kind, conversation, body_json, body, ts, head, tail in unit.items:
                 seq += 1
-                data = prev.encode() + fast_canonical(seq, ts, kind_json, conv_json, body_json)
+                data = link_bytes(prev, head, seq, tail)
                 h = sha256(data).hexdigest() if key is None else hmac.digest(key, data, "sha256").hex()
                 rows.append((seq, ts, kind, conversation, body_json, prev, h))
-                ev = Event(seq, ts, kind, conversation, body, prev, h)
-                out.append(ev)
-                events.append(ev)
+                events.append((seq, ts, kind, conversation, body, body_json, prev, h))
+                out.append(Event(seq, ts, kind, conversation, body, prev, h))
                 prev = h
             results.append(out)
         since = self._since_cp + len(events)
