@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.journal.chain import canonical_json, canonical_parts, event_canonical, fast_canonical, link_bytes
+from relay.journal.chain import Event, canonical_json, canonical_parts, canonical_str, event_canonical, fast_canonical, link_bytes, make_event
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -74,3 +74,23 @@ def test_canonical_json_errors_like_json_dumps_and_recovers() -> None:
     shared = {"a": [1, 2]}
     assert canonical_json([shared, shared]) == '[{"a":[1,2]},{"a":[1,2]}]'
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text())
+def test_canonical_str_equals_canonical_json(text: str) -> None:
+    assert canonical_str(text) == canonical_json(text) == json.dumps(text, ensure_ascii=False)
+
+
+def test_make_event_equals_event() -> None:
+    assert Event.__slots__ == ("seq", "ts", "kind", "conversation", "body", "prev_hash", "hash")
+    args = (7, 1.5, "message.received", "c-1", {"a": [1]}, "0" * 64, "f" * 64)
+    made, built = make_event(*args), Event(*args)
+    assert made == built and repr(made) == repr(built)
+    assert made.to_dict() == built.to_dict()
+    try:
+        made.seq = 8  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a made Event must stay frozen")

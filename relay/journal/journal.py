@@ -25,7 +25,7 @@ import aiosqlite
 
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, fast_canonical, link_bytes
+from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event
 from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")
@@ -254,7 +254,7 @@ class Journal:
         kind_json = self._kind_json.get(kind)
         if kind_json is None:
             kind_json = self._kind_json[kind] = canonical_json(kind)
-        conv_json = "null" if conversation is None else canonical_json(conversation)
+        conv_json = "null" if conversation is None else canonical_str(conversation)
         body_json = canonical_json(body)
         head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
         return (kind, conversation, body_json, body, ts, head, tail)
@@ -458,7 +458,7 @@ class Journal:
                 h = sha256(data).hexdigest() if key is None else hmac.digest(key, data, "sha256").hex()
                 rows.append((seq, ts, kind, conversation, body_json, prev, h))
                 events.append((seq, ts, kind, conversation, body, body_json, prev, h))
-                out.append(Event(seq, ts, kind, conversation, body, prev, h))
+                out.append(make_event(seq, ts, kind, conversation, body, prev, h))
                 prev = h
             results.append(out)
         since = self._since_cp + len(events)
