@@ -73,7 +73,7 @@ only adds seq and hashes; `head` and `tail` are `canonical_parts`."""
 class _Unit:
     """What one caller waits for: events (one transaction, in order), a kv write or a rebuild."""
 
-    __slots__ = ("items", "future", "kv", "rebuild", "unless")
+    __slots__ = ("items", "future", "kv", "rebuild", "unless", "single")
 
     def __init__(
         self,
@@ -82,7 +82,9 @@ class _Unit:
         kv: tuple[str, str, str | None] | None = None,
         rebuild: bool = False,
         unless: str | None = None,
+        single: bool = False,
     ) -> None:
+        self.single = single
         self.items = items
         self.future = future
         self.kv = kv
@@ -265,12 +267,16 @@ class Journal:
         self._queue.append(unit)
         self._wake.set()
 
-    async def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> Event:
-        """Returns after the transaction holding the event has committed."""
+    def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> asyncio.Future[Event]:
+        """Await it: resolves after the transaction holding the event has committed.
+
+        Submitted at the call (a bad event raises there), in call order. A future rather than a
+        coroutine: one task step and one frame fewer per event on the event loop.
+        """
         item = self._item(kind, body, conversation, time.time())
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([item], future))
-        return (await future)[0]
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._submit(_Unit([item], future, single=True))
+        return future
 
     async def append_many(
         self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
@@ -396,7 +402,7 @@ class Journal:
             return
         for unit, result in zip(units, results):
             if not unit.future.done():
-                unit.future.set_result(result)
+                unit.future.set_result(result[0] if unit.single else result)
         if self._checkpoint_record is not None:
             record, self._checkpoint_record = self._checkpoint_record, None
             task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
