@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,26 @@ def test_field_json_in_sql_equals_encoding_the_field_again(body: dict[str, Any],
     got = db.execute(sql, (canonical_json(body),)).fetchone()[0]
     db.close()
     assert got == projections._json(body.get(field))
+
+
+async def test_delivery_fields_too_deep_for_sqlite_json_are_still_projected(tmp_path: Path, jopen: Any) -> None:
+    """SQLite's JSON parser stops at 2000 levels; with a raised recursion limit Python encodes deeper."""
+    deep: Any = "leaf"
+    for _ in range(2500):
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        j = await jopen(tmp_path)
+        await j.append("delivery.queued", queued("d-deep", "m-1") | {"to": deep}, "c-1")
+        await j.append("delivery.queued", queued("d-flat", "m-1"), "c-1")
+        rows = {r["delivery_id"]: r["to_json"] for r in await j.fetchall("SELECT delivery_id, to_json FROM deliveries")}
+        assert rows["d-deep"] == canonical_json(deep)
+        assert rows["d-flat"] == canonical_json(queued("d-flat", "m-1")["to"])
+        assert j.stats.projection_errors == 0
+        await j.rebuild()
+        again = {r["delivery_id"]: r["to_json"] for r in await j.fetchall("SELECT delivery_id, to_json FROM deliveries")}
+        assert again == rows
+        await j.close()
+    finally:
+        sys.setrecursionlimit(limit)

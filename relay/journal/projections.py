@@ -129,16 +129,30 @@ def policy_verdict(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
         )
 
 
+_INSERT_DELIVERY = (
+    "INSERT OR IGNORE INTO deliveries(delivery_id, seq, message_id, conversation, channel, to_json,"
+    " out_json, state, attempts) VALUES(?1,?2,?3,?4,?5,{to},{out},'queued',0)"
+)
+
+
 def delivery_queued(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
-    db.executemany(
-        "INSERT OR IGNORE INTO deliveries(delivery_id, seq, message_id, conversation, channel, to_json,"
-        " out_json, state, attempts) VALUES(?1,?2,?3,?4,?5,"
-        f" {FIELD_JSON.format(body='?6', field='to')}, {FIELD_JSON.format(body='?6', field='out')}, 'queued', 0)",
-        [
-            (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"), body_json)
-            for seq, _, _, conversation, b, body_json, _, _ in evs
-        ],
-    )
+    try:
+        db.executemany(
+            _INSERT_DELIVERY.format(to=FIELD_JSON.format(body="?6", field="to"), out=FIELD_JSON.format(body="?6", field="out")),
+            [
+                (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"), body_json)
+                for seq, _, _, conversation, b, body_json, _, _ in evs
+            ],
+        )
+    except sqlite3.OperationalError:  # nested deeper than SQLite's JSON parser goes: encode here
+        db.executemany(
+            _INSERT_DELIVERY.format(to="?6", out="?7"),
+            [
+                (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"),
+                 _json(b.get("to")), _json(b.get("out")))
+                for seq, _, _, conversation, b, _, _, _ in evs
+            ],
+        )
 
 
 def message_delivered(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
