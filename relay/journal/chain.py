@@ -116,7 +116,9 @@ _NEW_EVENT = Event.__new__
 _SET_FIELDS = tuple(Event.__dict__[f].__set__ for f in Event.__slots__)
 
 
-def make_event(seq: int, ts: float, kind: str, conversation: str | None, body: dict[str, Any], prev_hash: str, hash: str) -> Event:
+def make_event(
+    seq: int, ts: float, kind: str, conversation: str | None, body: dict[str, Any], prev_hash: str, hash: str
+) -> Event:
     """`Event(...)` at half the cost, for the writer's loop: the frozen dataclass `__init__` sets
     each field through `object.__setattr__`; this sets the slots directly."""
     ev = _NEW_EVENT(Event)

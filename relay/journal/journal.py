@@ -25,7 +25,9 @@ import aiosqlite
 
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event
+from relay.journal.chain import (
+    GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
+)
 from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")

@@ -138,7 +138,9 @@ _INSERT_DELIVERY = (
 def delivery_queued(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     try:
         db.executemany(
-            _INSERT_DELIVERY.format(to=FIELD_JSON.format(body="?6", field="to"), out=FIELD_JSON.format(body="?6", field="out")),
+            _INSERT_DELIVERY.format(
+                to=FIELD_JSON.format(body="?6", field="to"), out=FIELD_JSON.format(body="?6", field="out")
+            ),
             [
                 (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"), body_json)
                 for seq, _, _, conversation, b, body_json, _, _ in evs
@@ -275,10 +277,12 @@ def rows_to_events(rows: Iterable[tuple[Any, ...]]) -> Iterable[Event]:
 
 
 def rows_to_records(rows: Iterable[tuple[Any, ...]]) -> list[Record]:
+    """Stored events as the projections take them (rebuild: no `Event`s needed)."""
     records: list[Record] = []
     for seq, ts, kind, conversation, body_json, prev_hash, hash_ in rows:
         body = json.loads(body_json)
-        records.append((seq, ts, kind, conversation, body if isinstance(body, dict) else {}, body_json, prev_hash, hash_))
+        body = body if isinstance(body, dict) else {}
+        records.append((seq, ts, kind, conversation, body, body_json, prev_hash, hash_))
     return records
 
 
