@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
-from relay.journal import Journal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.journal import Journal, projections
+from relay.journal.chain import canonical_json
 from tests.journal_support import jopen, party, queued, received, verdict  # noqa: F401  (jopen is a fixture)
 
 
@@ -219,3 +225,48 @@ async def test_duplicate_in_one_batch_is_indexed_once(tmp_path: Path, jopen: Any
     ])
     assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m3"]
     assert [r[0] for r in await j.fetchall("SELECT rowid FROM messages_fts ORDER BY rowid")] == [1, 3]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(st.sampled_from(["to", "out", "rules", "attachments"]) | st.text(), _json_values, max_size=5),
+    field=st.sampled_from(["to", "out", "rules", "attachments"]),
+)
+def test_field_json_in_sql_equals_encoding_the_field_again(body: dict[str, Any], field: str) -> None:
+    """The projections cut JSON fields out of the stored body text; that must give what
+    `_json(body.get(field))` gives (the stored tables and rebuild depend on it)."""
+    db = sqlite3.connect(":memory:")
+    sql = "SELECT " + projections.FIELD_JSON.format(body="?", field=field)
+    got = db.execute(sql, (canonical_json(body),)).fetchone()[0]
+    db.close()
+    assert got == projections._json(body.get(field))
+
+
+async def test_delivery_fields_too_deep_for_sqlite_json_are_still_projected(tmp_path: Path, jopen: Any) -> None:
+    """SQLite's JSON parser stops at 2000 levels; with a raised recursion limit Python encodes deeper."""
+    deep: Any = "leaf"
+    for _ in range(2500):
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        j = await jopen(tmp_path)
+        await j.append("delivery.queued", queued("d-deep", "m-1") | {"to": deep}, "c-1")
+        await j.append("delivery.queued", queued("d-flat", "m-1"), "c-1")
+        rows = {r["delivery_id"]: r["to_json"] for r in await j.fetchall("SELECT delivery_id, to_json FROM deliveries")}
+        assert rows["d-deep"] == canonical_json(deep)
+        assert rows["d-flat"] == canonical_json(queued("d-flat", "m-1")["to"])
+        assert j.stats.projection_errors == 0
+        await j.rebuild()
+        again = {r["delivery_id"]: r["to_json"] for r in await j.fetchall("SELECT delivery_id, to_json FROM deliveries")}
+        assert again == rows
+        await j.close()
+    finally:
+        sys.setrecursionlimit(limit)

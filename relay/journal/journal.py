@@ -25,7 +25,9 @@ import aiosqlite
 
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, Event, canonical_json, fast_canonical
+from relay.journal.chain import (
+    GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
+)
 from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 log = logging.getLogger("relay.journal")
@@ -65,14 +67,15 @@ class JournalStats:
     wal_restarts: int = 0
 
 
-Item = tuple[str, "str | None", str, str, str, dict[str, Any], float]
-"""(kind, conversation, kind_json, conversation_json, body_json, body, ts): encoded by the caller."""
+Item = tuple[str, "str | None", str, dict[str, Any], float, str, str]
+"""(kind, conversation, body_json, body, ts, head, tail): encoded by the caller, so the writer
+only adds seq and hashes; `head` and `tail` are `canonical_parts`."""
 
 
 class _Unit:
     """What one caller waits for: events (one transaction, in order), a kv write or a rebuild."""
 
-    __slots__ = ("items", "future", "kv", "rebuild", "unless")
+    __slots__ = ("items", "future", "kv", "rebuild", "unless", "single")
 
     def __init__(
         self,
@@ -81,7 +84,9 @@ class _Unit:
         kv: tuple[str, str, str | None] | None = None,
         rebuild: bool = False,
         unless: str | None = None,
+        single: bool = False,
     ) -> None:
+        self.single = single
         self.items = items
         self.future = future
         self.kv = kv
@@ -253,8 +258,10 @@ class Journal:
         kind_json = self._kind_json.get(kind)
         if kind_json is None:
             kind_json = self._kind_json[kind] = canonical_json(kind)
-        conv_json = "null" if conversation is None else canonical_json(conversation)
-        return (kind, conversation, kind_json, conv_json, canonical_json(body), body, ts)
+        conv_json = "null" if conversation is None else canonical_str(conversation)
+        body_json = canonical_json(body)
+        head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
+        return (kind, conversation, body_json, body, ts, head, tail)
 
     def _submit(self, unit: _Unit) -> None:
         if self._closing or self._writer_task is None:
@@ -262,12 +269,16 @@ class Journal:
         self._queue.append(unit)
         self._wake.set()
 
-    async def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> Event:
-        """Returns after the transaction holding the event has committed."""
+    def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> asyncio.Future[Event]:
+        """Await it: resolves after the transaction holding the event has committed.
+
+        Submitted at the call (a bad event raises there), in call order. A future rather than a
+        coroutine: one task step and one frame fewer per event on the event loop.
+        """
         item = self._item(kind, body, conversation, time.time())
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([item], future))
-        return (await future)[0]
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._submit(_Unit([item], future, single=True))
+        return future
 
     async def append_many(
         self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
@@ -393,7 +404,7 @@ class Journal:
             return
         for unit, result in zip(units, results):
             if not unit.future.done():
-                unit.future.set_result(result)
+                unit.future.set_result(result[0] if unit.single else result)
         if self._checkpoint_record is not None:
             record, self._checkpoint_record = self._checkpoint_record, None
             task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
@@ -437,7 +448,7 @@ class Journal:
         sha256 = hashlib.sha256
         seq, prev = self._head_seq, self._head_hash
         rows: list[tuple[Any, ...]] = []
-        events: list[Event] = []
+        events: list[projections.Record] = []
         results: list[Any] = []
         claimed: set[str] = set()
         for unit in units:
@@ -449,14 +460,13 @@ class Journal:
                     continue
                 claimed.add(unit.unless)
             out: list[Event] = []
-            for kind, conversation, kind_json, conv_json, body_json, body, ts in unit.items:
+            for kind, conversation, body_json, body, ts, head, tail in unit.items:
                 seq += 1
-                data = prev.encode() + fast_canonical(seq, ts, kind_json, conv_json, body_json)
+                data = link_bytes(prev, head, seq, tail)
                 h = sha256(data).hexdigest() if key is None else hmac.digest(key, data, "sha256").hex()
                 rows.append((seq, ts, kind, conversation, body_json, prev, h))
-                ev = Event(seq, ts, kind, conversation, body, prev, h)
-                out.append(ev)
-                events.append(ev)
+                events.append((seq, ts, kind, conversation, body, body_json, prev, h))
+                out.append(make_event(seq, ts, kind, conversation, body, prev, h))
                 prev = h
             results.append(out)
         since = self._since_cp + len(events)

@@ -21,7 +21,13 @@ from relay.journal.schema import PROJECTIONS, drop_projections
 
 log = logging.getLogger("relay.journal")
 
-Projection = Callable[[sqlite3.Connection, Sequence[Event]], None]
+Record = tuple[int, float, str, "str | None", dict[str, Any], str, str, str]
+"""An event as the projections take it: (seq, ts, kind, conversation, body, body_json, prev_hash,
+hash). A plain tuple: the writer builds one per event, and an `Event` costs far more. `body_json`
+is the stored canonical text: a field stored as JSON is cut from it by SQLite (`body_json -> '$.f'`
+gives the field's canonical JSON verbatim, tests/test_journal_projections.py checks) instead of
+being encoded again."""
+Projection = Callable[[sqlite3.Connection, Sequence[Record]], None]
 DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, ValueError, TypeError, AttributeError)
 
 
@@ -35,6 +41,10 @@ def _json(value: Any) -> str | None:
     if not value and isinstance(value, (list, tuple)):
         return "[]"
     return canonical_json(value)
+
+
+FIELD_JSON = "NULLIF({body} -> '$.{field}', 'null')"
+"""SQL for `_json(body.get(field))` from the body's canonical JSON (NULL when absent or null)."""
 
 
 def _client(body: dict[str, Any]) -> dict[str, Any]:
@@ -62,31 +72,30 @@ _UPSERT_CONVERSATION = (
 )
 
 
-def message_received(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def message_received(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """A row per message (rowid = seq; edits and deletes get their own row, the edited one stays),
     its text in the search index, and the conversation opened or touched."""
     messages: list[tuple[Any, ...]] = []
     indexed: list[tuple[int, str]] = []
     conversations: list[tuple[Any, ...]] = []
-    for ev in evs:
-        body = ev.body
+    for seq, ts, _, conversation, body, _, _, _ in evs:
         sender = _dict(body.get("sender"))
         text = body.get("text") or ""
         direction = body.get("direction")
         messages.append((
-            ev.seq, body.get("id") or f"seq-{ev.seq}", ev.seq, ev.conversation, direction,
+            seq, body.get("id") or f"seq-{seq}", seq, conversation, direction,
             body.get("channel"), body.get("platform_id") or None, body.get("chat"),
             sender.get("channel"), sender.get("user"), sender.get("display"),
             body.get("kind") or "message", text, body.get("edits"), body.get("reply_to"),
-            _json(body.get("attachments") or []), ev.ts, body.get("employee"),
+            _json(body.get("attachments") or []), ts, body.get("employee"),
         ))
         if text:
-            indexed.append((ev.seq, text))
-        if ev.conversation is not None:
+            indexed.append((seq, text))
+        if conversation is not None:
             client = _client(body)
             conversations.append((
-                ev.conversation, client.get("channel"), client.get("user"), client.get("display"),
-                body.get("employee"), ev.seq, ev.seq, ev.seq if direction == "outbound" else None,
+                conversation, client.get("channel"), client.get("user"), client.get("display"),
+                body.get("employee"), seq, seq, seq if direction == "outbound" else None,
             ))
     before = db.total_changes
     db.executemany(_INSERT_MESSAGE, messages)
@@ -98,20 +107,19 @@ def message_received(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
         db.executemany(_UPSERT_CONVERSATION, conversations)
 
 
-def policy_verdict(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def policy_verdict(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """Stamps the message with its verdict; a verdict marked for review opens a queue entry.
     Shadow verdicts (a candidate policy run beside the live one) change nothing here."""
     stamps: list[tuple[Any, ...]] = []
     reviews: list[tuple[Any, ...]] = []
-    for ev in evs:
-        body = ev.body
+    for seq, _, _, conversation, body, _, _, _ in evs:
         if body.get("shadow"):
             continue
         mid = body.get("message_id")
         rules = _json(body.get("rules") or [])
         stamps.append((body.get("action"), rules, mid))
         if body.get("review"):
-            reviews.append((mid, ev.seq, ev.conversation, mid, body.get("action"), rules))
+            reviews.append((mid, seq, conversation, mid, body.get("action"), rules))
     db.executemany("UPDATE messages SET action=?, rules_json=? WHERE id=?", stamps)
     if reviews:
         db.executemany(
@@ -121,60 +129,73 @@ def policy_verdict(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
         )
 
 
-def delivery_queued(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
-    db.executemany(
-        "INSERT OR IGNORE INTO deliveries(delivery_id, seq, message_id, conversation, channel, to_json,"
-        " out_json, state, attempts) VALUES(?,?,?,?,?,?,?,'queued',0)",
-        [
-            (b.get("delivery_id"), ev.seq, b.get("message_id"), ev.conversation, b.get("channel"),
-             _json(b.get("to")), _json(b.get("out")))
-            for ev in evs
-            for b in (ev.body,)
-        ],
-    )
+_INSERT_DELIVERY = (
+    "INSERT OR IGNORE INTO deliveries(delivery_id, seq, message_id, conversation, channel, to_json,"
+    " out_json, state, attempts) VALUES(?1,?2,?3,?4,?5,{to},{out},'queued',0)"
+)
 
 
-def message_delivered(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def delivery_queued(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
+    try:
+        db.executemany(
+            _INSERT_DELIVERY.format(
+                to=FIELD_JSON.format(body="?6", field="to"), out=FIELD_JSON.format(body="?6", field="out")
+            ),
+            [
+                (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"), body_json)
+                for seq, _, _, conversation, b, body_json, _, _ in evs
+            ],
+        )
+    except sqlite3.OperationalError:  # nested deeper than SQLite's JSON parser goes: encode here
+        db.executemany(
+            _INSERT_DELIVERY.format(to="?6", out="?7"),
+            [
+                (b.get("delivery_id"), seq, b.get("message_id"), conversation, b.get("channel"),
+                 _json(b.get("to")), _json(b.get("out")))
+                for seq, _, _, conversation, b, _, _, _ in evs
+            ],
+        )
+
+
+def message_delivered(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     db.executemany(
         "UPDATE deliveries SET state='delivered', platform_id=?, attempts=attempts+1 WHERE delivery_id=?",
-        [(ev.body.get("platform_id"), ev.body.get("delivery_id")) for ev in evs],
+        [(ev[4].get("platform_id"), ev[4].get("delivery_id")) for ev in evs],
     )
 
 
-def delivery_failed(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def delivery_failed(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """Every attempt counts; only a permanent failure ends the delivery."""
     db.executemany(
         "UPDATE deliveries SET state=CASE WHEN ? THEN 'failed' ELSE state END, reason=?, attempts=attempts+1"
         " WHERE delivery_id=?",
-        [(bool(ev.body.get("permanent")), ev.body.get("reason"), ev.body.get("delivery_id")) for ev in evs],
+        [(bool(b.get("permanent")), b.get("reason"), b.get("delivery_id")) for _, _, _, _, b, _, _, _ in evs],
     )
 
 
-def review_decided(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
     db.executemany(
         "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
         [
             ("escalated" if b.get("decision") == "escalate" else "decided", b.get("reviewer"), b.get("decision"),
-             b.get("reason"), ev.seq, b.get("message_id"))
-            for ev in evs
-            for b in (ev.body,)
+             b.get("reason"), seq, b.get("message_id"))
+            for seq, _, _, _, b, _, _, _ in evs
             if b.get("decision") != "annotate"
         ],
     )
 
 
-def conversation_assigned(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def conversation_assigned(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     rows: list[tuple[Any, ...]] = []
-    for ev in evs:
-        body = ev.body
-        conversation = body.get("conversation") or ev.conversation
+    for seq, _, _, ev_conversation, body, _, _, _ in evs:
+        conversation = body.get("conversation") or ev_conversation
         if conversation is None:
             continue
         client = _dict(body.get("client"))
         rows.append((conversation, client.get("channel"), client.get("user"), client.get("display"),
-                     body.get("employee"), ev.seq, ev.seq))
+                     body.get("employee"), seq, seq))
     db.executemany(
         "INSERT INTO conversations(id, client_channel, client_user, client_display, employee,"
         " opened_seq, last_seq) VALUES(?,?,?,?,?,?,?)"
@@ -186,9 +207,9 @@ def conversation_assigned(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
     )
 
 
-def retention_erased(db: sqlite3.Connection, evs: Sequence[Event]) -> None:
+def retention_erased(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """Erased messages keep their row (and digests) but lose their text, also from the index."""
-    seqs = [(s,) for ev in evs for s in ev.body.get("seqs") or () if type(s) is int]
+    seqs = [(s,) for ev in evs for s in ev[4].get("seqs") or () if type(s) is int]
     db.executemany("UPDATE messages SET erased=1, text='' WHERE rowid=?", seqs)
     db.executemany("DELETE FROM messages_fts WHERE rowid=?", seqs)
 
@@ -205,7 +226,7 @@ BY_KIND: dict[str, Projection] = {
 }
 
 
-def apply_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
+def apply_events(db: sqlite3.Connection, events: Sequence[Record]) -> int:
     """Project events in order (kinds without a projection, e.g. checkpoint, are no-ops).
 
     Returns how many events could not be projected. If any run fails, all of this call's
@@ -221,7 +242,7 @@ def apply_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
         return 0
     errors = 0
     for ev in events:
-        fn = BY_KIND.get(ev.kind)
+        fn = BY_KIND.get(ev[2])
         if fn is None:
             continue
         db.execute("SAVEPOINT projection_one")
@@ -230,18 +251,18 @@ def apply_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
         except DATA_ERRORS as exc:
             db.execute("ROLLBACK TO projection_one")
             errors += 1
-            log.warning("projection of seq %d (%s) failed: %r", ev.seq, ev.kind, exc)
+            log.warning("projection of seq %d (%s) failed: %r", ev[0], ev[2], exc)
         db.execute("RELEASE projection_one")
     db.execute("RELEASE projections")
     return errors
 
 
-def _apply_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+def _apply_runs(db: sqlite3.Connection, events: Sequence[Record]) -> None:
     i, n = 0, len(events)
     while i < n:
-        kind = events[i].kind
+        kind = events[i][2]
         j = i + 1
-        while j < n and events[j].kind == kind:
+        while j < n and events[j][2] == kind:
             j += 1
         fn = BY_KIND.get(kind)
         if fn is not None:
@@ -255,6 +276,16 @@ def rows_to_events(rows: Iterable[tuple[Any, ...]]) -> Iterable[Event]:
         yield Event(seq, ts, kind, conversation, body if isinstance(body, dict) else {}, prev_hash, hash_)
 
 
+def rows_to_records(rows: Iterable[tuple[Any, ...]]) -> list[Record]:
+    """Stored events as the projections take them (rebuild: no `Event`s needed)."""
+    records: list[Record] = []
+    for seq, ts, kind, conversation, body_json, prev_hash, hash_ in rows:
+        body = json.loads(body_json)
+        body = body if isinstance(body, dict) else {}
+        records.append((seq, ts, kind, conversation, body, body_json, prev_hash, hash_))
+    return records
+
+
 def rebuild(db: sqlite3.Connection, chunk: int = 2000) -> int:
     """Drop every projection and replay all events (inside the caller's transaction)."""
     drop_projections(db)
@@ -265,7 +296,7 @@ def rebuild(db: sqlite3.Connection, chunk: int = 2000) -> int:
     cur.execute("SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events ORDER BY seq")
     count = 0
     while rows := cur.fetchmany(chunk):
-        events = list(rows_to_events(rows))
+        events = rows_to_records(rows)
         apply_events(db, events)
         count += len(events)
     return count
