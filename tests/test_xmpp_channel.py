@@ -11,6 +11,7 @@ from typing import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from slixmpp import Message
 
 import bots.xmpp
@@ -57,8 +58,9 @@ def staff_channel(prosody: Prosody, tmp_path: Path, employees: dict[str, str], *
                                                              **ctx_args))  # type: ignore[arg-type]
 
 
-def client_channel(prosody: Prosody, tmp_path: Path, desk: str, **ctx_args: object) -> bots.xmpp.XmppChannel:
-    settings = {
+def client_channel(prosody: Prosody, tmp_path: Path, desk: str, extra: dict[str, object] | None = None,
+                   **ctx_args: object) -> bots.xmpp.XmppChannel:
+    settings: dict[str, object] = {
         "network": "xmpp",
         "side": "client",
         "mode": "client",
@@ -69,6 +71,7 @@ def client_channel(prosody: Prosody, tmp_path: Path, desk: str, **ctx_args: obje
         "use_tls": False,
         "reconnect_base": 0.05,
         "reconnect_max": 0.5,
+        **(extra or {}),
     }
     return bots.xmpp.create("xmpp-clients", settings, make_ctx("xmpp-clients", "client", str(tmp_path),
                                                                **ctx_args))  # type: ignore[arg-type]
@@ -201,6 +204,77 @@ async def test_files_both_ways_through_http_file_share(staff) -> None:  # type: 
     assert got.sha256 == hashlib.sha256(photo).hexdigest()
     assert got.name == "scan.png" and got.mime == "image/png" and got.refused == ""
     assert inbound.text == ""
+
+
+@pytest.fixture
+async def internal_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A second HTTP server on 127.0.0.1 standing for an internal service (SSRF target)."""
+    hits = {"count": 0}
+
+    async def secret(request: web.Request) -> web.Response:
+        hits["count"] += 1
+        return web.Response(body=b"internal secret", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/{name}", secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", hits
+    await runner.cleanup()
+
+
+def oob_of(url: str) -> list:  # type: ignore[type-arg]
+    node = el(NS_OOB, "x")
+    node.append(el(NS_OOB, "url", url))
+    return [node]
+
+
+async def test_inbound_url_outside_the_upload_host_is_refused_not_fetched(
+        staff, internal_server: tuple[str, dict[str, int]], prosody: Prosody) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    base, hits = internal_server
+    contact = f"c-ssrf@{channel.settings.jid}"
+    alice.send(contact, "see the report", mid="a-ssrf", extra=oob_of(f"{base}/admin.txt"))
+    inbound = await recorder.wait_for(lambda i: i.platform_id.endswith(":a-ssrf"))
+    assert inbound.kind == "message" and inbound.text == "see the report"
+    (att,) = inbound.attachments
+    internal_host = base.removeprefix("http://")
+    assert att.refused.startswith(f"host not allowed: {internal_host} (allowed: 127.0.0.1:{prosody.http_port})")
+    assert att.data == b"" and att.platform_ref == f"{base}/admin.txt" and att.name == "admin.txt"
+    assert hits["count"] == 0
+    await alice.wait_message(lambda m: m["receipt"] == "a-ssrf")
+
+    photo = os.urandom(3_000)
+    url = await alice.upload("ok.png", photo, "image/png")
+    alice.send(contact, url, mid="a-ok", extra=oob_of(url))
+    ok = await recorder.wait_for(lambda i: i.platform_id.endswith(":a-ok"))
+    assert ok.attachments[0].refused == "" and ok.attachments[0].data == photo
+    assert hits["count"] == 0
+
+
+async def test_fetch_hosts_setting_replaces_the_default(
+        prosody: Prosody, tmp_path: Path, internal_server: tuple[str, dict[str, int]]) -> None:
+    base, hits = internal_server
+    desk = account(prosody, "desk")
+    channel = client_channel(prosody, tmp_path, desk, extra={"fetch_hosts": [base.removeprefix("http://")]})
+    recorder = Recorder()
+    await channel.start(recorder)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        zoe.send(desk, f"{base}/doc.txt", mid="z-in", extra=oob_of(f"{base}/doc.txt"))
+        allowed = await recorder.wait_for(lambda i: i.platform_id.endswith(":z-in"))
+        assert allowed.attachments[0].data == b"internal secret" and hits["count"] == 1
+        url = await zoe.upload("id.jpg", b"jpeg bytes", "image/jpeg")
+        zoe.send(desk, url, mid="z-up", extra=oob_of(url))
+        refused = await recorder.wait_for(lambda i: i.platform_id.endswith(":z-up"))
+        assert refused.attachments[0].refused.startswith(f"host not allowed: 127.0.0.1:{prosody.http_port}")
+    finally:
+        await zoe.stop()
+        await channel.stop()
 
 
 async def test_inbound_file_over_the_limit_is_refused_not_fetched(prosody: Prosody, tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from bots.xmpp.stanzas import (
     NS_STANZAS,
     NS_UPLOAD,
     RETRACT_FALLBACK,
+    Slot,
     ParsedMessage,
     el,
     make_pid,
@@ -89,6 +90,8 @@ class XmppChannel:
         self._upload_target: tuple[str, int | None] | None = (
             (settings.upload_service, None) if settings.upload_service else None
         )
+        self._upload_http_host: str | None = None
+        self._probe_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -229,9 +232,22 @@ class XmppChannel:
             return ()
         assert self._session is not None
         limit = self.ctx.max_attachment_bytes
+        allowed = await self._fetch_allowlist()
         return tuple(
-            [await files.fetch(self._session, url, limit, self.settings.fetch_timeout) for url in urls]
+            [await files.fetch(self._session, url, limit, self.settings.fetch_timeout, allowed) for url in urls]
         )
+
+    async def _fetch_allowlist(self) -> frozenset[str]:
+        """`fetch_hosts` when set, else the upload service's GET host (empty while unknown)."""
+        if self.settings.fetch_hosts is not None:
+            return frozenset(self.settings.fetch_hosts)
+        async with self._probe_lock:
+            if self._upload_http_host is None and self.link.online:
+                try:
+                    await self._request_slot(self.link.current(), "relay-probe.txt", 1, "text/plain")
+                except (Permanent, Retryable) as exc:
+                    log.warning("xmpp %s: upload service host unknown, incoming files refused: %s", self.name, exc)
+        return frozenset({self._upload_http_host} if self._upload_http_host else ())
 
     async def _chat_for(self, sender: JID, to: JID) -> str:
         if not self.staff:
@@ -482,13 +498,27 @@ class XmppChannel:
 
     async def _upload(self, att: Attachment) -> str:
         xmpp = self.link.current()
-        service, max_size = await self._upload_service(xmpp)
+        _, max_size = await self._upload_service(xmpp)
         if max_size is not None and att.size > max_size:
             raise Permanent(f"file {att.name} is {att.size} bytes; the upload service accepts {max_size}")
         name = att.name.replace("/", "_") or "file"
         mime = att.mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        slot = await self._request_slot(xmpp, name, len(att.data), mime)
+        assert self._session is not None
+        try:
+            await files.put(self._session, slot.put_url, slot.headers, att.data, mime, self.settings.fetch_timeout)
+        except files.UploadRejected as exc:
+            raise (Retryable(exc.reason) if exc.temporary else Permanent(exc.reason)) from None
+        return slot.get_url
+
+    async def _request_slot(self, xmpp: BaseXMPP, name: str, size: int, mime: str) -> Slot:
+        """An upload slot; its GET URL's host becomes the default fetch allowlist.
+
+        With no `fetch_hosts` and no upload yet, a slot for a 1-byte file is requested just to
+        learn that host (never used; the server expires it)."""
+        service, _ = await self._upload_service(xmpp)
         iq = xmpp.make_iq_get(ito=service, ifrom=self.settings.jid if self.staff else None)
-        iq.xml.append(slot_request(name, len(att.data), mime))
+        iq.xml.append(slot_request(name, size, mime))
         try:
             result = await iq.send(timeout=self.settings.send_timeout)
         except IqTimeout:
@@ -500,12 +530,11 @@ class XmppChannel:
                 raise Retryable(f"upload slot refused: {condition} {text}".strip()) from None
             raise Permanent(f"upload slot refused for {name}: {condition} {text}".strip()) from None
         slot = parse_slot(result.xml)
-        assert self._session is not None
         try:
-            await files.put(self._session, slot.put_url, slot.headers, att.data, mime, self.settings.fetch_timeout)
-        except files.UploadRejected as exc:
-            raise (Retryable(exc.reason) if exc.temporary else Permanent(exc.reason)) from None
-        return slot.get_url
+            self._upload_http_host = files.url_host(slot.get_url)
+        except (ValueError, KeyError):
+            log.warning("xmpp %s: upload slot GET URL %r has no usable host", self.name, slot.get_url)
+        return slot
 
     async def _upload_service(self, xmpp: BaseXMPP) -> tuple[str, int | None]:
         if self._upload_target is not None:

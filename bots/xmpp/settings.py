@@ -9,6 +9,7 @@ from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
 from bots.base import ChannelConfigError
+from bots.xmpp.files import host_entry
 
 KNOWN_KEYS = frozenset(
     {
@@ -28,6 +29,7 @@ KNOWN_KEYS = frozenset(
         "connect_timeout",
         "send_timeout",
         "fetch_timeout",
+        "fetch_hosts",
         "nick",
     }
 )
@@ -54,6 +56,9 @@ class XmppSettings:
     send_timeout: float = 10.0
     fetch_timeout: float = 30.0
     nick: str = ""
+    fetch_hosts: tuple[str, ...] | None = None
+    """Hosts (`host` = default port only, or `host:port`) incoming file URLs may be fetched
+    from; None (unset) means only the host of the server's HTTP File Upload GET URLs."""
 
     @property
     def domain(self) -> str:
@@ -116,6 +121,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
         if key in settings
     }
     return XmppSettings(
+        fetch_hosts=_fetch_hosts(name, settings.get("fetch_hosts")),
         mode=mode,
         jid=str(jid),
         secret=str(secret),
@@ -127,3 +133,14 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
         nick=str(settings.get("nick") or ""),
         **floats,
     )
+
+
+def _fetch_hosts(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        raise ChannelConfigError(f"channel {name}: fetch_hosts must be a list of host or host:port strings")
+    try:
+        return tuple(host_entry(entry) for entry in value)
+    except ValueError as exc:
+        raise ChannelConfigError(f"channel {name}: fetch_hosts: {exc}") from None
