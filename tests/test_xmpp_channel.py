@@ -242,7 +242,7 @@ async def test_inbound_url_outside_the_upload_host_is_refused_not_fetched(
     assert inbound.kind == "message" and inbound.text == "see the report"
     (att,) = inbound.attachments
     internal_host = base.removeprefix("http://")
-    assert att.refused.startswith(f"host not allowed: {internal_host} (allowed: 127.0.0.1:{prosody.http_port})")
+    assert att.refused == f"host not allowed: {internal_host}"
     assert att.data == b"" and att.platform_ref == f"{base}/admin.txt" and att.name == "admin.txt"
     assert hits["count"] == 0
     await alice.wait_message(lambda m: m["receipt"] == "a-ssrf")
@@ -271,7 +271,7 @@ async def test_fetch_hosts_setting_replaces_the_default(
         url = await zoe.upload("id.jpg", b"jpeg bytes", "image/jpeg")
         zoe.send(desk, url, mid="z-up", extra=oob_of(url))
         refused = await recorder.wait_for(lambda i: i.platform_id.endswith(":z-up"))
-        assert refused.attachments[0].refused.startswith(f"host not allowed: 127.0.0.1:{prosody.http_port}")
+        assert refused.attachments[0].refused == f"host not allowed: 127.0.0.1:{prosody.http_port}"
     finally:
         await zoe.stop()
         await channel.stop()

@@ -10,6 +10,7 @@ attachment (with `refused` set).
 from __future__ import annotations
 
 import asyncio
+import logging
 import mimetypes
 import posixpath
 from typing import Collection
@@ -18,6 +19,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiohttp
 
 from relay.model import Attachment
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 3
@@ -60,7 +63,8 @@ def _bracket(host: str) -> str:
 
 
 def _refusal(url: str, allowed: Collection[str]) -> str:
-    """Why `url` may not be fetched, or "" when it may."""
+    """Why `url` may not be fetched, or "" when it may. The reason travels with the message (a
+    recipient may see it), so the allowlist itself is only logged."""
     if urlsplit(url).scheme not in ("http", "https"):
         return "unsupported URL scheme"
     try:
@@ -69,7 +73,9 @@ def _refusal(url: str, allowed: Collection[str]) -> str:
         shown = url_host(url)
     except ValueError as exc:
         return f"bad URL: {exc}"
-    return f"host not allowed: {shown} (allowed: {', '.join(sorted(allowed)) or 'none'})"
+    log.warning("not fetching %s: host %s not in fetch_hosts (allowed: %s)", url, shown,
+                ", ".join(sorted(allowed)) or "none")
+    return f"host not allowed: {shown}"
 
 
 def name_from_url(url: str) -> str:
