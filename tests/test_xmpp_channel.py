@@ -19,7 +19,7 @@ from bots.base import Channel, Permanent, Retryable
 from bots.xmpp.stanzas import NS_OOB, NS_STANZAS, el
 from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
 from tests.prosody_support import Prosody
-from tests.xmpp_support import Recorder, XmppUser, make_ctx
+from tests.xmpp_support import CuttableProxy, Recorder, XmppUser, make_ctx
 
 PASSWORD = "pw-secret"
 _ids = itertools.count(1)
@@ -471,3 +471,43 @@ async def test_hub_failure_is_answered_with_an_error_and_no_receipt(prosody: Pro
     finally:
         await user.stop()
         await channel.stop()
+
+
+async def test_client_account_resends_nothing_the_server_took_before_the_line_died(
+        prosody: Prosody, tmp_path: Path) -> None:
+    """The server takes a message, its answers are lost, the connection dies: the send reports
+    Retryable, and the outbox's retry after the reconnect must not deliver the message twice
+    (stream management's resume count says the server had it)."""
+    desk = account(prosody, "desk")
+    proxy = await CuttableProxy(prosody.c2s_port).start()
+    channel = client_channel(prosody, tmp_path, desk, extra={"port": proxy.port, "send_timeout": 30})
+    recorder = Recorder()
+    await channel.start(recorder)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        to = Party("xmpp-clients", zoe.jid, "Zoe")
+        first = Outgoing(conversation="c-sm", to=to, message_id="m-sm-1", text="before the cut")
+        await channel.send(first)
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-1")
+        proxy.hold_replies()
+        out = Outgoing(conversation="c-sm", to=to, message_id="m-sm-2", text="taken, answer lost")
+        sending = asyncio.create_task(channel.send(out))
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-2")
+        assert not sending.done()
+        proxy.cut()
+        with pytest.raises(Retryable):
+            await sending
+        await channel.wait_online(10)
+        assert channel.link.connections == 2
+        assert channel.link.taken("relay-m-sm-2") and not channel.link.taken("relay-m-sm-3")
+        assert await channel.send(out) == f"{desk}:relay-m-sm-2"
+        after = Outgoing(conversation="c-sm", to=to, message_id="m-sm-3", text="after the cut")
+        await channel.send(after)
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-3")
+        ids = [m["id"] for m in zoe.messages if m["body"]]
+        assert ids == ["relay-m-sm-1", "relay-m-sm-2", "relay-m-sm-3"]
+    finally:
+        await zoe.stop()
+        await channel.stop()
+        await proxy.stop()

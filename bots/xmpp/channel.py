@@ -4,7 +4,8 @@ as an ordinary account (one client per sender JID).
 Inbound stanzas are handed to the hub in arrival order per (sender, contact) and
 acknowledged with a delivery receipt only after the hub has journaled them. Outgoing
 messages carry stanza ids derived from the relay message id, so corrections, retractions
-and receipts can name them later, and a retried send reuses the same id.
+and receipts can name them later, and a retried send reuses the same id (and is skipped
+when stream management showed the server had taken it, see `Link.taken`).
 """
 
 from __future__ import annotations
@@ -401,6 +402,9 @@ class XmppChannel:
         sids: list[str] = []
         for index, (body, extra) in enumerate(parts):
             sid = self._sid(out, index)
+            sids.append(sid)
+            if self.link.taken(sid):
+                continue
             msg = self._message(xmpp, to, mfrom, sid, body)
             if out.reply_to and index == 0:
                 author, target = split_pid(out.reply_to)
@@ -410,7 +414,6 @@ class XmppChannel:
             if extra is not None:
                 msg.xml.append(extra)
             msg.send()
-            sids.append(sid)
         await self.link.flush(xmpp)
         if len(sids) > 1:
             await self.ctx.state.put(f"parts:{sids[0]}", json.dumps(sids[1:]))
@@ -429,7 +432,8 @@ class XmppChannel:
         sid = self._sid(out)
         msg = self._message(xmpp, to, mfrom, sid, out.text)
         msg.xml.append(el(NS_CORRECT, "replace", id=original))
-        msg.send()
+        if not self.link.taken(sid):
+            msg.send()
         await self.link.flush(xmpp)
         await self.ctx.state.put(f"orig:{sid}", original)
         return make_pid(self._own_bare(mfrom), sid)
@@ -444,6 +448,8 @@ class XmppChannel:
         xmpp = self.link.current()
         sid = self._sid(out)
         for index, target_id in enumerate(targets):
+            if self.link.taken(self._sid(out, index)):
+                continue
             msg = xmpp.make_message(mto=to, mbody=RETRACT_FALLBACK, mtype="chat", mfrom=mfrom)
             msg["id"] = self._sid(out, index)
             msg.xml.append(el(NS_SID, "origin-id", id=msg["id"]))
@@ -479,7 +485,8 @@ class XmppChannel:
             except Permanent:
                 mfrom = self.settings.jid
         msg = self._message(xmpp, to, mfrom, sid, out.text)
-        msg.send()
+        if not self.link.taken(sid):
+            msg.send()
         await self.link.flush(xmpp)
         return make_pid(self._own_bare(mfrom), sid)
 
