@@ -220,12 +220,16 @@ def test_fetch_host_entries_and_matching() -> None:
     assert not files.host_allowed("http://evil.example.org/a", {"files.example.org"})
 
 
-def test_fetch_hosts_setting_is_validated() -> None:
+def test_fetch_hosts_and_stream_management_settings_are_validated() -> None:
     base = {"jid": "desk@example.org", "password": "pw"}
     assert parse_settings("t", base, "client").fetch_hosts is None
     assert parse_settings("t", {**base, "fetch_hosts": []}, "client").fetch_hosts == ()
     assert parse_settings("t", {**base, "fetch_hosts": ["Up.Example.org", "up.example.org:5281"]},
                           "client").fetch_hosts == ("up.example.org", "up.example.org:5281")
+    assert parse_settings("t", base, "client").stream_management is True
+    assert parse_settings("t", {**base, "stream_management": False}, "client").stream_management is False
+    with pytest.raises(ChannelConfigError, match="stream_management must be true or false"):
+        parse_settings("t", {**base, "stream_management": "yes"}, "client")
     with pytest.raises(ChannelConfigError, match="fetch_hosts must be a list"):
         parse_settings("t", {**base, "fetch_hosts": "up.example.org"}, "client")
     with pytest.raises(ChannelConfigError, match="fetch_hosts: 'http://up/' is not a host"):

@@ -71,7 +71,8 @@ def make_client(settings: XmppSettings) -> BaseXMPP:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
             xmpp.enable_plaintext = True
-        xmpp.register_plugin("xep_0198")
+        if settings.stream_management:
+            xmpp.register_plugin("xep_0198")
     xmpp.whitespace_keepalive_interval = 60
     return xmpp
 

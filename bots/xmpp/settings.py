@@ -30,6 +30,7 @@ KNOWN_KEYS = frozenset(
         "send_timeout",
         "fetch_timeout",
         "fetch_hosts",
+        "stream_management",
         "nick",
     }
 )
@@ -56,6 +57,8 @@ class XmppSettings:
     send_timeout: float = 10.0
     fetch_timeout: float = 30.0
     nick: str = ""
+    stream_management: bool = True
+    """Client mode: XEP-0198 when the server offers it (see bots.xmpp.link); components have none."""
     fetch_hosts: tuple[str, ...] | None = None
     """Hosts (`host` = default port only, or `host:port`) incoming file URLs may be fetched
     from; None (unset) means only the host of the server's HTTP File Upload GET URLs."""
@@ -115,6 +118,9 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     use_tls = settings.get("use_tls", mode == "client")
     if not isinstance(use_tls, bool):
         raise ChannelConfigError(f"channel {name}: use_tls must be true or false")
+    stream_management = settings.get("stream_management", True)
+    if not isinstance(stream_management, bool):
+        raise ChannelConfigError(f"channel {name}: stream_management must be true or false")
     floats = {
         key: float(_number(name, key, settings[key], float))
         for key in ("reconnect_base", "reconnect_max", "connect_timeout", "send_timeout", "fetch_timeout")
@@ -122,6 +128,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     }
     return XmppSettings(
         fetch_hosts=_fetch_hosts(name, settings.get("fetch_hosts")),
+        stream_management=stream_management,
         mode=mode,
         jid=str(jid),
         secret=str(secret),
