@@ -29,7 +29,7 @@ certificates = "{root}/certs"
 data_path = "{root}/data"
 log = {{ {{ levels = {{ min = "{log_level}" }}, to = "file", filename = "{root}/prosody.log" }} }}
 admins = {{ }}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "offline", "http" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "offline", "http", "smacks" }}
 modules_disabled = {{ "s2s" }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}

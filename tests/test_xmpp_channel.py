@@ -11,6 +11,7 @@ from typing import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from slixmpp import Message
 
 import bots.xmpp
@@ -18,7 +19,7 @@ from bots.base import Channel, Permanent, Retryable
 from bots.xmpp.stanzas import NS_OOB, NS_STANZAS, el
 from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
 from tests.prosody_support import Prosody
-from tests.xmpp_support import Recorder, XmppUser, make_ctx
+from tests.xmpp_support import CuttableProxy, Recorder, XmppUser, make_ctx
 
 PASSWORD = "pw-secret"
 _ids = itertools.count(1)
@@ -57,8 +58,9 @@ def staff_channel(prosody: Prosody, tmp_path: Path, employees: dict[str, str], *
                                                              **ctx_args))  # type: ignore[arg-type]
 
 
-def client_channel(prosody: Prosody, tmp_path: Path, desk: str, **ctx_args: object) -> bots.xmpp.XmppChannel:
-    settings = {
+def client_channel(prosody: Prosody, tmp_path: Path, desk: str, extra: dict[str, object] | None = None,
+                   **ctx_args: object) -> bots.xmpp.XmppChannel:
+    settings: dict[str, object] = {
         "network": "xmpp",
         "side": "client",
         "mode": "client",
@@ -69,6 +71,7 @@ def client_channel(prosody: Prosody, tmp_path: Path, desk: str, **ctx_args: obje
         "use_tls": False,
         "reconnect_base": 0.05,
         "reconnect_max": 0.5,
+        **(extra or {}),
     }
     return bots.xmpp.create("xmpp-clients", settings, make_ctx("xmpp-clients", "client", str(tmp_path),
                                                                **ctx_args))  # type: ignore[arg-type]
@@ -201,6 +204,77 @@ async def test_files_both_ways_through_http_file_share(staff) -> None:  # type: 
     assert got.sha256 == hashlib.sha256(photo).hexdigest()
     assert got.name == "scan.png" and got.mime == "image/png" and got.refused == ""
     assert inbound.text == ""
+
+
+@pytest.fixture
+async def internal_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A second HTTP server on 127.0.0.1 standing for an internal service (SSRF target)."""
+    hits = {"count": 0}
+
+    async def secret(request: web.Request) -> web.Response:
+        hits["count"] += 1
+        return web.Response(body=b"internal secret", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/{name}", secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", hits
+    await runner.cleanup()
+
+
+def oob_of(url: str) -> list:  # type: ignore[type-arg]
+    node = el(NS_OOB, "x")
+    node.append(el(NS_OOB, "url", url))
+    return [node]
+
+
+async def test_inbound_url_outside_the_upload_host_is_refused_not_fetched(
+        staff, internal_server: tuple[str, dict[str, int]], prosody: Prosody) -> None:  # type: ignore[no-untyped-def]
+    channel, alice, recorder = staff
+    base, hits = internal_server
+    contact = f"c-ssrf@{channel.settings.jid}"
+    alice.send(contact, "see the report", mid="a-ssrf", extra=oob_of(f"{base}/admin.txt"))
+    inbound = await recorder.wait_for(lambda i: i.platform_id.endswith(":a-ssrf"))
+    assert inbound.kind == "message" and inbound.text == "see the report"
+    (att,) = inbound.attachments
+    internal_host = base.removeprefix("http://")
+    assert att.refused == f"host not allowed: {internal_host}"
+    assert att.data == b"" and att.platform_ref == f"{base}/admin.txt" and att.name == "admin.txt"
+    assert hits["count"] == 0
+    await alice.wait_message(lambda m: m["receipt"] == "a-ssrf")
+
+    photo = os.urandom(3_000)
+    url = await alice.upload("ok.png", photo, "image/png")
+    alice.send(contact, url, mid="a-ok", extra=oob_of(url))
+    ok = await recorder.wait_for(lambda i: i.platform_id.endswith(":a-ok"))
+    assert ok.attachments[0].refused == "" and ok.attachments[0].data == photo
+    assert hits["count"] == 0
+
+
+async def test_fetch_hosts_setting_replaces_the_default(
+        prosody: Prosody, tmp_path: Path, internal_server: tuple[str, dict[str, int]]) -> None:
+    base, hits = internal_server
+    desk = account(prosody, "desk")
+    channel = client_channel(prosody, tmp_path, desk, extra={"fetch_hosts": [base.removeprefix("http://")]})
+    recorder = Recorder()
+    await channel.start(recorder)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        zoe.send(desk, f"{base}/doc.txt", mid="z-in", extra=oob_of(f"{base}/doc.txt"))
+        allowed = await recorder.wait_for(lambda i: i.platform_id.endswith(":z-in"))
+        assert allowed.attachments[0].data == b"internal secret" and hits["count"] == 1
+        url = await zoe.upload("id.jpg", b"jpeg bytes", "image/jpeg")
+        zoe.send(desk, url, mid="z-up", extra=oob_of(url))
+        refused = await recorder.wait_for(lambda i: i.platform_id.endswith(":z-up"))
+        assert refused.attachments[0].refused == f"host not allowed: 127.0.0.1:{prosody.http_port}"
+    finally:
+        await zoe.stop()
+        await channel.stop()
 
 
 async def test_inbound_file_over_the_limit_is_refused_not_fetched(prosody: Prosody, tmp_path: Path) -> None:
@@ -397,3 +471,43 @@ async def test_hub_failure_is_answered_with_an_error_and_no_receipt(prosody: Pro
     finally:
         await user.stop()
         await channel.stop()
+
+
+async def test_client_account_resends_nothing_the_server_took_before_the_line_died(
+        prosody: Prosody, tmp_path: Path) -> None:
+    """The server takes a message, its answers are lost, the connection dies: the send reports
+    Retryable, and the outbox's retry after the reconnect must not deliver the message twice
+    (stream management's resume count says the server had it)."""
+    desk = account(prosody, "desk")
+    proxy = await CuttableProxy(prosody.c2s_port).start()
+    channel = client_channel(prosody, tmp_path, desk, extra={"port": proxy.port, "send_timeout": 30})
+    recorder = Recorder()
+    await channel.start(recorder)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        to = Party("xmpp-clients", zoe.jid, "Zoe")
+        first = Outgoing(conversation="c-sm", to=to, message_id="m-sm-1", text="before the cut")
+        await channel.send(first)
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-1")
+        proxy.hold_replies()
+        out = Outgoing(conversation="c-sm", to=to, message_id="m-sm-2", text="taken, answer lost")
+        sending = asyncio.create_task(channel.send(out))
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-2")
+        assert not sending.done()
+        proxy.cut()
+        with pytest.raises(Retryable):
+            await sending
+        await channel.wait_online(10)
+        assert channel.link.connections == 2
+        assert channel.link.taken("relay-m-sm-2") and not channel.link.taken("relay-m-sm-3")
+        assert await channel.send(out) == f"{desk}:relay-m-sm-2"
+        after = Outgoing(conversation="c-sm", to=to, message_id="m-sm-3", text="after the cut")
+        await channel.send(after)
+        await zoe.wait_message(lambda m: m["id"] == "relay-m-sm-3")
+        ids = [m["id"] for m in zoe.messages if m["body"]]
+        assert ids == ["relay-m-sm-1", "relay-m-sm-2", "relay-m-sm-3"]
+    finally:
+        await zoe.stop()
+        await channel.stop()
+        await proxy.stop()

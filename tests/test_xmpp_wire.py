@@ -145,10 +145,19 @@ async def file_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
     async def missing(request: web.Request) -> web.Response:
         return web.Response(status=404)
 
+    async def bounce(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def hit(request: web.Request) -> web.Response:
+        sent["hits"] = sent.get("hits", 0) + 1
+        return web.Response(body=b"secret")
+
     app = web.Application()
     app.router.add_get("/stream.bin", chunked)
     app.router.add_get("/pic.png", declared)
     app.router.add_get("/gone.txt", missing)
+    app.router.add_get("/bounce", bounce)
+    app.router.add_get("/internal.txt", hit)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -160,20 +169,71 @@ async def file_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
 
 async def test_fetch_checks_declared_and_streamed_size(file_server: tuple[str, dict[str, int]]) -> None:
     base, sent = file_server
+    allowed = {files.url_host(base), "127.0.0.1:1"}
     async with aiohttp.ClientSession() as session:
-        ok = await files.fetch(session, f"{base}/pic.png", 20_000, 5)
+        ok = await files.fetch(session, f"{base}/pic.png", 20_000, 5, allowed)
         assert (ok.name, ok.mime, ok.size, ok.refused) == ("pic.png", "image/png", 10_000, "")
-        declared = await files.fetch(session, f"{base}/pic.png", 5_000, 5)
+        declared = await files.fetch(session, f"{base}/pic.png", 5_000, 5, allowed)
         assert declared.data == b"" and declared.refused == "too large: 10000 bytes > limit 5000"
-        streamed = await files.fetch(session, f"{base}/stream.bin", 200_000, 5)
+        streamed = await files.fetch(session, f"{base}/stream.bin", 200_000, 5, allowed)
         assert streamed.data == b"" and "too large" in streamed.refused
         assert sent["chunks"] < 200
-        gone = await files.fetch(session, f"{base}/gone.txt", 1000, 5)
+        gone = await files.fetch(session, f"{base}/gone.txt", 1000, 5, allowed)
         assert gone.refused == "fetch failed: HTTP 404"
-        scheme = await files.fetch(session, "file:///etc/passwd", 1000, 5)
+        scheme = await files.fetch(session, "file:///etc/passwd", 1000, 5, allowed)
         assert scheme.refused == "unsupported URL scheme"
-        closed = await files.fetch(session, "http://127.0.0.1:1/x", 1000, 5)
+        closed = await files.fetch(session, "http://127.0.0.1:1/x", 1000, 5, allowed)
         assert closed.refused.startswith("fetch failed:")
+
+
+async def test_fetch_refuses_hosts_and_redirects_outside_the_allowlist(
+        file_server: tuple[str, dict[str, int]]) -> None:
+    base, sent = file_server
+    internal = f"{base}/internal.txt"
+    async with aiohttp.ClientSession() as session:
+        denied = await files.fetch(session, internal, 1000, 5, {"files.example.org"})
+        assert denied.refused.startswith(f"host not allowed: {files.url_host(base)}")
+        assert denied.data == b"" and denied.platform_ref == internal
+        assert denied.refused == f"host not allowed: {files.url_host(base)}"
+        port = int(files.url_host(base).rsplit(":", 1)[1])
+        other = f"http://localhost:{port}/internal.txt"
+        hop = await files.fetch(session, f"{base}/bounce?to={other}", 1000, 5, {files.url_host(base)})
+        assert hop.refused == f"redirect refused: host not allowed: localhost:{port}"
+        assert sent.get("hits", 0) == 0
+        same = await files.fetch(session, f"{base}/bounce?to=/internal.txt", 1000, 5, {files.url_host(base)})
+        assert same.refused == "" and same.data == b"secret" and sent["hits"] == 1
+
+
+def test_fetch_host_entries_and_matching() -> None:
+    assert files.host_entry(" Files.Example.org ") == "files.example.org"
+    assert files.host_entry("files.example.org:8443") == "files.example.org:8443"
+    assert files.host_entry("[::1]:5280") == "[::1]:5280"
+    for bad in ("", "http://x.org/", "x.org/path", "user@x.org", "x.org:http"):
+        with pytest.raises(ValueError):
+            files.host_entry(bad)
+    assert files.host_allowed("https://files.example.org/a", {"files.example.org"})
+    assert files.host_allowed("http://files.example.org/a", {"files.example.org"})
+    assert not files.host_allowed("https://files.example.org:8443/a", {"files.example.org"})
+    assert files.host_allowed("https://files.example.org:8443/a", {"files.example.org:8443"})
+    assert not files.host_allowed("https://files.example.org/a", {"files.example.org:8443"})
+    assert files.host_allowed("http://[::1]:5280/a", {"[::1]:5280"})
+    assert not files.host_allowed("http://evil.example.org/a", {"files.example.org"})
+
+
+def test_fetch_hosts_and_stream_management_settings_are_validated() -> None:
+    base = {"jid": "desk@example.org", "password": "pw"}
+    assert parse_settings("t", base, "client").fetch_hosts is None
+    assert parse_settings("t", {**base, "fetch_hosts": []}, "client").fetch_hosts == ()
+    assert parse_settings("t", {**base, "fetch_hosts": ["Up.Example.org", "up.example.org:5281"]},
+                          "client").fetch_hosts == ("up.example.org", "up.example.org:5281")
+    assert parse_settings("t", base, "client").stream_management is True
+    assert parse_settings("t", {**base, "stream_management": False}, "client").stream_management is False
+    with pytest.raises(ChannelConfigError, match="stream_management must be true or false"):
+        parse_settings("t", {**base, "stream_management": "yes"}, "client")
+    with pytest.raises(ChannelConfigError, match="fetch_hosts must be a list"):
+        parse_settings("t", {**base, "fetch_hosts": "up.example.org"}, "client")
+    with pytest.raises(ChannelConfigError, match="fetch_hosts: 'http://up/' is not a host"):
+        parse_settings("t", {**base, "fetch_hosts": ["http://up/"]}, "client")
 
 
 def test_example_config_block_uncommented_is_valid(tmp_path: Path) -> None:

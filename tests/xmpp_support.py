@@ -239,3 +239,55 @@ def relay_config(prosody: Any, data_dir: str, desk: str, desk_password: str, emp
     }
     cfg.update(extra)
     return cfg
+
+
+class CuttableProxy:
+    """A TCP relay on 127.0.0.1 in front of Prosody that a test can make lose the server's
+    answers (`hold_replies`) and then cut, as a dying network does, without stopping Prosody."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.hold = False
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._pairs.append((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, holdable: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if holdable and self.hold:
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+    def hold_replies(self) -> None:
+        self.hold = True
+
+    def cut(self) -> None:
+        """Abort every connection (no closing handshake) and pass traffic again afterwards."""
+        for writer, up_writer in self._pairs:
+            writer.transport.abort()
+            up_writer.transport.abort()
+        self._pairs.clear()
+        self.hold = False
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

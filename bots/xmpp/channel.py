@@ -4,7 +4,8 @@ as an ordinary account (one client per sender JID).
 Inbound stanzas are handed to the hub in arrival order per (sender, contact) and
 acknowledged with a delivery receipt only after the hub has journaled them. Outgoing
 messages carry stanza ids derived from the relay message id, so corrections, retractions
-and receipts can name them later, and a retried send reuses the same id.
+and receipts can name them later, and a retried send reuses the same id (and is skipped
+when stream management showed the server had taken it, see `Link.taken`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bots.xmpp.stanzas import (
     NS_UPLOAD,
     RETRACT_FALLBACK,
     ParsedMessage,
+    Slot,
     el,
     make_pid,
     oob,
@@ -89,6 +91,8 @@ class XmppChannel:
         self._upload_target: tuple[str, int | None] | None = (
             (settings.upload_service, None) if settings.upload_service else None
         )
+        self._upload_http_host: str | None = None
+        self._probe_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -229,9 +233,22 @@ class XmppChannel:
             return ()
         assert self._session is not None
         limit = self.ctx.max_attachment_bytes
+        allowed = await self._fetch_allowlist()
         return tuple(
-            [await files.fetch(self._session, url, limit, self.settings.fetch_timeout) for url in urls]
+            [await files.fetch(self._session, url, limit, self.settings.fetch_timeout, allowed) for url in urls]
         )
+
+    async def _fetch_allowlist(self) -> frozenset[str]:
+        """`fetch_hosts` when set, else the upload service's GET host (empty while unknown)."""
+        if self.settings.fetch_hosts is not None:
+            return frozenset(self.settings.fetch_hosts)
+        async with self._probe_lock:
+            if self._upload_http_host is None and self.link.online:
+                try:
+                    await self._request_slot(self.link.current(), "relay-probe.txt", 1, "text/plain")
+                except (Permanent, Retryable) as exc:
+                    log.warning("xmpp %s: upload service host unknown, incoming files refused: %s", self.name, exc)
+        return frozenset({self._upload_http_host} if self._upload_http_host else ())
 
     async def _chat_for(self, sender: JID, to: JID) -> str:
         if not self.staff:
@@ -385,6 +402,9 @@ class XmppChannel:
         sids: list[str] = []
         for index, (body, extra) in enumerate(parts):
             sid = self._sid(out, index)
+            sids.append(sid)
+            if self.link.taken(sid):
+                continue
             msg = self._message(xmpp, to, mfrom, sid, body)
             if out.reply_to and index == 0:
                 author, target = split_pid(out.reply_to)
@@ -394,7 +414,6 @@ class XmppChannel:
             if extra is not None:
                 msg.xml.append(extra)
             msg.send()
-            sids.append(sid)
         await self.link.flush(xmpp)
         if len(sids) > 1:
             await self.ctx.state.put(f"parts:{sids[0]}", json.dumps(sids[1:]))
@@ -413,7 +432,8 @@ class XmppChannel:
         sid = self._sid(out)
         msg = self._message(xmpp, to, mfrom, sid, out.text)
         msg.xml.append(el(NS_CORRECT, "replace", id=original))
-        msg.send()
+        if not self.link.taken(sid):
+            msg.send()
         await self.link.flush(xmpp)
         await self.ctx.state.put(f"orig:{sid}", original)
         return make_pid(self._own_bare(mfrom), sid)
@@ -428,6 +448,8 @@ class XmppChannel:
         xmpp = self.link.current()
         sid = self._sid(out)
         for index, target_id in enumerate(targets):
+            if self.link.taken(self._sid(out, index)):
+                continue
             msg = xmpp.make_message(mto=to, mbody=RETRACT_FALLBACK, mtype="chat", mfrom=mfrom)
             msg["id"] = self._sid(out, index)
             msg.xml.append(el(NS_SID, "origin-id", id=msg["id"]))
@@ -463,7 +485,8 @@ class XmppChannel:
             except Permanent:
                 mfrom = self.settings.jid
         msg = self._message(xmpp, to, mfrom, sid, out.text)
-        msg.send()
+        if not self.link.taken(sid):
+            msg.send()
         await self.link.flush(xmpp)
         return make_pid(self._own_bare(mfrom), sid)
 
@@ -482,13 +505,27 @@ class XmppChannel:
 
     async def _upload(self, att: Attachment) -> str:
         xmpp = self.link.current()
-        service, max_size = await self._upload_service(xmpp)
+        _, max_size = await self._upload_service(xmpp)
         if max_size is not None and att.size > max_size:
             raise Permanent(f"file {att.name} is {att.size} bytes; the upload service accepts {max_size}")
         name = att.name.replace("/", "_") or "file"
         mime = att.mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        slot = await self._request_slot(xmpp, name, len(att.data), mime)
+        assert self._session is not None
+        try:
+            await files.put(self._session, slot.put_url, slot.headers, att.data, mime, self.settings.fetch_timeout)
+        except files.UploadRejected as exc:
+            raise (Retryable(exc.reason) if exc.temporary else Permanent(exc.reason)) from None
+        return slot.get_url
+
+    async def _request_slot(self, xmpp: BaseXMPP, name: str, size: int, mime: str) -> Slot:
+        """An upload slot; its GET URL's host becomes the default fetch allowlist.
+
+        With no `fetch_hosts` and no upload yet, a slot for a 1-byte file is requested just to
+        learn that host (never used; the server expires it)."""
+        service, _ = await self._upload_service(xmpp)
         iq = xmpp.make_iq_get(ito=service, ifrom=self.settings.jid if self.staff else None)
-        iq.xml.append(slot_request(name, len(att.data), mime))
+        iq.xml.append(slot_request(name, size, mime))
         try:
             result = await iq.send(timeout=self.settings.send_timeout)
         except IqTimeout:
@@ -500,12 +537,11 @@ class XmppChannel:
                 raise Retryable(f"upload slot refused: {condition} {text}".strip()) from None
             raise Permanent(f"upload slot refused for {name}: {condition} {text}".strip()) from None
         slot = parse_slot(result.xml)
-        assert self._session is not None
         try:
-            await files.put(self._session, slot.put_url, slot.headers, att.data, mime, self.settings.fetch_timeout)
-        except files.UploadRejected as exc:
-            raise (Retryable(exc.reason) if exc.temporary else Permanent(exc.reason)) from None
-        return slot.get_url
+            self._upload_http_host = files.url_host(slot.get_url)
+        except (ValueError, KeyError):
+            log.warning("xmpp %s: upload slot GET URL %r has no usable host", self.name, slot.get_url)
+        return slot
 
     async def _upload_service(self, xmpp: BaseXMPP) -> tuple[str, int | None]:
         if self._upload_target is not None:

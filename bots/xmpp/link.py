@@ -6,17 +6,24 @@ after a batch of messages proves the whole batch arrived (a "barrier"). A send r
 after its barrier; if the stream dies first the send raises `Retryable` and the outbox
 retries in order. Reconnection uses capped exponential backoff with jitter and a fresh
 slixmpp object per attempt, so no stale queue replays stanzas behind the outbox's back.
+
+A client account also uses stream management (XEP-0198) when the server offers it: the next
+stream asks to resume the lost one, and the count the server answers with (`h` in
+<resumed/> or <failed/>) says which unconfirmed stanzas it had taken; `taken` tells the
+channel, so the outbox's retry does not send those a second time. Components (XEP-0114)
+have no stream management.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import xml.etree.ElementTree as ET
 from typing import Callable
 
-from slixmpp import ClientXMPP, ComponentXMPP
+from slixmpp import ClientXMPP, ComponentXMPP, Message
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 
@@ -28,6 +35,19 @@ log = logging.getLogger(__name__)
 
 Factory = Callable[[], BaseXMPP]
 OnOnline = Callable[[BaseXMPP], None]
+SM_MODULUS = 2 ** 32
+TAKEN_MAX = 4096
+
+
+class _ResumeNoise(logging.Filter):
+    """slixmpp logs an error when a resumed stream acks stanzas its (fresh) queue never held;
+    here that is expected: the unconfirmed stanzas are settled by `Link`, not resent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Inconsistent sequence numbers")
+
+
+logging.getLogger("slixmpp.plugins.xep_0198.stream_management").addFilter(_ResumeNoise())
 
 
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -51,6 +71,8 @@ def make_client(settings: XmppSettings) -> BaseXMPP:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
             xmpp.enable_plaintext = True
+        if settings.stream_management:
+            xmpp.register_plugin("xep_0198")
     xmpp.whitespace_keepalive_interval = 60
     return xmpp
 
@@ -69,6 +91,8 @@ class Link:
         self._barrier: asyncio.Future[None] | None = None
         self._inflight: set[asyncio.Future[None]] = set()
         self._lost: asyncio.Future[object] | None = None
+        self._previous: BaseXMPP | None = None
+        self._taken: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.online_event = asyncio.Event()
         self.failures = 0
         self.connections = 0
@@ -82,6 +106,38 @@ class Link:
         if not self.online or self._xmpp is None:
             raise Retryable("xmpp disconnected", after=min(1.0, self.settings.reconnect_max))
         return self._xmpp
+
+    def taken(self, stanza_id: str) -> bool:
+        """The server confirmed (by stream management) a stanza whose send was reported lost."""
+        return stanza_id in self._taken
+
+    def _carry_over(self, xmpp: BaseXMPP) -> None:
+        """Have `xmpp` resume the previous stream's session; settle its unconfirmed stanzas by `h`."""
+        previous = self._previous
+        if previous is None or "xep_0198" not in xmpp.plugin or "xep_0198" not in previous.plugin:
+            return
+        old, new = previous.plugin["xep_0198"], xmpp.plugin["xep_0198"]
+        if not old.sm_id:
+            return
+        new.sm_id, new.handled, new.seq, new.last_ack = old.sm_id, old.handled, old.seq, old.last_ack
+        pending = [stanza for _, stanza in old.unacked_queue]
+        base = old.last_ack
+
+        def settle(answer: object) -> None:
+            h = getattr(answer, "xml", None)
+            value = h.get("h") if h is not None else None
+            if value is None or not value.isdigit():
+                return
+            count = (int(value) - base) % SM_MODULUS
+            for stanza in pending[:count]:
+                if isinstance(stanza, Message) and stanza["id"]:
+                    self._taken[stanza["id"]] = None
+            while len(self._taken) > TAKEN_MAX:
+                self._taken.popitem(last=False)
+            pending.clear()
+
+        xmpp.add_event_handler("session_resumed", settle)
+        xmpp.add_event_handler("sm_failed", settle)
 
     async def start(self) -> None:
         self._stopping = False
@@ -191,7 +247,9 @@ class Link:
             self.last_error = f"stream error: {condition}"
             fail(self.last_error)
 
+        self._carry_over(xmpp)
         xmpp.add_event_handler("session_start", on_start)
+        xmpp.add_event_handler("session_resumed", on_start)
         xmpp.add_event_handler("connection_failed", fail)
         xmpp.add_event_handler("disconnected", on_disconnected)
         xmpp.add_event_handler("failed_all_auth", lambda _: fail("authentication failed (check the password)"))
@@ -219,6 +277,7 @@ class Link:
             lost = self._lost
             assert lost is not None
             self._xmpp = xmpp
+            self._previous = None
             self._online = True
             self.failures = 0
             self.connections += 1
@@ -233,6 +292,7 @@ class Link:
                 return
             self._xmpp = None
             self._discard(xmpp)
+            self._previous = xmpp
             self.failures = 1
             delay = backoff_delay(self.failures, self.settings.reconnect_base, self.settings.reconnect_max)
             log.warning("xmpp %s: connection lost (%s); reconnecting in %.2fs", self.settings.jid, reason, delay)

@@ -9,6 +9,7 @@ from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
 from bots.base import ChannelConfigError
+from bots.xmpp.files import host_entry
 
 KNOWN_KEYS = frozenset(
     {
@@ -28,6 +29,8 @@ KNOWN_KEYS = frozenset(
         "connect_timeout",
         "send_timeout",
         "fetch_timeout",
+        "fetch_hosts",
+        "stream_management",
         "nick",
     }
 )
@@ -54,6 +57,11 @@ class XmppSettings:
     send_timeout: float = 10.0
     fetch_timeout: float = 30.0
     nick: str = ""
+    stream_management: bool = True
+    """Client mode: XEP-0198 when the server offers it (see bots.xmpp.link); components have none."""
+    fetch_hosts: tuple[str, ...] | None = None
+    """Hosts (`host` = default port only, or `host:port`) incoming file URLs may be fetched
+    from; None (unset) means only the host of the server's HTTP File Upload GET URLs."""
 
     @property
     def domain(self) -> str:
@@ -110,12 +118,17 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     use_tls = settings.get("use_tls", mode == "client")
     if not isinstance(use_tls, bool):
         raise ChannelConfigError(f"channel {name}: use_tls must be true or false")
+    stream_management = settings.get("stream_management", True)
+    if not isinstance(stream_management, bool):
+        raise ChannelConfigError(f"channel {name}: stream_management must be true or false")
     floats = {
         key: float(_number(name, key, settings[key], float))
         for key in ("reconnect_base", "reconnect_max", "connect_timeout", "send_timeout", "fetch_timeout")
         if key in settings
     }
     return XmppSettings(
+        fetch_hosts=_fetch_hosts(name, settings.get("fetch_hosts")),
+        stream_management=stream_management,
         mode=mode,
         jid=str(jid),
         secret=str(secret),
@@ -127,3 +140,14 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
         nick=str(settings.get("nick") or ""),
         **floats,
     )
+
+
+def _fetch_hosts(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        raise ChannelConfigError(f"channel {name}: fetch_hosts must be a list of host or host:port strings")
+    try:
+        return tuple(host_entry(entry) for entry in value)
+    except ValueError as exc:
+        raise ChannelConfigError(f"channel {name}: fetch_hosts: {exc}") from None
