@@ -208,6 +208,25 @@ class XmppUser:
         return [m["body"] for m in self.messages if m["from"].bare == sender_bare and m["body"]
                 and m["type"] != "error" and m.xml.find("{urn:xmpp:message-retract:1}retract") is None]
 
+    def distinct_bodies_from(self, sender_bare: str) -> list[str]:
+        """What a client that drops a repeated stanza id (XEP-0359 origin-id) shows, with the
+        check that a repeat really is the same message (same id, same body)."""
+        seen: dict[str, str] = {}
+        out: list[str] = []
+        for m in self.messages:
+            if m["from"].bare != sender_bare or not m["body"] or m["type"] == "error":
+                continue
+            if m.xml.find("{urn:xmpp:message-retract:1}retract") is not None:
+                continue
+            mid = m["id"]
+            if mid and mid in seen:
+                assert seen[mid] == m["body"], f"stanza id {mid} reused for a different body"
+                continue
+            if mid:
+                seen[mid] = m["body"]
+            out.append(m["body"])
+        return out
+
 
 def relay_config(prosody: Any, data_dir: str, desk: str, desk_password: str, employees: dict[str, str],
                  policies: str, **extra: Any) -> dict[str, Any]:
