@@ -101,7 +101,8 @@ class Hub:
         self.stats = HubStats()
         self._inflight: dict[str, asyncio.Future[Receipt]] = {}
         self._recent: OrderedDict[str, Receipt] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        """Per-conversation lock and its number of users; dropped when nobody holds or awaits it."""
         self._held: dict[str, Delivery] = {}
 
     # -- entry points ---------------------------------------------------------------------
@@ -149,17 +150,23 @@ class Hub:
     async def _receive(self, inb: Inbound, mid: str) -> Receipt:
         side = self.config.channels[inb.channel].side
         conv_key = conversation_id(inb.channel, inb.chat) if side == "client" else inb.chat
-        lock = self._locks.setdefault(conv_key, asyncio.Lock())
+        lock, users = self._locks.setdefault(conv_key, (asyncio.Lock(), [0]))
+        users[0] += 1
         # Calls for one conversation are journaled in the order they were made: the lock is the
         # first thing awaited (FIFO), and it is held only until the events are submitted, so
         # consecutive messages of a conversation can share one group commit.
-        async with lock:
-            attachments, raw_sha = await self._store_blobs(inb)
-            if side == "client":
-                events, deliveries, conv = await self._from_client(inb, mid, attachments, raw_sha)
-            else:
-                events, deliveries, conv = await self._from_staff(inb, mid, attachments, raw_sha)
-            committed = self.journal.submit_many(events, unless_message=mid)
+        try:
+            async with lock:
+                attachments, raw_sha = await self._store_blobs(inb)
+                if side == "client":
+                    events, deliveries, conv = await self._from_client(inb, mid, attachments, raw_sha)
+                else:
+                    events, deliveries, conv = await self._from_staff(inb, mid, attachments, raw_sha)
+                committed = self.journal.submit_many(events, unless_message=mid)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._locks.pop(conv_key, None)
         written = await committed
         if written is None:  # journaled before (a redelivery after a restart)
             self.stats.duplicates += 1

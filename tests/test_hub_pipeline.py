@@ -296,3 +296,13 @@ async def test_calls_started_in_order_are_journaled_and_delivered_in_order_shari
         assert relay.journal.stats.commits - commits_before < 50
     finally:
         await relay.stop()
+
+
+async def test_conversation_locks_do_not_accumulate(tmp_path: Path) -> None:
+    relay, clients, staff = await start(tmp_path, members=("ann",))
+    try:
+        await asyncio.gather(*(clients.inject(f"u{i}", "hi", f"u{i}:1") for i in range(100)))
+        assert relay.hub._locks == {}
+        await until(lambda: len(staff.sent) == 100)
+    finally:
+        await relay.stop()
