@@ -86,7 +86,7 @@ def make_ctx(name: str, side: str, tmp: str, employees: dict[str, str] | None = 
     )
 
 
-PLUGINS = ("xep_0030", "xep_0066", "xep_0172", "xep_0184", "xep_0308", "xep_0359", "xep_0363", "xep_0424")
+PLUGINS = ("xep_0030", "xep_0066", "xep_0172", "xep_0184", "xep_0198", "xep_0308", "xep_0359", "xep_0363", "xep_0424")
 
 
 class XmppUser:
