@@ -12,25 +12,11 @@ from aiohttp import web
 
 from bots.base import ChannelContext, EmployeeInfo
 from relay.model import Inbound, Receipt, conversation_id
+from tests.channel_support import MemoryState  # noqa: F401  (re-exported for the tests)
 
 CLIENT_TOKEN = "111111:client-token"
 STAFF_TOKEN = "222222:staff-token"
 STAFF_GROUP = -1001234567890
-
-
-class MemoryState:
-    """StateStore kept in a dict; shared between channel instances to model a restart."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.puts = 0
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.puts += 1
-        self.data[key] = value
 
 
 class Recorder:

@@ -22,6 +22,7 @@ from bots.webchat.desk import WebDeskChannel
 from bots.webchat.desk import create as create_desk
 from relay.model import Inbound, Receipt
 from relay.passwords import hash_password
+from tests.channel_support import MemoryState  # noqa: F401  (re-exported for the tests)
 
 ALICE_PASSWORD = "alice-secret"
 BOB_PASSWORD = "bob-secret"
@@ -32,19 +33,6 @@ def password_hash(password: str) -> str:
     if password not in _HASHES:
         _HASHES[password] = hash_password(password)
     return _HASHES[password]
-
-
-class MemoryState:
-    """The adapter state store, as a dict."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.values[key] = value
 
 
 class Recorder:

@@ -11,19 +11,7 @@ from aiohttp import web
 
 from bots.base import ChannelContext
 from relay.model import Inbound, Receipt, conversation_id
-
-
-class MemoryState:
-    """A StateStore kept in a dict (the real one lives in the journal database)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.data[key] = value
+from tests.channel_support import MemoryState  # noqa: F401  (re-exported for the tests)
 
 
 @dataclass

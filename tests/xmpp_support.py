@@ -20,19 +20,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from bots.base import ChannelContext, EmployeeInfo
 from relay.model import Inbound, Receipt, conversation_id
-
-
-class MemoryState:
-    """StateStore kept in a dict (a test double for the journal-backed store)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.data[key] = value
+from tests.channel_support import MemoryState  # noqa: F401  (re-exported for the tests)
 
 
 @dataclass
