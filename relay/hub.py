@@ -176,9 +176,7 @@ class Hub:
             self.outbox.enqueue(d)
         for kind, body, cid in events:
             if kind == "delivery.failed" and body.get("permanent") and body.get("delivery_id"):
-                failed = Delivery(body["delivery_id"], body["message_id"], cid or "", body["channel"],
-                                  Party(body["channel"], ""), {"kind": "message"})
-                await self.on_permanent_failure(failed, body["reason"])
+                await self.tell_sender_undelivered(body["message_id"], body["reason"])
         return Receipt(mid, conv)
 
     async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], str]:
@@ -318,34 +316,30 @@ class Hub:
                                                events, inherited)
         return events, deliveries, cid
 
-    def _first_outbound(self, conv: Conversation) -> bool:
-        return not conv.has_outbound
+    @staticmethod
+    def _eval_input(direction: str, channel: str, text: str, attachments: tuple[Attachment, ...],
+                    groups: tuple[str, ...], conv: Conversation, mid: str) -> EvalInput:
+        return EvalInput(direction=direction, channel=channel, text=text, attachments=attachments,
+                         sender_groups=groups, first_in_conversation=direction == "outbound" and not conv.has_outbound,
+                         conversation=conv.id, message_id=mid)
 
-    def _evaluate(self, direction: str, channel: str, text: str, attachments: tuple[Attachment, ...],
-                  groups: tuple[str, ...], conv: Conversation, mid: str) -> Verdict:
-        inp = EvalInput(direction=direction, channel=channel, text=text, attachments=attachments,
-                        sender_groups=groups, first_in_conversation=direction == "outbound" and self._first_outbound(conv),
-                        conversation=conv.id, message_id=mid)
+    def _evaluate(self, inp: EvalInput) -> Verdict:
         try:
             return self.policies().evaluate(inp)
         except Exception:  # fail closed: hold for review rather than forward unchecked
             self.stats.policy_errors += 1
-            log.exception("policy evaluation failed for %s", mid)
+            log.exception("policy evaluation failed for %s", inp.message_id)
             return Verdict(action="quarantine", review=True, policy_version="error")
 
-    def _shadow_event(self, direction: str, channel: str, text: str, attachments: tuple[Attachment, ...],
-                      groups: tuple[str, ...], conv: Conversation, mid: str) -> Event | None:
+    def _shadow_event(self, inp: EvalInput) -> Event | None:
         shadow = self.shadow() if self.shadow else None
         if shadow is None:
             return None
-        inp = EvalInput(direction=direction, channel=channel, text=text, attachments=attachments,
-                        sender_groups=groups, first_in_conversation=direction == "outbound" and self._first_outbound(conv),
-                        conversation=conv.id, message_id=mid)
         try:
             v = shadow.evaluate(inp)
         except Exception as exc:
-            return ("policy.shadow_verdict", {"message_id": mid, "error": repr(exc)}, conv.id)
-        return ("policy.shadow_verdict", {**verdict_json(v, mid), "shadow": True}, conv.id)
+            return ("policy.shadow_verdict", {"message_id": inp.message_id, "error": repr(exc)}, inp.conversation)
+        return ("policy.shadow_verdict", {**verdict_json(v, inp.message_id), "shadow": True}, inp.conversation)
 
     async def _receipt_events(self, inb: Inbound, mid: str) -> list[Event]:
         """Link a network's status or receipt event to the delivery it is about.
@@ -390,12 +384,13 @@ class Hub:
         usable = tuple(a for a in attachments if not a.refused)
         verdict: Verdict | None = None
         if kind != "delete":
-            verdict = self._evaluate(direction, inb.channel, inb.text, usable, groups, conv, mid)
+            inp = self._eval_input(direction, inb.channel, inb.text, usable, groups, conv, mid)
+            verdict = self._evaluate(inp)
             if inherited:
                 kept = tuple(d for d in inherited if d not in verdict.disclaimers)
                 verdict = replace(verdict, disclaimers=kept + verdict.disclaimers)
             events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))
-            shadow = self._shadow_event(direction, inb.channel, inb.text, usable, groups, conv, mid)
+            shadow = self._shadow_event(inp)
             if shadow is not None:
                 events.append(shadow)
             self._count(verdict)
@@ -459,7 +454,7 @@ class Hub:
         mid = message_id_for("relay", platform_id)
         body = self._received_body(inb, mid, "outbound", (), "", conv, None)
         events.append(("message.received", body, conv.id))
-        verdict = self._evaluate("outbound", conv.client.channel, text, (), (), conv, mid)
+        verdict = self._evaluate(self._eval_input("outbound", conv.client.channel, text, (), (), conv, mid))
         events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))
         if verdict.action in ("block", "quarantine"):
             return []
@@ -569,18 +564,21 @@ class Hub:
         return deliveries
 
     async def on_permanent_failure(self, d: Delivery, reason: str) -> None:
-        """Tell the sender their message was not delivered (not for notices, to avoid loops)."""
-        if d.out.get("kind") == "notice":
-            return
+        """The outbox's hook: tell the sender (not for notices, to avoid loops)."""
+        if d.out.get("kind") != "notice":
+            await self.tell_sender_undelivered(d.message_id, reason)
+
+    async def tell_sender_undelivered(self, message_id: str, reason: str) -> None:
+        """Send the `undeliverable` notice to whoever wrote `message_id`, if relay can reach them."""
         rows = await self.journal.fetchall("SELECT sender_channel, sender_user, sender_display, conversation "
-                                           "FROM messages WHERE id = ?", (d.message_id,))
+                                           "FROM messages WHERE id = ?", (message_id,))
         if not rows or rows[0]["sender_channel"] not in self.config.channels:
             return
         r = rows[0]
         conv = await self.router.get(r["conversation"]) if r["conversation"] else None
         events: list[Event] = []
         text = self.config.notices["undeliverable"].replace("{reason}", reason)
-        n = self._notice(events, d.message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
+        n = self._notice(events, message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
                          text, conversation=r["conversation"])
         await self.journal.append_many(events)
         self.outbox.enqueue(n)
