@@ -14,17 +14,22 @@ if TYPE_CHECKING:
     from relay.app import RelayApp
 
 
-@admin_action("review.release")
-async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def _open_item(relay: "RelayApp", params: dict[str, Any]) -> tuple[str, str, str]:
+    """(message id, actor, action) of an undecided review item, or an AdminError saying why not."""
     mid = str(params.get("message_id", ""))
-    actor = str(params.get("actor", "")) or "cli"
     rows = await relay.journal.fetchall("SELECT state, action FROM review_queue WHERE message_id = ?", (mid,))
     if not rows:
         raise AdminError(f"no review item {mid!r}")
     if rows[0]["state"] != "open":
         raise AdminError(f"review item {mid} is already decided ({rows[0]['state']})")
-    if rows[0]["action"] != "quarantine":
-        raise AdminError(f"review item {mid} was not held (action {rows[0]['action']}); use a review decision instead")
+    return mid, str(params.get("actor", "")) or "cli", rows[0]["action"]
+
+
+@admin_action("review.release")
+async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+    mid, actor, action = await _open_item(relay, params)
+    if action != "quarantine":
+        raise AdminError(f"review item {mid} was not held (action {action}); use a review decision instead")
     try:
         d = await relay.hub.release(mid, actor, str(params.get("reason", "")))
     except LookupError as exc:
@@ -34,13 +39,7 @@ async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
 
 @admin_action("review.reject")
 async def reject(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
-    mid = str(params.get("message_id", ""))
-    actor = str(params.get("actor", "")) or "cli"
-    rows = await relay.journal.fetchall("SELECT state FROM review_queue WHERE message_id = ?", (mid,))
-    if not rows:
-        raise AdminError(f"no review item {mid!r}")
-    if rows[0]["state"] != "open":
-        raise AdminError(f"review item {mid} is already decided ({rows[0]['state']})")
+    mid, actor, _ = await _open_item(relay, params)
     try:
         await relay.hub.reject(mid, actor, str(params.get("reason", "")))
     except LookupError as exc:

@@ -124,12 +124,23 @@ async def test_decision_rules_roles_and_escalation(relay: RelayApp) -> None:
     assert s["decisions_per_reviewer"]["dave"] == {"non-compliant": 1}
 
 
+async def notify_alerts(app: RelayApp, message_id: str) -> int:
+    """How many `notify` alerts for `message_id` were queued to the compliance room."""
+    rows = await app.journal.fetchall(
+        "SELECT COUNT(*) AS n FROM deliveries WHERE json_extract(to_json, '$.user') = 'compliance-room' "
+        "AND json_extract(out_json, '$.text') LIKE '[relay alert]%' AND json_extract(out_json, '$.text') LIKE ?",
+        (f"%message {message_id}%",))
+    return int(rows[0]["n"])
+
+
 async def test_sla_breach_escalates_and_alerts_once_and_notify_rules_alert(relay: RelayApp) -> None:
     staff = relay.channels["staff"]
     conv = await conversation_with_ann(relay)
     held = await staff.inject("ann", "insider tip for you", "ann:4", chat=conv)
     first = await sweep(relay)
-    assert first["sla_breaches"] == [] and first["notified"] == [held.message_id]
+    # relay's own background sweep may get to the new verdict first; either way, one alert
+    assert first["sla_breaches"] == [] and first["notified"] in ([held.message_id], [])
+    assert await notify_alerts(relay, held.message_id) == 1
     await until(lambda: any(o.to.user == "compliance-room" and "Q-001" in o.text and held.message_id in o.text
                             for o in staff.sent))
     later = await sweep(relay, now=time.time() + 25 * 3600)
@@ -174,7 +185,10 @@ async def test_a_rules_own_sla_and_notify_drive_escalation_and_alerts(tmp_path: 
         held = await clients.inject("u9", "message me on whatsapp", "u9:1")
         item = (await load_items(app.journal))[held.message_id]
         assert item.sla(settings_of(app), app.policies) == 2 * 3600
-        assert (await sweep(app))["notified"] == [held.message_id]
+        # relay's own background sweep may get to the new verdict first; either way the notify
+        # alert goes out exactly once
+        assert (await sweep(app))["notified"] in ([held.message_id], [])
+        assert await notify_alerts(app, held.message_id) == 1
         assert (await sweep(app, now=time.time() + 3 * 3600))["sla_breaches"] == [held.message_id]
         await until(lambda: any(o.to.user == "compliance-room" and "SLA breach" in o.text and "2h" in o.text
                                 for o in staff.sent))
