@@ -12,7 +12,7 @@ from typing import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from aiohttp import web
-from slixmpp import Message
+from slixmpp import Iq, Message
 
 import bots.xmpp
 from bots.base import Channel, Permanent, Retryable
@@ -513,3 +513,112 @@ async def test_client_account_resends_nothing_the_server_took_before_the_line_di
         await zoe.stop()
         await channel.stop()
         await proxy.stop()
+
+
+async def test_client_account_acknowledges_only_what_the_hub_journaled(prosody: Prosody, tmp_path: Path) -> None:
+    """Stream management counts an incoming message as handled only once `deliver` returned.
+    The line dies while one message is still being journaled: on resumption the server sends
+    that one again (the hub would deduplicate it), and not the one already journaled. A relay
+    that dies there has not acknowledged it either, so the server keeps it: nothing is lost."""
+    desk = account(prosody, "desk")
+    proxy = await CuttableProxy(prosody.c2s_port).start()
+    channel = client_channel(prosody, tmp_path, desk, extra={"port": proxy.port})
+    recorder = Recorder()
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    async def deliver(inbound: Inbound) -> Receipt:
+        calls.append(inbound.text)
+        if inbound.text == "slow to journal":
+            await gate.wait()
+        return await recorder(inbound)
+
+    await channel.start(deliver)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    try:
+        await channel.wait_online(10)
+        zoe.send(desk, "journaled", mid="z-1")
+        await recorder.wait_for(lambda i: i.text == "journaled")
+        zoe.send(desk, "slow to journal", mid="z-2")
+        for _ in range(200):
+            if "slow to journal" in calls:
+                break
+            await asyncio.sleep(0.02)
+        assert calls == ["journaled", "slow to journal"]
+        proxy.cut()
+        for _ in range(250):
+            if channel.link.connections == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert channel.link.connections == 2
+        zoe.send(desk, "after the cut", mid="z-3")  # queued behind the re-sent one
+        await asyncio.sleep(0.3)
+        gate.set()
+        await recorder.wait_for(lambda i: i.text == "after the cut")
+        assert calls == ["journaled", "slow to journal", "slow to journal", "after the cut"]
+        assert [i.text for i in recorder.inbounds] == ["journaled", "slow to journal", "after the cut"]
+    finally:
+        gate.set()
+        await zoe.stop()
+        await channel.stop()
+        await proxy.stop()
+
+
+async def test_one_barrier_ping_in_flight_covers_the_sends_made_meanwhile(staff) -> None:  # type: ignore[no-untyped-def]
+    """Sends spread over many loop steps share barrier pings: at most one is in flight, and
+    every send still returns only after a ping sent after it came back."""
+    channel, alice, _ = staff
+    xmpp = channel.link.current()
+    outstanding: set[str] = set()
+    most = 0
+    pings = 0
+
+    def out(stanza: object) -> object:
+        nonlocal most, pings
+        if isinstance(stanza, Iq) and stanza.xml.find("{urn:xmpp:ping}ping") is not None:
+            outstanding.add(stanza["id"])
+            pings += 1
+            most = max(most, len(outstanding))
+        return stanza
+
+    def incoming(stanza: object) -> object:
+        if isinstance(stanza, Iq):
+            outstanding.discard(stanza["id"])
+        return stanza
+
+    xmpp.add_filter("out", out)
+    xmpp.add_filter("in", incoming)
+    sends = []
+    for i in range(30):
+        sends.append(asyncio.create_task(channel.send(outgoing(f"conv-ping{i % 3}", alice.jid, f"n{i}", f"m-ping{i}"))))
+        await asyncio.sleep(0)
+    ids = await asyncio.gather(*sends)
+    assert len(set(ids)) == 30
+    assert most == 1
+    assert 1 <= pings < 30
+    await alice.wait_message(lambda m: m["body"] == "n29")
+    got = [m["body"] for m in alice.messages if (m["body"] or "").startswith("n")]
+    assert sorted(got, key=lambda b: int(b[1:])) == [f"n{i}" for i in range(30)]
+
+
+async def test_stanzas_sent_in_one_loop_step_leave_in_one_write(staff) -> None:  # type: ignore[no-untyped-def]
+    """Writes are batched per event-loop step, in order, without changing a byte."""
+    channel, alice, _ = staff
+    xmpp = channel.link.current()
+    writes: list[bytes] = []
+    real_write = xmpp.transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    xmpp.transport.write = write
+    try:
+        await asyncio.gather(*(channel.send(outgoing("conv-batch", alice.jid, f"b{i}", f"m-batch{i}")) for i in range(5)))
+    finally:
+        xmpp.transport.write = real_write
+    together = [w for w in writes if b"relay-m-batch0" in w]
+    assert len(together) == 1
+    order = [together[0].index(f"relay-m-batch{i}\"".encode()) for i in range(5)]
+    assert order == sorted(order)
+    await alice.wait_message(lambda m: m["body"] == "b4")

@@ -17,6 +17,7 @@ import json
 import logging
 import mimetypes
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -57,7 +58,7 @@ from bots.xmpp.stanzas import (
     split_pid,
     xml_safe,
 )
-from relay.model import Attachment, Inbound, Outgoing, Party
+from relay.model import Attachment, Inbound, Outgoing, Party, Receipt
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,18 @@ RECENT = 4096
 MAX_BODY_BYTES = 200_000
 """Bodies above this are refused: servers close a stream on an oversized stanza (Prosody's
 default limit is 256 KiB), which would turn one message into an endless reconnect loop."""
+MAX_IN_FLIGHT = 64
+"""Stanzas of one sender handed to the hub before the first of them is acknowledged."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A stanza read into an Inbound, with what its acknowledgement needs."""
+
+    parsed: ParsedMessage
+    inbound: Inbound
+    to_bare: str
+    stanza_id: str
 
 
 class XmppChannel:
@@ -170,22 +183,48 @@ class XmppChannel:
         queue.append(msg)
 
     async def _drain(self, key: str, queue: collections.deque[Message]) -> None:
-        while queue:
-            msg = queue[0]
+        """Hand one sender's stanzas to the hub in arrival order, several in flight at once.
+
+        Each stanza is prepared (files fetched) in order and its `deliver` started in order;
+        the hub fixes a conversation's order when it submits to the journal, so a sender's
+        messages share group commits instead of waiting one commit each. Receipts go back in
+        order, each only after its own `deliver` returned (journaled).
+        """
+        in_flight: collections.deque[tuple[Message, _Prepared | None, asyncio.Task[Receipt] | None]] = (
+            collections.deque())
+        while queue or in_flight:
+            while queue and len(in_flight) < MAX_IN_FLIGHT:
+                msg = queue.popleft()
+                try:
+                    prepared = await self._prepare(msg)
+                except Exception:  # noqa: BLE001
+                    log.exception("xmpp %s: could not read a message", self.name)
+                    in_flight.append((msg, None, None))
+                    continue
+                if prepared is None:
+                    self._handled(msg)
+                    continue
+                in_flight.append((msg, prepared, asyncio.create_task(self._deliver_noted(msg, prepared))))
+            if not in_flight:
+                continue
+            msg, prepared, task = in_flight.popleft()
             try:
-                await self._receive(msg)
+                if prepared is None or task is None:
+                    raise RuntimeError("stanza could not be read")
+                await task
+                self._acknowledge(msg, prepared)
             except Exception:  # noqa: BLE001
                 log.exception("xmpp %s: could not hand a message to the hub", self.name)
                 self._answer_error(msg, "internal-server-error", "wait",
                                    "relay could not record this message; please send it again")
-            queue.popleft()
+            self._handled(msg)
         del self._queues[key]
 
-    async def _receive(self, msg: Message) -> None:
+    async def _prepare(self, msg: Message) -> _Prepared | None:
+        """The Inbound for a stanza (None for chat states and the like, which are not journaled)."""
         parsed = parse_message(msg.xml)
         if parsed.kind == "ephemeral":
-            return
-        assert self._deliver is not None
+            return None
         raw = str(msg).encode()
         sender, to = msg["from"], msg["to"]
         bare, to_bare = sender.bare, to.bare
@@ -197,11 +236,24 @@ class XmppChannel:
         if not sender.user or msg["type"] == "groupchat":  # a server or a room: journal, never a client
             parsed = ParsedMessage("event", id=parsed.id, body=parsed.body, sent_at=parsed.sent_at)
         inbound = await self._inbound(parsed, party, bare, chat, pid, to_bare, raw)
-        receipt = await self._deliver(inbound)
-        if parsed.kind in ("message", "edit"):
-            self._remember(receipt.message_id, str(sender), to_bare, stanza_id)
+        return _Prepared(parsed, inbound, to_bare, stanza_id)
+
+    async def _deliver_noted(self, msg: Message, prepared: _Prepared) -> Receipt:
+        """Deliver, then note the sender's full JID at once (the hub may answer before we resume)."""
+        assert self._deliver is not None
+        receipt = await self._deliver(prepared.inbound)
+        if prepared.parsed.kind in ("message", "edit"):
+            self._remember(receipt.message_id, str(msg["from"]), prepared.to_bare, prepared.stanza_id)
+        return receipt
+
+    def _acknowledge(self, msg: Message, prepared: _Prepared) -> None:
+        parsed = prepared.parsed
         if parsed.receipt_requested and parsed.id and parsed.kind in ("message", "edit"):
             self._ack(msg)
+
+    def _handled(self, msg: Message) -> None:
+        """Tell stream management this stanza is done with (see `Link.handled`)."""
+        self.link.handled(msg)
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:

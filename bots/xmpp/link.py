@@ -12,6 +12,11 @@ stream asks to resume the lost one, and the count the server answers with (`h` i
 <resumed/> or <failed/>) says which unconfirmed stanzas it had taken; `taken` tells the
 channel, so the outbox's retry does not send those a second time. Components (XEP-0114)
 have no stream management.
+
+The count this side reports (`h` in <a/>) is honest: a message stanza counts as handled only
+once the channel says so (`Link.handled`, after the hub journaled it), not when it was parsed.
+A relay that dies with stanzas still in memory has not acknowledged them, so the server keeps
+them (re-sent on resumption, or kept offline when the session ends) and nothing is lost.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import collections
 import logging
 import random
 import xml.etree.ElementTree as ET
-from typing import Callable
+from typing import Any, Callable
 
-from slixmpp import ClientXMPP, ComponentXMPP, Message
+from slixmpp import ClientXMPP, ComponentXMPP, Iq, Message, Presence
 from slixmpp.basexmpp import BaseXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 
 from bots.base import Retryable
+from bots.xmpp import fastxml
 from bots.xmpp.settings import XmppSettings
 from bots.xmpp.stanzas import NS_PING, q
 
@@ -37,6 +43,45 @@ Factory = Callable[[], BaseXMPP]
 OnOnline = Callable[[BaseXMPP], None]
 SM_MODULUS = 2 ** 32
 TAKEN_MAX = 4096
+
+
+class _Entry:
+    """One incoming stanza in stream order; `done` once handled."""
+
+    __slots__ = ("counter", "done")
+
+    def __init__(self, counter: _HandledCounter) -> None:
+        self.counter = counter
+        self.done = False
+
+
+class _HandledCounter:
+    """XEP-0198's inbound count for one stream, advanced over the handled prefix only.
+
+    Replaces slixmpp's filter, which counts a stanza as handled as soon as it is parsed."""
+
+    def __init__(self, sm: object) -> None:
+        self.sm = sm
+        self.pending: collections.deque[_Entry] = collections.deque()
+
+    def incoming(self, stanza: object) -> object:
+        sm: Any = self.sm
+        if not sm.enabled_in or not isinstance(stanza, (Message, Presence, Iq)):
+            return stanza
+        entry = _Entry(self)
+        if isinstance(stanza, Message):
+            stanza.relay_entry = entry  # type: ignore[attr-defined]
+        else:
+            entry.done = True  # handled by slixmpp's own handlers as it is dispatched
+        self.pending.append(entry)
+        self.advance()
+        return stanza
+
+    def advance(self) -> None:
+        sm: Any = self.sm
+        while self.pending and self.pending[0].done:
+            self.pending.popleft()
+            sm.handled = (sm.handled + 1) % SM_MODULUS
 
 
 class _ResumeNoise(logging.Filter):
@@ -50,6 +95,17 @@ class _ResumeNoise(logging.Filter):
 logging.getLogger("slixmpp.plugins.xep_0198.stream_management").addFilter(_ResumeNoise())
 
 
+fastxml.install()
+
+
+class _Component(fastxml.BufferedWrites, ComponentXMPP):
+    """The staff-side stream: a component whose writes are batched per loop step."""
+
+
+class _Client(fastxml.BufferedWrites, ClientXMPP):
+    """The client-side stream: an account whose writes are batched per loop step."""
+
+
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Capped exponential backoff with "equal jitter": in [d/2, d], d = min(cap, base * 2^(n-1))."""
     rng = rng or random
@@ -61,18 +117,21 @@ def make_client(settings: XmppSettings) -> BaseXMPP:
     """A slixmpp stream for the configured mode, TLS as configured."""
     xmpp: BaseXMPP
     if settings.mode == "component":
-        xmpp = ComponentXMPP(settings.jid, settings.secret, settings.host, settings.port)
+        xmpp = _Component(settings.jid, settings.secret, settings.host, settings.port)
         xmpp.enable_direct_tls = settings.use_tls
         xmpp.enable_plaintext = not settings.use_tls
     else:
         plain = {} if settings.use_tls else {"feature_mechanisms": {"unencrypted_scram": True}}
-        xmpp = ClientXMPP(settings.jid, settings.secret, plugin_config=plain)
+        xmpp = _Client(settings.jid, settings.secret, plugin_config=plain)
         if not settings.use_tls:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
             xmpp.enable_plaintext = True
         if settings.stream_management:
             xmpp.register_plugin("xep_0198")
+            sm = xmpp.plugin["xep_0198"]
+            xmpp.del_filter("in", sm._handle_incoming)
+            xmpp.add_filter("in", _HandledCounter(sm).incoming)
     xmpp.whitespace_keepalive_interval = 60
     return xmpp
 
@@ -106,6 +165,15 @@ class Link:
         if not self.online or self._xmpp is None:
             raise Retryable("xmpp disconnected", after=min(1.0, self.settings.reconnect_max))
         return self._xmpp
+
+    @staticmethod
+    def handled(stanza: Message) -> None:
+        """The channel is done with an incoming message (journaled, refused or ignored): stream
+        management may now count it as handled."""
+        entry: _Entry | None = getattr(stanza, "relay_entry", None)
+        if entry is not None and not entry.done:
+            entry.done = True
+            entry.counter.advance()
 
     def taken(self, stanza_id: str) -> bool:
         """The server confirmed (by stream management) a stanza whose send was reported lost."""
@@ -162,19 +230,27 @@ class Link:
             self._task = None
 
     async def flush(self, xmpp: BaseXMPP) -> None:
-        """Return once the server has processed everything queued on `xmpp` so far."""
+        """Return once the server has processed everything queued on `xmpp` so far.
+
+        One barrier ping is in flight at a time: sends made while it travels wait for the next
+        one, which leaves when it returns. Under load a ping confirms everything sent during one
+        round trip (like a group commit); when idle it leaves at once.
+        """
         loop = asyncio.get_running_loop()
         fut = self._barrier
         if fut is None:
             fut = loop.create_future()
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # waiters may be gone
             self._barrier = fut
-            loop.call_soon(self._fire, xmpp, fut)
+            if not self._inflight:
+                loop.call_soon(self._fire, xmpp, fut)
         await asyncio.shield(fut)
 
     def _fire(self, xmpp: BaseXMPP, fut: asyncio.Future[None]) -> None:
         if self._barrier is fut:
             self._barrier = None
+        if fut.done():
+            return
         if xmpp is not self._xmpp or not self._online:
             fut.set_exception(Retryable("xmpp disconnected before the server confirmed"))
             return
@@ -186,29 +262,38 @@ class Link:
         except Exception as exc:  # noqa: BLE001
             self._inflight.discard(fut)
             fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
+            self._fire_next(xmpp)
             return
 
         def done(result: asyncio.Future[object]) -> None:
             self._inflight.discard(fut)
-            if fut.done():
-                return
-            exc = None if result.cancelled() else result.exception()
-            if result.cancelled():
-                fut.set_exception(Retryable("xmpp disconnected before the server confirmed"))
-            elif exc is None or isinstance(exc, IqError):
-                fut.set_result(None)
-            elif isinstance(exc, IqTimeout):
-                hint = f" (is {self.settings.domain} the server's domain? set server_domain)" if xmpp.is_component else ""
-                fut.set_exception(Retryable(f"xmpp server did not confirm in time{hint}"))
-            else:
-                fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
+            if not fut.done():
+                exc = None if result.cancelled() else result.exception()
+                if result.cancelled():
+                    fut.set_exception(Retryable("xmpp disconnected before the server confirmed"))
+                elif exc is None or isinstance(exc, IqError):
+                    fut.set_result(None)
+                elif isinstance(exc, IqTimeout):
+                    hint = (f" (is {self.settings.domain} the server's domain? set server_domain)"
+                            if xmpp.is_component else "")
+                    fut.set_exception(Retryable(f"xmpp server did not confirm in time{hint}"))
+                else:
+                    fut.set_exception(Retryable(f"xmpp send failed: {exc}"))
+            self._fire_next(xmpp)
 
         reply.add_done_callback(done)
+
+    def _fire_next(self, xmpp: BaseXMPP) -> None:
+        """The barrier that waited for the one in flight leaves now."""
+        pending = self._barrier
+        if pending is not None and not self._inflight:
+            self._fire(xmpp if xmpp is self._xmpp else self._xmpp or xmpp, pending)
 
     def _go_offline(self, reason: str) -> None:
         self._online = False
         self.online_event.clear()
-        for fut in list(self._inflight):
+        pending, self._barrier = self._barrier, None
+        for fut in [*self._inflight, *([pending] if pending is not None else [])]:
             if not fut.done():
                 fut.set_exception(Retryable(f"xmpp disconnected: {reason}"))
         self._inflight.clear()
