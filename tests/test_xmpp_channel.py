@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from dataclasses import replace
 import itertools
 import os
 from pathlib import Path
@@ -622,3 +624,54 @@ async def test_stanzas_sent_in_one_loop_step_leave_in_one_write(staff) -> None: 
     order = [together[0].index(f"relay-m-batch{i}\"".encode()) for i in range(5)]
     assert order == sorted(order)
     await alice.wait_message(lambda m: m["body"] == "b4")
+
+
+async def test_a_killed_client_account_resumes_its_stream_and_gets_what_it_had_not_journaled(
+        prosody: Prosody, tmp_path: Path) -> None:
+    """The relay dies (no closing handshake) while a message is still being journaled. The next
+    relay process, with the same stored state, resumes the stream-management session: the
+    server sends the unjournaled message again, and not the one already journaled."""
+    desk = account(prosody, "desk")
+    proxy = await CuttableProxy(prosody.c2s_port).start()
+    first = client_channel(prosody, tmp_path, desk, extra={"port": proxy.port, "reconnect_base": 30,
+                                                           "reconnect_max": 30})
+    state = first.ctx.state
+    gate = asyncio.Event()
+    before = Recorder()
+
+    async def stuck(inbound: Inbound) -> Receipt:
+        if inbound.text == "in flight when killed":
+            await gate.wait()
+        return await before(inbound)
+
+    await first.start(stuck)
+    zoe = await XmppUser(account(prosody, "zoe"), PASSWORD, prosody.c2s_port).connect()
+    second: bots.xmpp.XmppChannel | None = None
+    try:
+        await first.wait_online(10)
+        zoe.send(desk, "journaled", mid="k-1")
+        await before.wait_for(lambda i: i.text == "journaled")
+        zoe.send(desk, "in flight when killed", mid="k-2")
+        for _ in range(250):
+            saved = await state.get("sm_session")
+            if saved and json.loads(saved)["h"] >= 1 and first._queues:
+                break
+            await asyncio.sleep(0.02)
+        assert saved and first._queues
+        await proxy.stop()  # the process is gone: no </stream>, no reconnect (30 s backoff)
+        second = client_channel(prosody, tmp_path, desk)
+        second.ctx = replace(second.ctx, state=state)
+        after = Recorder()
+        await second.start(after)
+        await second.wait_online(15)
+        got = await after.wait_for(lambda i: i.text == "in flight when killed", timeout=15)
+        assert got.platform_id.endswith(":k-2")
+        zoe.send(desk, "after the restart", mid="k-3")
+        await after.wait_for(lambda i: i.text == "after the restart")
+        assert [i.text for i in after.inbounds] == ["in flight when killed", "after the restart"]
+    finally:
+        gate.set()
+        await zoe.stop()
+        if second is not None:
+            await second.stop()
+        await first.stop()

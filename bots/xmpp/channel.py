@@ -70,6 +70,8 @@ MAX_BODY_BYTES = 200_000
 """Bodies above this are refused: servers close a stream on an oversized stanza (Prosody's
 default limit is 256 KiB), which would turn one message into an endless reconnect loop."""
 MAX_IN_FLIGHT = 64
+SM_SESSION = "sm_session"
+"""State key of the client account's stream-management session: {"id": ..., "h": ...}."""
 """Stanzas of one sender handed to the hub before the first of them is acknowledged."""
 
 
@@ -106,6 +108,8 @@ class XmppChannel:
         )
         self._upload_http_host: str | None = None
         self._probe_lock = asyncio.Lock()
+        self._saving: asyncio.Task[None] | None = None
+        self._save_again = False
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +120,14 @@ class XmppChannel:
             stored = await self.ctx.state.get("contacts")
             for pair in json.loads(stored) if stored else []:
                 self._contacts.add((pair[0], pair[1]))
+        elif self.settings.stream_management:
+            saved = await self.ctx.state.get(SM_SESSION)
+            if saved:
+                try:
+                    session = json.loads(saved)
+                    self.link.restore(str(session["id"]), int(session["h"]))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("xmpp %s: ignoring unreadable saved stream-management session", self.name)
         await self.link.start()
 
     async def stop(self) -> None:
@@ -124,6 +136,8 @@ class XmppChannel:
             await asyncio.wait(set(self._workers), timeout=5.0)
         for task in list(self._workers):
             task.cancel()
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -169,6 +183,8 @@ class XmppChannel:
             if self.settings.nick:
                 presence.xml.append(el(NS_NICK, "nick", self.settings.nick))
             presence.send()
+            if self.settings.stream_management:
+                self._save_session()
 
     # --- receiving -------------------------------------------------------------------
 
@@ -254,6 +270,31 @@ class XmppChannel:
     def _handled(self, msg: Message) -> None:
         """Tell stream management this stanza is done with (see `Link.handled`)."""
         self.link.handled(msg)
+        if not self.staff and self.settings.stream_management:
+            self._save_session()
+
+    def _save_session(self) -> None:
+        """Store the stream-management id and handled count (one write at a time, the latest
+        value), so that a restarted relay resumes the stream (see `Link.restore`)."""
+        if self._saving is not None and not self._saving.done():
+            self._save_again = True
+            return
+        self._saving = asyncio.create_task(self._save_loop())
+
+    async def _save_loop(self) -> None:
+        written: tuple[str, int] | None = None
+        self._save_again = True
+        while self._save_again:
+            self._save_again = False
+            state = self.link.session_state()
+            if state is None or state == written:
+                continue
+            try:
+                await self.ctx.state.put(SM_SESSION, json.dumps({"id": state[0], "h": state[1]}))
+            except Exception:  # noqa: BLE001 (a failed save costs re-sent duplicates after a crash, not data)
+                log.exception("xmpp %s: could not save the stream-management session", self.name)
+                return
+            written = state
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:

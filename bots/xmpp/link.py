@@ -11,7 +11,9 @@ A client account also uses stream management (XEP-0198) when the server offers i
 stream asks to resume the lost one, and the count the server answers with (`h` in
 <resumed/> or <failed/>) says which unconfirmed stanzas it had taken; `taken` tells the
 channel, so the outbox's retry does not send those a second time. Components (XEP-0114)
-have no stream management.
+have no stream management. The channel stores the stream's id and count (`session_state`)
+and gives them back after a restart (`restore`), so a relay that was killed resumes its
+stream and the server sends again what it had not acknowledged.
 
 The count this side reports (`h` in <a/>) is honest: a message stanza counts as handled only
 once the channel says so (`Link.handled`, after the hub journaled it), not when it was parsed.
@@ -152,6 +154,7 @@ class Link:
         self._lost: asyncio.Future[object] | None = None
         self._previous: BaseXMPP | None = None
         self._taken: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._restored: tuple[str, int] | None = None
         self.online_event = asyncio.Event()
         self.failures = 0
         self.connections = 0
@@ -179,9 +182,29 @@ class Link:
         """The server confirmed (by stream management) a stanza whose send was reported lost."""
         return stanza_id in self._taken
 
+    def restore(self, sm_id: str, handled: int) -> None:
+        """Resume this stream-management session (saved by an earlier process) when connecting.
+
+        `handled` must count only stanzas that were journaled; the server re-sends the rest.
+        If the server no longer has the session it answers <failed/> and a new one starts."""
+        self._restored = (sm_id, handled % SM_MODULUS)
+
+    def session_state(self) -> tuple[str, int] | None:
+        """The live stream-management session id and its honest handled count, if any."""
+        xmpp = self._xmpp
+        sm: Any = xmpp.plugin["xep_0198"] if xmpp is not None and "xep_0198" in xmpp.plugin else None
+        if sm is None or not sm.sm_id or not sm.enabled_in:
+            return None
+        return str(sm.sm_id), int(sm.handled)
+
     def _carry_over(self, xmpp: BaseXMPP) -> None:
         """Have `xmpp` resume the previous stream's session; settle its unconfirmed stanzas by `h`."""
         previous = self._previous
+        if previous is None and self._restored is not None and "xep_0198" in xmpp.plugin:
+            sm: Any = xmpp.plugin["xep_0198"]
+            sm.sm_id, sm.handled = self._restored
+            sm.seq = sm.last_ack = 0
+            return
         if previous is None or "xep_0198" not in xmpp.plugin or "xep_0198" not in previous.plugin:
             return
         old, new = previous.plugin["xep_0198"], xmpp.plugin["xep_0198"]
@@ -363,6 +386,7 @@ class Link:
             assert lost is not None
             self._xmpp = xmpp
             self._previous = None
+            self._restored = None
             self._online = True
             self.failures = 0
             self.connections += 1
