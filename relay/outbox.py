@@ -5,6 +5,14 @@ conversation while a slow or offline recipient does not hold up the others. Retr
 exponentially with jitter, capped, and honour a channel's `retry_after`; `wake(address)`
 cuts a wait short when a recipient comes back. On start, every queued delivery not yet
 journaled as delivered or permanently failed is resumed, in its original order.
+
+A lane sends one message at a time, unless its channel declares `send_window` > 1: then up to
+that many are in flight at once, their `send` calls started in order, marked as one window
+(`bots.send_order.WINDOW`). Such a channel promises that it writes them to the network in call
+order and that, once one of them fails with `Retryable`, the later ones of the window fail too
+rather than overtake it; `bots.send_order.SendOrder` does both (bots/xmpp uses it: its
+confirmation is a server round trip, which would otherwise cap a conversation at one message
+per round trip).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from bots.base import Channel, Permanent, Retryable
+from bots.send_order import WINDOW, Window
 from relay.journal import Journal
 from relay.model import Attachment, Outgoing, Party
 
@@ -52,12 +61,25 @@ def party_of(d: Mapping[str, Any] | None) -> Party | None:
     return None if not d else Party(d.get("channel", ""), str(d.get("user", "")), d.get("display", ""))
 
 
+@dataclass(frozen=True)
+class _Started:
+    """An attempt ready to send: the journal fields and the channel's `send` not yet awaited."""
+
+    base: dict[str, Any]
+    send: Awaitable[str]
+
+
+async def _raise(exc: BaseException) -> str:
+    raise exc
+
+
 class _Lane:
     def __init__(self) -> None:
         self.items: deque[Delivery] = deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.sending = False
+        self.sending = 0
+        """How many deliveries at the head of `items` are being sent right now."""
 
 
 class Outbox:
@@ -118,7 +140,7 @@ class Outbox:
         for (ch, user, conv), lane in self._lanes.items():
             if ch != channel or user != address or (conversation is not None and conv != conversation):
                 continue
-            keep = [lane.items.popleft()] if lane.sending and lane.items else []
+            keep = [lane.items.popleft() for _ in range(min(lane.sending, len(lane.items)))]
             taken.extend(lane.items)
             lane.items.clear()
             lane.items.extend(keep)
@@ -153,27 +175,36 @@ class Outbox:
 
     async def _run(self, key: LaneKey, lane: _Lane) -> None:
         while lane.items and not self._stopping:
-            d = lane.items[0]
-            lane.sending = True
+            window = self._window(key[0])
+            batch = [lane.items[i] for i in range(min(window, len(lane.items)))]
+            lane.sending = len(batch)
             try:
-                outcome = await self._attempt(d)
+                outcomes = await self._attempt_many(batch) if len(batch) > 1 else [await self._attempt(batch[0])]
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a journal failure: keep the delivery, try again later
-                log.exception("outbox: could not journal the outcome of %s", d.delivery_id)
-                outcome = self.max_delay
+            except Exception:  # a journal failure: keep the deliveries, try again later
+                log.exception("outbox: could not journal the outcome of %s", batch[0].delivery_id)
+                outcomes = [self.max_delay] * len(batch)
             finally:
-                lane.sending = False
-            if outcome is None:
-                lane.items.popleft()
+                lane.sending = 0
+            for d, outcome in zip(batch, outcomes):
+                if outcome is None:
+                    lane.items.remove(d)
+            waits = [outcome for outcome in outcomes if outcome is not None]
+            if not waits:
                 continue
             lane.wake.clear()
             try:
-                await asyncio.wait_for(lane.wake.wait(), timeout=outcome)
+                await asyncio.wait_for(lane.wake.wait(), timeout=waits[0])
             except asyncio.TimeoutError:
                 pass
         if not lane.items:
             self._lanes.pop(key, None)
+
+    def _window(self, channel_name: str) -> int:
+        channel = self.channels.get(channel_name)
+        window = getattr(channel, "send_window", 1) if channel is not None else 1
+        return window if isinstance(window, int) and window > 1 else 1
 
     async def _load_attachments(self, items: list[dict[str, Any]]) -> tuple[Attachment, ...]:
         out = []
@@ -219,6 +250,32 @@ class Outbox:
 
     async def _attempt(self, d: Delivery) -> float | None:
         """One send; None when the delivery is finished, else seconds to wait."""
+        started = await self._start(d)
+        if not isinstance(started, _Started):
+            return started
+        return await self._outcome(d, started.base, started.send)
+
+    async def _attempt_many(self, batch: list[Delivery]) -> list[float | None]:
+        """A window of sends: built and started in order, each outcome journaled in order."""
+        pending: list[float | None | asyncio.Future[float | None]] = []
+        window = WINDOW.set(Window())  # the send tasks inherit it (bots.send_order)
+        try:
+            for d in batch:
+                started = await self._start(d)
+                if isinstance(started, _Started):
+                    pending.append(asyncio.ensure_future(self._outcome(d, started.base, started.send)))
+                else:
+                    pending.append(started)
+        except BaseException:  # the sends already started still finish and journal their outcome
+            await asyncio.gather(*(p for p in pending if isinstance(p, asyncio.Future)), return_exceptions=True)
+            raise
+        finally:
+            WINDOW.reset(window)
+        return [await p if isinstance(p, asyncio.Future) else p for p in pending]
+
+    async def _start(self, d: Delivery) -> _Started | float | None:
+        """Build the Outgoing for an attempt (the send itself not yet running), or its outcome
+        when there is nothing to send."""
         channel = self.channels.get(d.channel)
         d.attempts += 1
         base = {"delivery_id": d.delivery_id, "message_id": d.message_id, "channel": d.channel, "attempt": d.attempts}
@@ -234,7 +291,13 @@ class Outbox:
             return None
         try:
             out = await self.build(d)
-            platform_id = await channel.send(out)
+        except Exception as exc:  # noqa: BLE001 (reported through the same path as a failed send)
+            return _Started(base, _raise(exc))
+        return _Started(base, channel.send(out))
+
+    async def _outcome(self, d: Delivery, base: dict[str, Any], send: Awaitable[str]) -> float | None:
+        try:
+            platform_id = await send
         except Retryable as exc:
             self.retries += 1
             await self.journal.append(

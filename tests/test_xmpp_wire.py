@@ -234,6 +234,11 @@ def test_fetch_hosts_and_stream_management_settings_are_validated() -> None:
         parse_settings("t", {**base, "fetch_hosts": "up.example.org"}, "client")
     with pytest.raises(ChannelConfigError, match="fetch_hosts: 'http://up/' is not a host"):
         parse_settings("t", {**base, "fetch_hosts": ["http://up/"]}, "client")
+    assert parse_settings("t", base, "client").send_window == 16
+    assert parse_settings("t", {**base, "send_window": 1}, "client").send_window == 1
+    for bad in (0, 257, "8", True, 2.5):
+        with pytest.raises(ChannelConfigError, match="send_window must be a whole number from 1 to 256"):
+            parse_settings("t", {**base, "send_window": bad}, "client")
 
 
 def test_example_config_block_uncommented_is_valid(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from bots.base import ChannelContext, Deliver, Permanent, Retryable
+from bots.send_order import SendOrder, Turn
 from bots.xmpp import fastxml, files
 from bots.xmpp.link import Link, make_client
 from bots.xmpp.settings import XmppSettings
@@ -109,6 +110,9 @@ class XmppChannel:
         self._upload_http_host: str | None = None
         self._probe_lock = asyncio.Lock()
         self._saving: asyncio.Task[None] | None = None
+        self._order = SendOrder()
+        self.send_window = settings.send_window
+        """How many messages of one conversation the outbox may have in flight (relay.outbox)."""
         self._save_again = False
 
     # --- lifecycle -------------------------------------------------------------------
@@ -424,6 +428,17 @@ class XmppChannel:
     # --- sending ---------------------------------------------------------------------
 
     async def send(self, out: Outgoing) -> str:
+        """Send and return once the server confirmed (see bots.xmpp.link).
+
+        The outbox may call this for up to `send_window` messages of one conversation at once
+        (relay.outbox). `SendOrder` writes them in call order (each waits for the previous
+        one's write, not its confirmation) and, once one fails with `Retryable`, makes those
+        already waiting refuse to write, so none overtakes it when the outbox sends it again.
+        """
+        async with self._order.turn((out.to.user, out.conversation)) as turn:
+            return await self._send(out, turn)
+
+    async def _send(self, out: Outgoing, turn: Turn) -> str:
         to = _bare(out.to.user)
         if not to:
             raise Permanent(f"not a JID: {out.to.user!r}")
@@ -431,13 +446,18 @@ class XmppChannel:
         if size > MAX_BODY_BYTES:
             raise Permanent(f"message of {size} bytes is too long for XMPP (limit {MAX_BODY_BYTES})")
         if out.kind == "notice":
-            return await self._send_notice(out, to)
+            return await self._send_notice(out, to, turn)
         mfrom = self._contact(self._local(out.conversation)) if self.staff else None
         if out.kind == "delete":
-            return await self._send_retraction(out, to, mfrom)
+            return await self._send_retraction(out, to, mfrom, turn)
         if out.kind == "edit":
-            return await self._send_correction(out, to, mfrom)
-        return await self._send_message(out, to, mfrom)
+            return await self._send_correction(out, to, mfrom, turn)
+        return await self._send_message(out, to, mfrom, turn)
+
+    async def _confirm(self, turn: Turn, xmpp: BaseXMPP) -> None:
+        """Let the conversation's next message be written, then wait for the server."""
+        turn.release()
+        await self.link.flush(xmpp)
 
     def _local(self, conversation: str) -> str:
         try:
@@ -491,7 +511,7 @@ class XmppChannel:
         root.extend(children)
         xmpp.send_raw(fastxml.serialize(root, ns))
 
-    async def _send_message(self, out: Outgoing, to: str, mfrom: str | None) -> str:
+    async def _send_message(self, out: Outgoing, to: str, mfrom: str | None, turn: Turn) -> str:
         uploads, notes = await self._upload_all(out)
         text = "\n".join(filter(None, [out.text, *notes]))
         parts: list[tuple[str, ET.Element | None]] = []
@@ -530,7 +550,7 @@ class XmppChannel:
             if extra is not None:
                 children.append(extra)
             self._send_chat(xmpp, to, mfrom, sid, body, children)
-        await self.link.flush(xmpp)
+        await self._confirm(turn, xmpp)
         if len(sids) > 1:
             await self.ctx.state.put(f"parts:{sids[0]}", json.dumps(sids[1:]))
         if new_contact:
@@ -539,7 +559,7 @@ class XmppChannel:
             await self.ctx.state.put("contacts", json.dumps(sorted(self._contacts)))
         return make_pid(self._own_bare(mfrom), sids[0])
 
-    async def _send_correction(self, out: Outgoing, to: str, mfrom: str | None) -> str:
+    async def _send_correction(self, out: Outgoing, to: str, mfrom: str | None, turn: Turn) -> str:
         if not out.edits:
             raise Permanent("edit without the platform id it corrects")
         _, target = split_pid(out.edits)
@@ -550,11 +570,11 @@ class XmppChannel:
         msg.xml.append(el(NS_CORRECT, "replace", id=original))
         if not self.link.taken(sid):
             msg.send()
-        await self.link.flush(xmpp)
+        await self._confirm(turn, xmpp)
         await self.ctx.state.put(f"orig:{sid}", original)
         return make_pid(self._own_bare(mfrom), sid)
 
-    async def _send_retraction(self, out: Outgoing, to: str, mfrom: str | None) -> str:
+    async def _send_retraction(self, out: Outgoing, to: str, mfrom: str | None, turn: Turn) -> str:
         if not out.edits:
             raise Permanent("delete without the platform id it retracts")
         _, target = split_pid(out.edits)
@@ -573,10 +593,10 @@ class XmppChannel:
             msg.xml.append(el(NS_FALLBACK, "fallback", **{"for": NS_RETRACT}))
             msg.xml.append(el(NS_HINTS, "store"))
             msg.send()
-        await self.link.flush(xmpp)
+        await self._confirm(turn, xmpp)
         return make_pid(self._own_bare(mfrom), sid)
 
-    async def _send_notice(self, out: Outgoing, to: str) -> str:
+    async def _send_notice(self, out: Outgoing, to: str, turn: Turn) -> str:
         """Staff side, to a JID that is not an employee: the refusal is a stanza error.
 
         RFC 6120 §8.3 answers a stanza the recipient will not process with an error of the
@@ -592,7 +612,7 @@ class XmppChannel:
         if self.staff and to not in self._employees and recent is not None:
             full, contact, refused_id = recent
             xmpp.send(self._error_stanza(xmpp, full, contact, refused_id, "forbidden", "auth", out.text))
-            await self.link.flush(xmpp)
+            await self._confirm(turn, xmpp)
             return make_pid(contact, f"error:{refused_id}")
         mfrom: str | None = None
         if self.staff:
@@ -603,7 +623,7 @@ class XmppChannel:
         msg = self._message(xmpp, to, mfrom, sid, out.text)
         if not self.link.taken(sid):
             msg.send()
-        await self.link.flush(xmpp)
+        await self._confirm(turn, xmpp)
         return make_pid(self._own_bare(mfrom), sid)
 
     # --- files -----------------------------------------------------------------------

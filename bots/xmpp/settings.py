@@ -31,6 +31,7 @@ KNOWN_KEYS = frozenset(
         "fetch_timeout",
         "fetch_hosts",
         "stream_management",
+        "send_window",
         "nick",
     }
 )
@@ -59,6 +60,9 @@ class XmppSettings:
     nick: str = ""
     stream_management: bool = True
     """Client mode: XEP-0198 when the server offers it (see bots.xmpp.link); components have none."""
+    send_window: int = 16
+    """Messages of one conversation in flight at once, each confirmed by the server; 1 waits
+    for each message's confirmation before sending the next (see relay.outbox)."""
     fetch_hosts: tuple[str, ...] | None = None
     """Hosts (`host` = default port only, or `host:port`) incoming file URLs may be fetched
     from; None (unset) means only the host of the server's HTTP File Upload GET URLs."""
@@ -121,6 +125,9 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     stream_management = settings.get("stream_management", True)
     if not isinstance(stream_management, bool):
         raise ChannelConfigError(f"channel {name}: stream_management must be true or false")
+    send_window = settings.get("send_window", 16)
+    if isinstance(send_window, bool) or not isinstance(send_window, int) or not 1 <= send_window <= 256:
+        raise ChannelConfigError(f"channel {name}: send_window must be a whole number from 1 to 256, got {send_window!r}")
     floats = {
         key: float(_number(name, key, settings[key], float))
         for key in ("reconnect_base", "reconnect_max", "connect_timeout", "send_timeout", "fetch_timeout")
@@ -129,6 +136,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     return XmppSettings(
         fetch_hosts=_fetch_hosts(name, settings.get("fetch_hosts")),
         stream_management=stream_management,
+        send_window=send_window,
         mode=mode,
         jid=str(jid),
         secret=str(secret),
