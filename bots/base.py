@@ -100,6 +100,19 @@ class Channel(Protocol):
         """Stop receiving and release connections."""
 
 
+@runtime_checkable
+class StaffSessions(Protocol):
+    """A staff-side channel that holds employees' live logins (the web desk).
+
+    When an employee is deactivated the relay calls `end_sessions` right after recording it,
+    so what they already have open ends too, not only what they would open next.
+    """
+
+    async def end_sessions(self, address: str, reason: str) -> int:
+        """End every login of `address` and close their open connections, telling them `reason`;
+        returns how many connections were closed."""
+
+
 ChannelFactory = Callable[[str, Mapping[str, Any], ChannelContext], Channel]
 
 

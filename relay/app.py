@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from bots.base import Channel, ChannelContext, EmployeeInfo, load_factory
+from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
 from relay.outbox import Outbox
@@ -195,6 +195,15 @@ class RelayApp:
         employees = self._channel_employees.get(emp.channel)
         if employees is not None and emp.address in employees:
             employees[emp.address] = replace(employees[emp.address], active=self.router.is_active(employee_id))
+
+    async def end_staff_sessions(self, employee_id: str) -> int:
+        """Close what a deactivated employee still has open on their staff channel (desk sockets);
+        returns how many connections were closed (0 offline, or on a channel without live logins)."""
+        emp = self.config.employees.get(employee_id)
+        channel = self.channels.get(emp.channel) if emp is not None else None
+        if emp is None or not isinstance(channel, StaffSessions):
+            return 0
+        return await channel.end_sessions(emp.address, f"employee {employee_id} deactivated: desk access withdrawn")
 
     def _write_admin_files(self) -> None:
         d = self.config.data_dir

@@ -2,8 +2,8 @@
 
 `handover` reassigns conversations (journaled `conversation.assigned` naming the actor), sends
 the new employee the recent history in their own channel and the client the configured
-handover notice. `deactivate` stops routing to an employee and hands each of their
-conversations to another active member of the desk.
+handover notice. `deactivate` stops routing to an employee, closes the desk sessions they
+still have open, and hands each of their conversations to another active member of the desk.
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ async def set_active(app: Any, employee: str, active: bool, actor: str, reason: 
     await app.router.set_active(employee, active, actor)
     if active:
         return {"employee": employee, "active": True, "moved": []}
+    closed = await app.end_staff_sessions(employee)
     moved: list[dict[str, Any]] = []
     waiting: list[str] = []
     for cid in await app.router.conversations_of(employee):
@@ -173,7 +174,8 @@ async def set_active(app: Any, employee: str, active: bool, actor: str, reason: 
             waiting.append(cid)
             continue
         moved.append(await _move(app, cid, to, actor, reason or f"{employee} deactivated"))
-    return {"employee": employee, "active": False, "moved": moved, "waiting_for_an_active_member": waiting}
+    return {"employee": employee, "active": False, "moved": moved, "waiting_for_an_active_member": waiting,
+            "desk_sockets_closed": closed}
 
 
 @admin_action("handover")

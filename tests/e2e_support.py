@@ -115,14 +115,26 @@ class Socket:
         self.session = session
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.close_reason = ""
         self._new = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        async for msg in self.ws:
+        while True:
+            msg = await self.ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.frames.append(json.loads(msg.data))
                 self._new.set()
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                              aiohttp.WSMsgType.ERROR):
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    self.close_reason = str(msg.extra or "")
+                return
+
+    async def closed_by_server(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        """Wait until the server closes the socket; its close code and reason."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.ws.close_code, self.close_reason
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(frame))

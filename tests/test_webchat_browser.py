@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from relay.admin import run_action_async
+from relay.config import config_from_dict
 from tests.e2e_support import running, web_config
 from tests.webchat_cdp_support import CHROMIUM, chromium
 
@@ -13,7 +15,8 @@ RECORDING = "This conversation is recorded for regulatory purposes."
 
 async def test_client_and_desk_pages_through_the_relay(tmp_path: Path) -> None:
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing; .ci/run installs it"
-    async with running(web_config(tmp_path / "data")) as relay, chromium() as browser:
+    cfg = web_config(tmp_path / "data")
+    async with running(cfg) as relay, chromium() as browser:
         client = await browser.new_page()
         await client.goto(relay.base_url + "/chat")
         await client.wait_for("document.getElementById('status').textContent === 'connected'")
@@ -49,3 +52,10 @@ async def test_client_and_desk_pages_through_the_relay(tmp_path: Path) -> None:
 
         rows = await relay.journal.fetchall("SELECT text FROM messages WHERE direction = 'inbound'")
         assert "4111 1111 1111 1111" in rows[0]["text"]
+
+        # Deactivation closes the open desk at once: the page says why and keeps no copy.
+        assert await desk.evaluate("localStorage.getItem('relay.desk.alice') !== null")
+        await run_action_async(config_from_dict(cfg), "employee.deactivate", {"employee": "alice", "actor": "erin"})
+        await desk.wait_for("!document.getElementById('login').classList.contains('hidden')")
+        assert "access was withdrawn" in await desk.evaluate("document.getElementById('login-error').textContent")
+        assert await desk.evaluate("localStorage.getItem('relay.desk.alice') === null")

@@ -81,12 +81,21 @@ class SocketChannel:
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
 
+    def _refusal(self, request: web.Request, key: str) -> tuple[int, str] | None:
+        """(close code, reason) when a socket just opened may no longer stay open; None when it may."""
+        return None
+
     async def _serve_socket(self, request: web.Request, key: str, handle: Handler) -> web.StreamResponse:
         if not origin_allowed(request, self.ctx.public_url):
             raise web.HTTPForbidden(text="cross-site WebSocket refused")
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
         self.sockets.add(key, ws)
+        refusal = self._refusal(request, key)
+        if refusal is not None:  # access withdrawn while the handshake was under way
+            self.sockets.remove(key, ws)
+            await ws.close(code=refusal[0], message=refusal[1].encode())
+            return ws
         try:
             self.ctx.wake(key)
             await run_socket(ws, handle)

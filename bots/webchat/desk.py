@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from bots.base import ChannelContext, EmployeeInfo
 from bots.webchat import frames
@@ -26,6 +26,9 @@ log = logging.getLogger("relay.webdesk")
 
 COOKIE = "relay_desk"
 BAD_LOGIN = "wrong employee or password"
+DEACTIVATED_CLOSE_CODE = 4403
+"""WebSocket close code (private range, after HTTP 403) for "your desk access was withdrawn"."""
+DEACTIVATED_REASON = "employee deactivated: desk access withdrawn"
 MAX_LOGIN_BODY = 16 * 1024
 _DUMMY_HASH = hash_password("relay-timing-equalizer")
 
@@ -114,6 +117,21 @@ class WebDeskChannel(SocketChannel):
         response = web.json_response({"ok": True})
         response.del_cookie(COOKIE, path=self.prefix)
         return response
+
+    async def end_sessions(self, address: str, reason: str = DEACTIVATED_REASON) -> int:
+        """Deactivation: drop every login of `address` and close their desk sockets with 4403."""
+        logins = self.sessions.close_employee(address)
+        closed = await self.sockets.close(address, reason, code=DEACTIVATED_CLOSE_CODE)
+        log.info("desk %s: %s deactivated; %d login(s) ended, %d socket(s) closed", self.name, address, logins, closed)
+        return closed
+
+    def _refusal(self, request: web.Request, key: str) -> tuple[int, str] | None:
+        employee = self.ctx.employees.get(key)
+        if employee is None or not employee.active:
+            return DEACTIVATED_CLOSE_CODE, DEACTIVATED_REASON
+        if self.sessions.get(request.cookies.get(COOKIE)) is None:
+            return WSCloseCode.GOING_AWAY, "logged out"
+        return None
 
     async def _session_info(self, request: web.Request) -> web.Response:
         _, employee = self._require(request)

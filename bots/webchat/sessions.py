@@ -45,6 +45,13 @@ class Sessions:
     def close(self, token: str | None) -> Session | None:
         return self._by_token.pop(token, None) if token else None
 
+    def close_employee(self, employee: str) -> int:
+        """End every session of `employee` (deactivated: none comes back on reactivation)."""
+        tokens = [t for t, s in self._by_token.items() if s.employee == employee]
+        for token in tokens:
+            del self._by_token[token]
+        return len(tokens)
+
     def _expire(self) -> None:
         now = time.time()
         for token in [t for t, s in self._by_token.items() if s.expires < now]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
@@ -10,6 +11,9 @@ from aiohttp import WSCloseCode, web
 from bots.webchat.frames import Frame, encode
 
 log = logging.getLogger("relay.webchat.sockets")
+
+MAX_CLOSE_REASON = 123
+"""RFC 6455: a close frame's reason is at most 123 bytes."""
 
 
 class Sockets:
@@ -47,9 +51,14 @@ class Sockets:
                 self.remove(key, ws)
         return written
 
-    async def close(self, key: str | None = None, message: str = "server shutting down") -> None:
+    async def close(self, key: str | None = None, message: str = "server shutting down",
+                    code: int = WSCloseCode.GOING_AWAY) -> int:
+        """Close the sockets of `key` (all when None) with `code` and `message`; returns how many.
+
+        They are closed together, so one peer slow to answer the close does not hold up the rest.
+        """
         keys = [key] if key is not None else list(self._open)
-        for k in keys:
-            for ws in list(self._open.get(k, ())):
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=message.encode())
-            self._open.pop(k, None)
+        sockets = [ws for k in keys for ws in self._open.pop(k, ())]
+        reason = message.encode()[:MAX_CLOSE_REASON]
+        await asyncio.gather(*(ws.close(code=code, message=reason) for ws in sockets), return_exceptions=True)
+        return len(sockets)

@@ -64,7 +64,8 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"{args.employee} deactivated; {len(result['moved'])} conversation(s) rerouted to the desk")
+        print(f"{args.employee} deactivated; {len(result['moved'])} conversation(s) rerouted to the desk;"
+              f" {result.get('desk_sockets_closed', 0)} open desk connection(s) closed")
         _print_moves(result)
         for cid in result["waiting_for_an_active_member"]:
             print(f"  {cid}: no other active member on the desk; it goes to the next one who is")

@@ -174,9 +174,14 @@
       }
     };
     ws.onmessage = (ev) => { try { onFrame(JSON.parse(ev.data)); } catch (err) { showError(String(err)); } };
-    ws.onclose = async () => {
+    ws.onclose = async (ev) => {
       setStatus(false);
       if (stopped) return;
+      if (ev.code === 4403) {  // deactivated: the server ended every session; drop the local copy too
+        if (me) localStorage.removeItem(storeKey());
+        showLogin("Your desk access was withdrawn (" + (ev.reason || "employee deactivated") + ").");
+        return;
+      }
       const who = await fetch(prefix + "/session");
       if (who.status === 401) { showLogin("Your session ended; please log in again."); return; }
       setTimeout(connect, backoff);
