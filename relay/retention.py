@@ -158,8 +158,9 @@ def _scrub_attachments(atts: Any) -> list[Any]:
             for a in atts or []]
 
 
-def tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The body with its content gone and its digests kept (ids, direction, sizes, sha256s)."""
+def scrub_content(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with its content gone and its digests kept (ids, direction, sizes, sha256s):
+    what erasure takes away, and what `relay journal show` withholds under an erasure request."""
     out = dict(body)
     if kind == "message.received":
         for key in ("text", "edits_platform", "reply_to_platform"):
@@ -178,6 +179,12 @@ def tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
         out["out"] = o
         if "to" in out:
             out["to"] = _scrub_party(out["to"])
+    return out
+
+
+def tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The scrubbed body marked as erased; its digest is recorded in `retention.erased`."""
+    out = scrub_content(kind, body)
     out["erased"] = {"reason": reason}
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.compliance_support import PNG, History, compliance_config, party, write_config, write_policies
 from tests.journal_support import REPO, jopen, received, rows, tamper  # noqa: F401  (jopen is a fixture)
 
 
@@ -18,6 +20,12 @@ def relay(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         [sys.executable, "-m", "relay.cli", "journal", *args],
         cwd=REPO, env=full_env, capture_output=True, text=True, timeout=60,
     )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Any `relay` command (erase, retention …), for the journal states the tests need."""
+    return subprocess.run([sys.executable, "-m", "relay.cli", *args], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=60)
 
 
 async def make(tmp_path: Path, jopen: Any, **kw: Any) -> Path:
@@ -139,3 +147,92 @@ async def test_a_file_that_is_not_a_journal_is_a_clear_error(tmp_path: Path) -> 
     out = relay("verify", "--data-dir", str(tmp_path))
     assert out.returncode == 2 and out.stderr.startswith("relay: cannot read the journal database")
     assert "Traceback" not in out.stderr
+
+
+SECRET = "4711-SECRET"
+RESTRICTED = "[restricted: data-subject erasure request]"
+
+
+async def with_erasure_request(tmp_path: Path, jopen: Any) -> tuple[Path, History]:
+    """Ann (messages, a file, an inline raw payload, a handover notice about her) asks for
+    erasure with `relay erase`; then she writes again. Bea asks for nothing."""
+    data = tmp_path / "data"
+    ann, bea = party("webchat", "ann", "Ann Private"), party("webchat", "bea", "Bea")
+    h = History(await jopen(data))
+    await h.message("a1", "c-ann", "inbound", f"my account number is {SECRET}", client=ann,
+                    attachments=[("passport-scan.png", "image/png", PNG)])
+    await h.message("a2", "c-ann", "outbound", f"noted, {SECRET} it is", client=ann)
+    raw = json.dumps({"text": f"inline {SECRET}"}).encode()
+    inline = received("m-inline", f"inline {SECRET}", channel="webchat") | {
+        "client": ann, "sender": ann, "raw_inline": base64.b64encode(raw).decode(), "raw_digest": "d" * 64}
+    await h.journal.append("message.received", inline, "c-ann")
+    await h.journal.append("delivery.queued", {
+        "delivery_id": "d-handover", "message_id": "a-handover", "channel": "webdesk", "to": party("webdesk", "bob", "Bob"),
+        "out": {"kind": "notice", "text": f"Handover: ann wrote {SECRET}", "attachments": [], "origin": party("relay", "relay"),
+                "client": ann, "action": "allow", "rules": []}}, "c-ann")
+    await h.message("b1", "c-bea", "inbound", "bea asks about bonds", client=bea)
+    await h.journal.close()
+    cfg = write_config(tmp_path / "config.yaml", compliance_config(data, write_policies(tmp_path / "policies")))
+    r = cli("erase", "--client", "webchat:ann", "--reason", "DSAR-9", "--as", "erin", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    h.journal = await jopen(data)
+    await h.message("a3", "c-ann", "inbound", "ann wrote again after the request", client=ann)
+    await h.journal.close()
+    return cfg, h
+
+
+async def test_show_withholds_content_under_an_erasure_request(tmp_path: Path, jopen: Any) -> None:
+    cfg, h = await with_erasure_request(tmp_path, jopen)
+    db = tmp_path / "data" / "journal.sqlite3"
+    stored = rows(db, "SELECT seq, kind, conversation, prev_hash, hash FROM events ORDER BY seq")
+    out = relay("show", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(stored)
+    request = rows(db, "SELECT seq FROM events WHERE kind = 'erasure.requested'")[0][0]
+    before = "\n".join(lines[:request])
+    for hidden in (SECRET, "passport-scan", "Ann Private", base64.b64encode(f'{{"text": "inline {SECRET}'.encode()).decode()[:20]):
+        assert hidden not in out.stdout if hidden != "Ann Private" else hidden not in before, hidden
+    a1 = lines[h.seqs["a1"] - 1].split()
+    assert (a1[0], a1[2], a1[3]) == (str(h.seqs["a1"]), "message.received", "c-ann") and RESTRICTED in lines[h.seqs["a1"] - 1]
+    assert RESTRICTED not in lines[h.seqs["b1"] - 1] and RESTRICTED not in lines[h.seqs["a3"] - 1]
+    assert "withheld the content of" in out.stderr and "--include-restricted" in out.stderr
+
+    evs = [json.loads(line) for line in relay("show", "--config", str(cfg), "--json").stdout.splitlines()]
+    assert [(e["seq"], e["kind"], e["conversation"], e["prev_hash"], e["hash"]) for e in evs] == [tuple(r) for r in stored]
+    assert SECRET not in json.dumps(evs, ensure_ascii=False)
+    body = evs[h.seqs["a1"] - 1]["body"]
+    assert "text" not in body and body["restricted"] == "restricted: data-subject erasure request"
+    assert body["raw_sha256"] and body["attachments"][0]["sha256"] and "name" not in body["attachments"][0]
+    inline = next(e["body"] for e in evs if e["body"].get("id") == "m-inline")
+    assert "raw_inline" not in inline and inline["raw_digest"] == "d" * 64
+    assert evs[h.seqs["b1"] - 1]["body"]["text"] == "bea asks about bonds"  # other clients, and Ann after her request
+    assert evs[h.seqs["a3"] - 1]["body"]["text"] == "ann wrote again after the request"
+
+    deliveries = relay("show", "--config", str(cfg), "--kind", "delivery.queued", "--json")  # messages not read first
+    texts = [json.loads(line)["body"]["out"].get("text") for line in deliveries.stdout.splitlines()]
+    assert texts == [None, None, None, "bea asks about bonds", "ann wrote again after the request"]
+
+    refused = relay("show", "--config", str(cfg), "--include-restricted", "--as", "carol")
+    assert refused.returncode == 2 and "only an admin may see restricted content" in refused.stderr
+    admin = relay("show", "--config", str(cfg), "--include-restricted", "--as", "erin")
+    assert admin.returncode == 0 and "passport-scan" in admin.stdout and RESTRICTED not in admin.stdout
+    admin = relay("show", "--config", str(cfg), "--include-restricted", "--as", "erin", "--json")
+    assert json.loads(admin.stdout.splitlines()[h.seqs["a1"] - 1])["body"]["text"] == f"my account number is {SECRET}"
+
+
+async def test_show_keeps_tombstones_of_erased_events(tmp_path: Path, jopen: Any) -> None:
+    cfg, h = await with_erasure_request(tmp_path, jopen)
+    r = cli("retention", "run", "--config", str(cfg), "--now", "2100-01-01", "--as", "ops")
+    assert r.returncode == 0 and r.stdout.startswith("erased "), r.stdout + r.stderr
+    db = tmp_path / "data" / "journal.sqlite3"
+    stored = {seq: json.loads(b) for seq, b in rows(db, "SELECT seq, body_json FROM events")}
+    evs = {e["seq"]: e for e in map(json.loads, relay("show", "--config", str(cfg), "--json").stdout.splitlines())}
+    bea = evs[h.seqs["b1"]]["body"]
+    assert bea == stored[h.seqs["b1"]] and bea["erased"]["reason"] == "retention period ended"
+    ann = evs[h.seqs["a1"]]["body"]
+    assert ann["erased"]["reason"] == "retention period ended" and ann["restricted"]
+    text = relay("show", "--config", str(cfg)).stdout.splitlines()
+    assert RESTRICTED in text[h.seqs["a1"] - 1] and RESTRICTED not in text[h.seqs["b1"] - 1]
+    assert "bea asks about bonds" not in "\n".join(text)
+    assert relay("verify", "--config", str(cfg)).stdout.startswith("ok:")

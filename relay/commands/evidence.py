@@ -45,7 +45,8 @@ def add_search_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--as", dest="actor", default="")
 
 
-def _admin_check(args: argparse.Namespace) -> None:
+def admin_check(args: argparse.Namespace) -> None:
+    """`--include-restricted` only for an admin named with `--as` (reviewers: in the config)."""
     if not getattr(args, "include_restricted", False):
         return
     from relay.config import ConfigError, load_config
@@ -94,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, settings: Any) -> int:
     if not (settings.data_dir / "journal.sqlite3").exists():
         raise CommandError(f"no journal at {settings.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
-    _admin_check(args)
+    admin_check(args)
     flt = ExportFilter(conversation=args.conversation, client=args.client, employee=args.employee,
                        since=parse_time(args.since), until=parse_time(args.until, end=True), rule=args.rule)
     formats = parse_formats(args.format)
@@ -149,7 +150,7 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Any) -> int:
     def go(a: argparse.Namespace) -> int:
-        _admin_check(a)
+        admin_check(a)
         q = SearchQuery(text=a.query, channel=a.channel, employee=a.employee, client=a.client, direction=a.direction,
                         action=a.action, rule=a.rule, conversation=a.conversation, since=parse_time(a.since),
                         until=parse_time(a.until, end=True), limit=a.limit)

@@ -18,6 +18,8 @@ from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
 from relay.journal.chain import canonical_json
 from relay.commands import evidence as evidence_commands
+from relay.evidence.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
+from relay.retention import load_state
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since-seq", type=int, default=None, metavar="N", help="only events with seq >= N")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N events")
     p.add_argument("--json", action="store_true", help="JSON lines (the full events)")
+    p.add_argument("--include-restricted", action="store_true",
+                   help="show content under a data-subject erasure request (admin only, with --as)")
+    p.add_argument("--as", dest="actor", default="", help="who asks (an admin under reviewers:)")
 
     p = verb("search", "full-text search over message text (trigram: any 3+ character substring)", cmd_search)
     p.add_argument("query", nargs="?", default="", help="text to find (substring; CJK works; case-insensitive for Latin letters)")
@@ -131,7 +136,10 @@ def _summary(body: dict[str, Any], width: int = 140) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """Content under an erasure request is withheld as search and export withhold it; the
+    event's seq, kind, conversation, hashes and digests stay, so the chain can be inspected."""
     s = _settings(args)
+    evidence_commands.admin_check(args)
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("conversation = ?", args.conversation), ("kind = ?", args.kind), ("seq >= ?", args.since_seq)):
@@ -142,15 +150,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def go() -> int:
         journal = await _open(s)
         try:
+            _, restricted = await load_state(journal)
+            guard = RestrictedEvents(journal, {} if args.include_restricted else restricted)
             async for ev in journal.iter_events(" AND ".join(where), tuple(params), limit=args.limit):
+                body, mark = ev.body, ""
+                if await guard.check(ev.seq, ev.kind, ev.body):
+                    body, mark = withheld_body(ev.kind, ev.body), f"[{RESTRICTED_NOTE}] "
                 if args.json:
-                    line = canonical_json(ev.to_dict())
+                    line = canonical_json(ev.to_dict() | {"body": body})
                 else:
                     when = datetime.datetime.fromtimestamp(ev.ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                    line = f"{ev.seq:>8} {when} {ev.kind:<22} {ev.conversation or '-'} {_summary(ev.body)}"
+                    line = f"{ev.seq:>8} {when} {ev.kind:<22} {ev.conversation or '-'} {mark}{_summary(body)}"
                 sys.stdout.write(line + "\n")
         finally:
             await journal.close()
+        if guard.withheld:
+            print(f"relay: note: withheld the content of {guard.withheld} events under erasure requests"
+                  " (admins: --include-restricted --as NAME)", file=sys.stderr)
         return 0
 
     return _run(go)

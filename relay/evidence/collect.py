@@ -113,6 +113,12 @@ def client_key(party: dict[str, Any] | None) -> str:
     return f"{party.get('channel', '')}:{party.get('user', '')}"
 
 
+def is_restricted(seq: int, client: dict[str, Any] | None, restricted: Mapping[str, int]) -> bool:
+    """Content journaled at `seq` for `client` is restricted when that client's erasure request
+    (`restricted`: `channel:user` → seq of the request) came after it."""
+    return seq < restricted.get(client_key(client), 0)
+
+
 def client_matches(wanted: str, party: dict[str, Any] | None) -> bool:
     """`channel:user` matches exactly; a bare value matches the user id on any channel."""
     if not party:
@@ -307,7 +313,7 @@ async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[
     for mid, m in msgs.items():
         if not _message_matches(m, flt):
             continue
-        m.restricted = m.seq < restricted.get(client_key(m.client), 0)
+        m.restricted = is_restricted(m.seq, m.client, restricted)
         if m.restricted and not include_restricted:
             withheld += 1
             continue
