@@ -163,7 +163,7 @@ def scrub_content(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     what erasure takes away, and what `relay journal show` withholds under an erasure request."""
     out = dict(body)
     if kind == "message.received":
-        for key in ("text", "edits_platform", "reply_to_platform"):
+        for key in ("text", "edits_platform", "reply_to_platform", "raw_inline"):
             out.pop(key, None)
         out["attachments"] = _scrub_attachments(body.get("attachments"))
         for key in ("sender", "client"):
@@ -187,6 +187,32 @@ def tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
     out = scrub_content(kind, body)
     out["erased"] = {"reason": reason}
     return out
+
+
+def _legacy_tombstone(kind: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What `tombstone` made before it removed `raw_inline` (the inline raw payload): needed to
+    finish an erasure recorded by that version (`complete_pending`)."""
+    out = tombstone(kind, body, reason)
+    if kind == "message.received" and "raw_inline" in body:
+        out["raw_inline"] = body["raw_inline"]
+    return out
+
+
+LEFTOVER_REASON = "raw payload left by an earlier erasure"
+
+
+def plan_leftovers(events: list[Ev]) -> ErasurePlan:
+    """Erased events that still carry their inline raw payload (tombstones made before that
+    field was scrubbed): erased again, so the original text does not outlive the erasure."""
+    plan = ErasurePlan()
+    for ev in events:
+        if ev.kind == "message.received" and isinstance(ev.body.get("erased"), dict) and "raw_inline" in ev.body:
+            plan.seqs.append(ev.seq)
+            plan.messages.append(str(ev.body.get("id")))
+            stone = dict(ev.body)
+            stone.pop("raw_inline")
+            plan.tombstones[ev.seq] = stone
+    return plan
 
 
 def body_digest(body: Any) -> str:
@@ -361,10 +387,19 @@ async def complete_pending(journal: Any) -> int:
             want = digests.get(str(s))
             if target is None or want is None or body_digest(target.body) == want:
                 continue
-            stone = tombstone(target.kind, target.body, str(ev.body.get("reason", "")))
-            if body_digest(stone) == want:
-                todo[target.seq] = stone
-                kinds[target.seq] = target.kind
+            reason = str(ev.body.get("reason", ""))
+            if reason == LEFTOVER_REASON:
+                stone = dict(target.body)
+                stone.pop("raw_inline", None)
+                candidates = [stone]
+            else:
+                candidates = [tombstone(target.kind, target.body, reason),
+                              _legacy_tombstone(target.kind, target.body, reason)]
+            for stone in candidates:
+                if body_digest(stone) == want:
+                    todo[target.seq] = stone
+                    kinds[target.seq] = target.kind
+                    break
     if todo:
         await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, todo)
     return len(todo)
@@ -398,6 +433,10 @@ async def run_retention(journal: Any, settings: RetentionSettings, actor: str, *
     """Erase everything past its retention class and on no legal hold (`at` = now)."""
     await complete_pending(journal)
     events = await _events(journal)
+    leftovers = plan_leftovers(events)
+    if leftovers.seqs and not dry_run:
+        await apply_plan(journal, leftovers, LEFTOVER_REASON, actor)
+        events = await _events(journal)
     holds = active_holds(events)
     plan = plan_erasure(events, settings, time.time() if at is None else at, holds)
     if dry_run:

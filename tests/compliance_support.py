@@ -6,6 +6,9 @@ search, backtest): the events follow docs/internals.md ("Event bodies").
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -32,13 +35,13 @@ class History:
                       attachments: list[tuple[str, str, bytes]] = (), edits: str | None = None,
                       action: str = "allow", rules: list[dict[str, Any]] | None = None,
                       review: bool | None = None, channel: str | None = None,
-                      deliver: bool = True, policy_version: str = "v1") -> str:
+                      deliver: bool = True, policy_version: str = "v1", inline_raw: bool = False) -> str:
         """A message.received + policy.verdict (+ delivery.queued/message.delivered)."""
         j = self.journal
         mid = "m-" + uuid.uuid4().hex[:12]
         self.ids[label] = mid
         raw = f"raw:{label}:{text}".encode()
-        raw_sha = await j.put_blob(raw)
+        raw_sha = "" if inline_raw else await j.put_blob(raw)
         atts = []
         for name, mime, data in attachments:
             sha = await j.put_blob(data)
@@ -55,6 +58,10 @@ class History:
             "edits": self.ids.get(edits) if edits else None, "sent_at": None, "raw_sha256": raw_sha,
             "client": client, "employee": employee,
         }
+        if inline_raw:  # as the hub stores payloads up to 16 KiB
+            del body["raw_sha256"]
+            body["raw_inline"] = base64.b64encode(raw).decode("ascii")
+            body["raw_digest"] = hashlib.sha256(raw).hexdigest()
         ev = await j.append("message.received", body, conversation)
         self.seqs[label] = ev.seq
         rules = rules or []

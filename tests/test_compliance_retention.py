@@ -192,3 +192,40 @@ async def test_notices_carrying_history_age_out_with_their_conversation(journal:
     texts = {r["conversation"]: json.loads(r["body_json"])["out"].get("text") for r in rows}
     assert texts == {"c-ann": None, "c-gus": "history of c-gus: secret"}
     assert (await j.verify()).ok
+
+
+async def test_erasure_removes_the_inline_raw_payload_and_finishes_older_tombstones_that_kept_it(
+        journal: Journal) -> None:
+    """The hub keeps raw payloads up to 16 KiB inline (base64). Erasure takes them away with the
+    text (the digest stays); tombstones made before that rule are erased again on the next run."""
+    import base64
+
+    from relay.evidence.collect import iter_events
+    from relay.retention import LEFTOVER_REASON, _legacy_tombstone, active_holds, apply_plan, plan_erasure
+    j = journal
+    h = History(j)
+    ann, bob = party("webchat", "ann", "Ann"), party("telegram-eu", "bob", "Bob")  # bob: 7-year class
+    await h.message("ann1", "c-ann", "inbound", "ann inline secret", client=ann, inline_raw=True)
+    await h.message("bob1", "c-bob", "inbound", "bob inline secret", client=bob, inline_raw=True)
+    original = await body(j, h.seqs["ann1"])
+    assert b"ann inline secret" in base64.b64decode(original["raw_inline"])
+
+    await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
+    stone = await body(j, h.seqs["ann1"])
+    assert "raw_inline" not in stone and "text" not in stone
+    assert stone["raw_digest"] == original["raw_digest"]
+    assert (await j.verify()).ok
+
+    # a tombstone as the earlier version made it (raw payload kept), then the next run
+    events = await iter_events(j)
+    plan = plan_erasure(events, SETTINGS, time.time() + 6.5 * YEAR, active_holds(events), only={h.ids["bob1"]})
+    plan.tombstones = {s: _legacy_tombstone(ev.kind, ev.body, "erasure request")
+                       for s in plan.seqs for ev in events if ev.seq == s}
+    await apply_plan(j, plan, "erasure request", "ops")
+    assert "raw_inline" in await body(j, h.seqs["bob1"])
+    assert (await j.verify()).ok
+    await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
+    assert "raw_inline" not in await body(j, h.seqs["bob1"])
+    rows = await j.fetchall("SELECT body_json FROM events WHERE kind='retention.erased'")
+    assert any(json.loads(r[0])["reason"] == LEFTOVER_REASON for r in rows)
+    assert (await j.verify()).ok
