@@ -20,8 +20,7 @@ from relay.journal.chain import canonical_json
 from relay.commands import evidence as evidence_commands
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("journal", help="verify, show, search, export or rebuild the journal")
+def setup(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="journal_command", metavar="VERB")
     verbs.required = True
 
