@@ -12,8 +12,6 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import aiohttp
-
 from relay.config import Config
 
 if TYPE_CHECKING:
@@ -47,6 +45,8 @@ def _load_action_modules() -> None:
 
 
 async def _call_running(config: Config, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    import aiohttp  # here, not at the top: read-only commands (`relay review list`) never call the relay
+
     url_file = Path(config.data_dir) / "admin.url"
     token_file = Path(config.data_dir) / "admin.token"
     if not url_file.exists() or not token_file.exists():

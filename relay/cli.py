@@ -1,4 +1,5 @@
-"""The `relay` command: finds every module in relay/commands and lets each add its verbs.
+"""The `relay` command: lists the verbs of `relay.commands.VERBS` and imports a verb's module only
+when that verb is picked, so `relay --help` and light verbs start without the heavy imports.
 
 Errors go to stderr as one line per problem with a non-zero exit; `--json` gives machine output.
 """
@@ -7,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-import relay.commands
+from relay.commands import VERBS
 
 
 class CommandError(Exception):
@@ -22,15 +23,31 @@ class CommandError(Exception):
         self.code = code
 
 
+class _LazyVerbs(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Each verb's parser starts empty (name and help only); its module adds the arguments when
+    argparse picks the verb, just before the verb's parser reads the rest of the command line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_up: set[str] = set()
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        name = values[0]
+        verb_parser = self._name_parser_map.get(name)
+        if verb_parser is not None and name not in self._set_up:
+            module, function = VERBS[name].setup.split(":")
+            getattr(importlib.import_module(f"relay.commands.{module}"), function)(verb_parser)
+            self._set_up.add(name)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Compliant chat relay.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_LazyVerbs)
     sub.required = True
-    for info in sorted(pkgutil.iter_modules(relay.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"relay.commands.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for name, verb in VERBS.items():
+        sub.add_parser(name, help=verb.help)
     return parser
 
 

@@ -1,5 +1,5 @@
 """`relay policy backtest DIR` and `relay policy shadow-report`; `relay/commands/policy.py`
-adds these verbs to its `policy` parser (no `register` here)."""
+adds these verbs to its `policy` parser (not in the verb table)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, emit_json, fail,
                                               read_journal, reporting)
-from relay.evidence.collect import parse_time
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,6 +44,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from relay.backtest import backtest
+    from relay.evidence.collect import parse_time
     from relay.policy import PolicyLoadError, load_policy_dir
 
     config = config_of(args)
@@ -64,6 +64,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_shadow(args: argparse.Namespace) -> int:
     from relay.backtest import shadow_report
+    from relay.evidence.collect import parse_time
 
     config = config_of(args)
     since = parse_time(args.since)

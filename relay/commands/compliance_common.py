@@ -29,13 +29,15 @@ def fail(message: str, code: int = 2) -> CommandError:
 
 def reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Print user errors as `relay: …` lines whichever module object `relay.cli` is (under
-    `python -m relay.cli` the class cli.main catches is `__main__.CommandError`)."""
-    from relay.admin import AdminError
-    from relay.evidence import ExportError, FilterError
-    from relay.evidence.keys import KeyError_
-    from relay.retention import RetentionError
+    `python -m relay.cli` the class cli.main catches is `__main__.CommandError`). The error
+    classes are imported when the handler runs: `relay VERB --help` needs none of them."""
 
     def run(args: argparse.Namespace) -> int:
+        from relay.admin import AdminError
+        from relay.evidence import ExportError, FilterError
+        from relay.evidence.keys import KeyError_
+        from relay.retention import RetentionError
+
         try:
             return int(handler(args) or 0)
         except CommandError as exc:

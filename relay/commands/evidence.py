@@ -1,5 +1,5 @@
 """Evidence verbs wired into `relay journal`: export with filters and formats, verify-export,
-and search with filters. No `register` here: `relay/commands/journal.py` adds the verbs."""
+and search with filters. Not in the verb table: `relay/commands/journal.py` adds these verbs."""
 
 from __future__ import annotations
 

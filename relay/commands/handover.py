@@ -8,8 +8,7 @@ from relay.commands.compliance_common import (add_config_arg, add_json_arg, conf
                                               fail, reporting, write)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("handover", help="hand an employee's conversations (with history) to a colleague")
+def setup_handover(p: argparse.ArgumentParser) -> None:
     add_config_arg(p)
     add_json_arg(p)
     p.add_argument("employee", help="the employee whose conversations move")
@@ -19,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--reason", default="", help="why (journaled)")
     p.set_defaults(handler=reporting(cmd_handover))
 
-    emp = sub.add_parser("employee", help="deactivate or reactivate an employee")
+
+def setup_employee(emp: argparse.ArgumentParser) -> None:
     verbs = emp.add_subparsers(dest="employee_command", metavar="VERB")
     verbs.required = True
     for verb, help_ in (("deactivate", "stop routing to an employee; their conversations go to their desk"),

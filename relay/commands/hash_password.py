@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
 
 from relay.cli import CommandError
 from relay.passwords import hash_password
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "hash-password",
-        help="print a scrypt hash of a password (read from stdin, or prompted on a terminal)",
-        description="Print a password_hash for config.yaml. The password is read from stdin "
-        "(first line), or prompted twice without echo when stdin is a terminal.",
-    )
+def setup(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Print a password_hash for config.yaml. The password is read from stdin "
+                          "(first line), or prompted twice without echo when stdin is a terminal.")
     parser.set_defaults(handler=run)
 
 

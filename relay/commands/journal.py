@@ -22,8 +22,7 @@ from relay.evidence.restricted import RESTRICTED_NOTE, RestrictedEvents, withhel
 from relay.retention import load_state
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("journal", help="verify, show, search, export or rebuild the journal")
+def setup(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="journal_command", metavar="VERB")
     verbs.required = True
 

@@ -17,8 +17,7 @@ from relay.model import Attachment
 from relay.policy import EvalInput, PolicyLoadError, PolicySet, apply_verdict, load_policy_paths, run_rule_tests
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("policy", help="check, test and try compliance policy files")
+def setup(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="policy_command", metavar="VERB")
     verbs.required = True
 

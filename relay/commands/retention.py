@@ -10,8 +10,7 @@ from relay.evidence.collect import iso, parse_time
 from relay.retention import load_state
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ret = sub.add_parser("retention", help="erase content past its retention period (not under legal hold)")
+def setup_retention(ret: argparse.ArgumentParser) -> None:
     verbs = ret.add_subparsers(dest="retention_command", metavar="VERB")
     verbs.required = True
     p = verbs.add_parser("run", help="erase what is past retention now (journaled as retention.erased)")
@@ -22,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--now", default=None, metavar="DATE", help=argparse.SUPPRESS)
     p.set_defaults(handler=reporting(cmd_run))
 
-    hold = sub.add_parser("hold", help="legal holds: nothing under hold is erased")
+
+def setup_hold(hold: argparse.ArgumentParser) -> None:
     hverbs = hold.add_subparsers(dest="hold_command", metavar="VERB")
     hverbs.required = True
     p = hverbs.add_parser("add", help="place a legal hold")
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_arg(p)
     p.set_defaults(handler=reporting(cmd_hold_list))
 
-    p = sub.add_parser("erase", help="data-subject erasure request: restrict now, erase when retention ends")
+
+def setup_erase(p: argparse.ArgumentParser) -> None:
     add_config_arg(p)
     add_json_arg(p)
     p.add_argument("--client", required=True, metavar="CHANNEL:USER")

@@ -13,8 +13,7 @@ from relay.review import DECISIONS, compliance_settings, load_items, stats
 STATES = ("open", "escalated", "pending", "closed", "all")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("review", help="supervision: list, show and decide flagged, quarantined and sampled messages")
+def setup(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="review_command", metavar="VERB")
     verbs.required = True
 

@@ -11,8 +11,7 @@ from relay.cli import CommandError
 from relay.commands.common import add_config_arg, config_of
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("run", help="run the relay (web chat, channels, journal, policies)")
+def setup(p: argparse.ArgumentParser) -> None:
     add_config_arg(p)
     p.set_defaults(handler=handle)
 
