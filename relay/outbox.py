@@ -271,7 +271,13 @@ class Outbox:
             raise
         finally:
             WINDOW.reset(window)
-        return [await p if isinstance(p, asyncio.Future) else p for p in pending]
+        try:
+            return [await p if isinstance(p, asyncio.Future) else p for p in pending]
+        except asyncio.CancelledError:  # the outbox is stopping: the window's sends stop with it
+            for p in pending:
+                if isinstance(p, asyncio.Future):
+                    p.cancel()
+            raise
 
     async def _start(self, d: Delivery) -> _Started | float | None:
         """Build the Outgoing for an attempt (the send itself not yet running), or its outcome

@@ -379,3 +379,36 @@ async def test_a_one_off_failure_inside_a_window_is_sent_again_before_the_messag
         assert "memory channel: one-off failure" in reasons
     finally:
         await relay.stop()
+
+
+async def test_stopping_with_a_window_in_flight_resends_it_in_order_after_restart(tmp_path: Path) -> None:
+    """The stop cancels the window's unconfirmed sends; after the restart everything not
+    confirmed before the stop is sent again, in order, and every message is delivered once in
+    the journal."""
+    cfg = windowed(tmp_path / "data", 8, 2.0)  # slow confirmations: a window is in flight at the stop
+    relay = await RelayApp.start(cfg)
+    clients: MemoryChannel = relay.channels["clients"]  # type: ignore[assignment]
+    staff: MemoryChannel = relay.channels["staff"]  # type: ignore[assignment]
+    for i in range(12):
+        await clients.inject("u1", f"m{i}", f"u1:{i}")
+    await until(lambda: staff.in_flight >= 2)
+    await relay.stop()
+    assert staff.in_flight == 0
+    confirmed = relay.outbox.delivered
+    assert confirmed < 12
+    cfg["channels"]["staff"]["latency"] = 0.01
+    relay = await RelayApp.start(cfg)
+    staff = relay.channels["staff"]  # type: ignore[assignment]
+    try:
+        await until(lambda: len(staff.sent) == 12 - confirmed)
+        assert [o.text for o in staff.sent] == [f"m{i}" for i in range(confirmed, 12)]
+        for _ in range(300):
+            rows = await relay.journal.fetchall(
+                "SELECT COUNT(DISTINCT json_extract(body_json, '$.message_id')) AS n, COUNT(*) AS total "
+                "FROM events WHERE kind = 'message.delivered'")
+            if rows[0]["total"] >= 12:
+                break
+            await asyncio.sleep(0.01)
+        assert rows[0]["n"] == 12 and rows[0]["total"] == 12
+    finally:
+        await relay.stop()
