@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from relay.admin import AdminError, admin_action
 from relay.evidence.collect import Reader, is_restricted, iso
+from relay.evidence.restricted import RESTRICTED_NOTE, withheld_body
 from relay.retention import RetentionError, load_state, parse_duration
 
 if TYPE_CHECKING:
@@ -159,7 +160,6 @@ class ReviewItem:
         return settings.sla_quarantine if self.action == "quarantine" else settings.sla_flag
 
     def summary(self, now: float, settings: ComplianceSettings | None = None, policies: Any = None) -> dict[str, Any]:
-        from relay.evidence.restricted import RESTRICTED_NOTE, withheld_body
         m = withheld_body("message.received", self.message) if self.restricted else self.message
         text = str(m.get("text") or "")
         out = {
