@@ -184,3 +184,22 @@ rules:
     assert rep["compared"] == 2 and rep["skipped"] == {NOTE: 1}
     examples = [e["message_id"] for e in rep["rules"]["F-001"]["examples"]]
     assert h.ids["a1"] not in examples and {h.ids["b1"], h.ids["a2"]} <= set(examples)
+
+
+async def test_export_leaves_out_assignments_naming_a_restricted_client(tmp_path: Path) -> None:
+    """Ann wrote again after her request, so her conversation is exported; the assignment from
+    before the request (with her display name) is not, and the export still verifies."""
+    cfg, h = await flagged_history(tmp_path)
+    out = tmp_path / "export"
+    r = cli("journal", "export", "--out", str(out), "--client", "webchat:ann", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    kinds = [json.loads(x)["kind"] for x in (out / "events.jsonl").read_text().splitlines()]
+    assert "conversation.assigned" not in kinds and "message.received" in kinds
+    before = [x for x in (out / "events.jsonl").read_text().splitlines() if json.loads(x)["seq"] < h.seqs["a2"]]
+    assert "Ann Private" not in "\n".join(before)
+    assert cli("journal", "verify-export", str(out), "--config", str(cfg)).returncode == 0
+    admin = tmp_path / "admin-export"
+    r = cli("journal", "export", "--out", str(admin), "--client", "webchat:ann", "--include-restricted", "--as", "erin",
+            "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "conversation.assigned" in [json.loads(x)["kind"] for x in (admin / "events.jsonl").read_text().splitlines()]
