@@ -3,7 +3,8 @@
 `backtest` replays journaled messages through a PolicySet and compares, per rule, with the
 verdicts recorded at the time, so compliance sees the effect of an edit before deploying it.
 `shadow_report` does the same comparison for the verdicts a shadow set journaled beside the
-live one.
+live one. Messages under a data-subject erasure request are skipped (counted, never replayed
+or quoted as examples), as erased ones are.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from relay.evidence.collect import Ev, Reader, iso, iter_events
+from relay.evidence.collect import Ev, Reader, is_restricted, iso, iter_events
+from relay.evidence.restricted import RESTRICTED_NOTE
+from relay.retention import load_state
 from relay.model import Attachment
 
 KINDS = ("message.received", "policy.verdict", "policy.shadow_verdict")
@@ -96,7 +99,7 @@ def verdict_dict(v: Any) -> dict[str, Any]:
 
 
 def replay(events: Iterable[Ev], policies: Any, groups: Mapping[str, tuple[str, ...]], since: float | None,
-           examples: int = 5) -> Comparison:
+           examples: int = 5, restricted: Mapping[str, int] | None = None) -> Comparison:
     """Evaluate each journaled message (from `since`) with `policies` against its recorded verdict."""
     from relay.policy import EvalInput
 
@@ -128,6 +131,9 @@ def replay(events: Iterable[Ev], policies: Any, groups: Mapping[str, tuple[str, 
         if "erased" in b:
             cmp.skip("erased")
             continue
+        if is_restricted(msg_ev.seq, b.get("client"), restricted or {}):
+            cmp.skip(RESTRICTED_NOTE)
+            continue
         channel = str(b.get("channel") or "")
         if channel == "relay":
             channel = str((b.get("client") or {}).get("channel") or channel)
@@ -141,8 +147,9 @@ def replay(events: Iterable[Ev], policies: Any, groups: Mapping[str, tuple[str, 
 
 async def backtest(reader: Reader, policies: Any, groups: Mapping[str, tuple[str, ...]], since: float | None = None,
                    examples: int = 5) -> dict[str, Any]:
+    _, restricted = await load_state(reader)
     events = await iter_events(reader, KINDS)
-    result = replay(events, policies, groups, since, examples).to_dict()
+    result = replay(events, policies, groups, since, examples, restricted).to_dict()
     result["proposed_policy_version"] = policies.version
     result["since"] = iso(since) if since is not None else None
     return result
@@ -150,6 +157,7 @@ async def backtest(reader: Reader, policies: Any, groups: Mapping[str, tuple[str
 
 async def shadow_report(reader: Reader, since: float | None = None, examples: int = 5) -> dict[str, Any]:
     """Live verdicts against the shadow set's journaled verdicts for the same messages."""
+    _, restricted = await load_state(reader)
     events = await iter_events(reader, KINDS)
     msgs: dict[str, Ev] = {}
     live: dict[str, dict[str, Any]] = {}
@@ -167,6 +175,9 @@ async def shadow_report(reader: Reader, since: float | None = None, examples: in
                 continue
             if "error" in ev.body:
                 cmp.skip("shadow error")
+                continue
+            if is_restricted(m.seq, m.body.get("client"), restricted):
+                cmp.skip(RESTRICTED_NOTE)
                 continue
             sv = str(ev.body.get("policy_version", ""))
             versions[sv] = versions.get(sv, 0) + 1

@@ -12,7 +12,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from relay.admin import AdminError, admin_action
-from relay.evidence.collect import iso
+from relay.evidence.collect import client_key, is_restricted, iso
+from relay.evidence.restricted import RESTRICTED_NOTE
+from relay.retention import load_state
 from relay.routing import RoutingError
 
 if TYPE_CHECKING:
@@ -35,7 +37,9 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
 
     Each message appears as it was delivered (redacted, with disclaimers); what policy held
     back (quarantined and not released, blocked) is named but not shown, so a handover never
-    bypasses a verdict.
+    bypasses a verdict. Under a data-subject erasure request the messages before it (both
+    directions, as search and export withhold them) and the client's display name are
+    withheld: one line says how many, none of their text, senders' names or file names.
     """
     conv = await app.router.get(conversation)
     rows = await app.journal.fetchall(
@@ -46,11 +50,24 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
         " ORDER BY m.seq DESC LIMIT ?",
         (conversation, limit))
     client = conv.client if conv else None
-    who = f"{client.display or client.user} ({client.channel}:{client.user})" if client else conversation
+    party = {"channel": client.channel, "user": client.user} if client else None
+    _, restricted = await load_state(app.journal)
+    under_request = party is not None and client_key(party) in restricted
+    if client is None:
+        who = conversation
+    elif under_request:
+        who = f"{client.channel}:{client.user} [{RESTRICTED_NOTE}]"
+    else:
+        who = f"{client.display or client.user} ({client.channel}:{client.user})"
     head = (f"Handover: conversation {conversation} with {who} is now yours"
             + (f" (from {previous})" if previous else "") + f". Last {len(rows)} messages:")
     lines = [head]
+    withheld = sum(1 for r in rows if is_restricted(int(r["seq"]), party, restricted))
+    if withheld:
+        lines.append(f"[{RESTRICTED_NOTE}] {withheld} earlier message(s) withheld")
     for r in reversed(rows):
+        if is_restricted(int(r["seq"]), party, restricted):
+            continue
         lines.append(f"{iso(r['ts'])} {r['direction']} {r['sender_display'] or r['sender_user']}: {_shown(r)}")
     return "\n".join(lines)
 

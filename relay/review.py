@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from relay.admin import AdminError, admin_action
-from relay.evidence.collect import Reader, iso
-from relay.retention import RetentionError, parse_duration
+from relay.evidence.collect import Reader, is_restricted, iso
+from relay.evidence.restricted import RESTRICTED_NOTE, withheld_body
+from relay.retention import RetentionError, load_state, parse_duration
 
 if TYPE_CHECKING:
     from relay.app import RelayApp
@@ -109,6 +110,10 @@ class ReviewItem:
     rules: list[dict[str, Any]]
     message: dict[str, Any] = field(default_factory=dict)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    message_seq: int = 0
+    restricted: bool = False
+    """Under a data-subject erasure request (`withhold_restricted`): the summary keeps the item
+    (it may still need a decision) but not what the message said or who by name."""
 
     @property
     def state(self) -> str:
@@ -155,7 +160,7 @@ class ReviewItem:
         return settings.sla_quarantine if self.action == "quarantine" else settings.sla_flag
 
     def summary(self, now: float, settings: ComplianceSettings | None = None, policies: Any = None) -> dict[str, Any]:
-        m = self.message
+        m = withheld_body("message.received", self.message) if self.restricted else self.message
         text = str(m.get("text") or "")
         out = {
             "message_id": self.message_id, "seq": self.seq, "time": iso(self.ts), "age_seconds": round(now - self.ts, 1),
@@ -169,6 +174,8 @@ class ReviewItem:
             "text": text, "erased": "erased" in m, "sampled": self.sampled,
             "decisions": self.decisions, "sla_breached": self.sla_breached,
         }
+        if self.restricted:
+            out["restricted"] = RESTRICTED_NOTE
         if settings is not None:
             sla = self.sla(settings, policies)
             out["sla_seconds"] = sla
@@ -193,11 +200,11 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     if not items:
         return items
     msg_one = " AND json_extract(body_json, '$.id') = ?" if message_id else ""
-    for r in await reader.fetchall("SELECT body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
+    for r in await reader.fetchall("SELECT seq, body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("id")))
         if item is not None:
-            item.message = b
+            item.message, item.message_seq = b, int(r["seq"])
     for r in await reader.fetchall("SELECT seq, ts, body_json FROM events WHERE kind = 'review.decided'" + one
                                    + " ORDER BY seq", params):
         b = json.loads(r["body_json"])
@@ -205,6 +212,17 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
         if item is not None:
             item.decisions.append({**b, "seq": int(r["seq"]), "time": iso(float(r["ts"])), "ts": float(r["ts"])})
     return items
+
+
+async def withhold_restricted(reader: Reader, items: Mapping[str, ReviewItem]) -> int:
+    """Mark the items whose message is under a data-subject erasure request (the rule search,
+    export and `relay journal show` use); returns how many."""
+    _, restricted = await load_state(reader)
+    n = 0
+    for item in items.values():
+        item.restricted = is_restricted(item.message_seq, item.message.get("client"), restricted)
+        n += item.restricted
+    return n
 
 
 def check_decision(item: ReviewItem, decision: str, reviewer: Reviewer, reason: str) -> None:

@@ -86,6 +86,11 @@ async def admin_api(request: web.Request) -> web.Response:
 
 
 def setup_web(relay: "RelayApp") -> None:
+    """Routes, and every admin action registered: `relay run` itself imports none of the modules
+    that define handover, review decisions or erasure requests, which the admin API must know."""
+    from relay.admin import _load_action_modules
+
+    _load_action_modules()
     app = relay.web
     app[RELAY_KEY] = relay
     app.router.add_get("/", index)

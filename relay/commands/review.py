@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, emit_json, fail,
                                               read_journal, reporting, write)
-from relay.review import DECISIONS, compliance_settings, load_items, stats
+from relay.evidence.restricted import RESTRICTED_NOTE
+from relay.review import DECISIONS, ReviewItem, compliance_settings, load_items, stats, withhold_restricted
 
 STATES = ("open", "escalated", "pending", "closed", "all")
 
@@ -24,12 +26,14 @@ def setup(parser: argparse.ArgumentParser) -> None:
                    help="pending = open or escalated (default); closed = decided")
     p.add_argument("--rule", help="only items matched by this rule id")
     p.add_argument("--limit", type=int, default=200)
+    _add_restricted_args(p)
     p.set_defaults(handler=reporting(cmd_list))
 
     p = verbs.add_parser("show", help="one item: message, matched rules and spans, decisions")
     add_config_arg(p)
     add_json_arg(p)
     p.add_argument("message_id")
+    _add_restricted_args(p)
     p.set_defaults(handler=reporting(cmd_show))
 
     p = verbs.add_parser("decide", help="record a decision (journaled as review.decided)")
@@ -52,6 +56,35 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=reporting(cmd_sweep))
 
 
+def _add_restricted_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include-restricted", action="store_true",
+                   help="show content under a data-subject erasure request (admin only, with --as)")
+    p.add_argument("--as", dest="actor", default="", help="who asks (an admin under reviewers:)")
+
+
+def _read_items(args: argparse.Namespace, config: Any, message_id: str | None = None) -> dict[str, ReviewItem]:
+    """The queue, with items under an erasure request marked (their content is withheld from
+    the summary) unless an admin passed --include-restricted --as NAME."""
+    from relay.commands.evidence import admin_check
+
+    admin_check(args)
+
+    async def load(journal: Any) -> dict[str, ReviewItem]:
+        items = await load_items(journal, message_id)
+        if not args.include_restricted:
+            await withhold_restricted(journal, items)
+        return items
+
+    return read_journal(config, load)
+
+
+def _note_withheld(rows: list[dict[str, Any]]) -> None:
+    n = sum(1 for r in rows if r.get("restricted"))
+    if n:
+        print(f"relay: note: withheld the content of {n} review items under erasure requests"
+              " (admins: --include-restricted --as NAME)", file=sys.stderr)
+
+
 def _want(state: str, wanted: str) -> bool:
     if wanted == "all":
         return True
@@ -65,11 +98,12 @@ def _want(state: str, wanted: str) -> bool:
 def cmd_list(args: argparse.Namespace) -> int:
     config = config_of(args)
     settings = compliance_settings(config.raw)
-    items = read_journal(config, load_items)
+    items = _read_items(args, config)
     now = time.time()
     rows = [i.summary(now, settings) for i in items.values()
             if _want(i.state, args.state) and (args.rule is None or args.rule in i.rule_ids())]
     rows = rows[: max(0, args.limit)]
+    _note_withheld(rows)
     if args.json:
         emit_json(rows)
         return 0
@@ -79,26 +113,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         rules = ",".join(str(x["rule"]) for x in r["rules"])
         breach = " SLA-BREACH" if r["sla_breached"] else ""
         who = (r["sender"] or {}).get("user", "")
+        text = f"[{RESTRICTED_NOTE}]" if r.get("restricted") else repr(r["text"][:60])
         print(f"{r['message_id']}  {r['time']}  {r['state']:<9} {r['action']:<10} {rules:<20} {r['direction']} {who}:"
-              f" {r['text'][:60]!r}{breach}")
+              f" {text}{breach}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     config = config_of(args)
     settings = compliance_settings(config.raw)
-    items = read_journal(config, lambda j: load_items(j, args.message_id))
+    items = _read_items(args, config, args.message_id)
     item = items.get(args.message_id)
     if item is None:
         raise fail(f"no review item {args.message_id!r} (see: relay review list --state all)")
     r = item.summary(time.time(), settings)
+    _note_withheld([r])
     if args.json:
         emit_json(r)
         return 0
     print(f"message   {r['message_id']} (seq {r['seq']}, {r['time']}, conversation {r['conversation']})")
     print(f"from      {r['sender']}  direction {r['direction']} channel {r['channel']}")
     print(f"verdict   {r['action']}  state {r['state']}" + (f"  SLA due {r['sla_due']}" if r.get("sla_due") else ""))
-    print(f"text      {r['text']!r}")
+    print(f"text      [{RESTRICTED_NOTE}]" if r.get("restricted") else f"text      {r['text']!r}")
     for rule in r["rules"]:
         print(f"rule      {rule['rule']} ({rule['action']}, {rule['severity']}) {rule['title']}  spans {rule['spans']}"
               f" matched {rule['matched']}" + (" sampled" if rule["sampled"] else ""))

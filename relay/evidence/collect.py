@@ -302,7 +302,8 @@ async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[
     """The messages matching `flt` and the events about them, in journal order.
 
     Messages of clients with an erasure request (`restricted_clients`: `channel:user` → seq
-    of the request; what came before it) are withheld unless `include_restricted`.
+    of the request; what came before it) are withheld unless `include_restricted`, and so are
+    the assignments of their conversations from before it (they carry the display name).
     """
     convs = await candidate_conversations(reader, flt)
     events = await iter_events(reader) if convs is None else await events_of(reader, convs)
@@ -330,6 +331,8 @@ async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[
             take = str(ev.body.get("message_id")) in chosen
         elif ev.kind == "conversation.assigned":
             cid = ev.body.get("conversation") or ev.conversation
+            if not include_restricted and is_restricted(ev.seq, ev.body.get("client"), restricted):
+                continue  # it names the client as they called themselves; a chained body cannot be trimmed
             if cid in convs:
                 assignments.setdefault(str(cid), []).append((ev.ts, ev.body))
                 in_time = (flt.since is None or ev.ts >= flt.since) and (flt.until is None or ev.ts < flt.until)

@@ -8,9 +8,13 @@ withholds only its content, the same content erasure would take away (`scrub_con
 the inline raw payload, which holds the original text.
 
 Which events: a `message.received` whose client is restricted at its seq (the rule exports use,
-`is_restricted`), every event about such a message (verdict, delivery, decision…), and a
+`is_restricted`), every event about such a message (verdict, delivery, decision…), a
 notice queued for a restricted client before the request (a handover's history copies the
-client's messages).
+client's messages), and an assignment of a restricted client's conversation before the
+request (it carries the client's display name).
+
+The same helpers keep restricted content out of the other views: `relay review list|show`
+(`relay.review.withhold_restricted`) and the history a handover sends (`relay.handover`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ RESTRICTED_NOTE = "restricted: data-subject erasure request"
 
 
 def withheld_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """`body` without its content; digests, ids and an erasure tombstone's marker stay."""
+    """`body` without its content; digests, ids and an erasure tombstone's marker stay. An
+    assignment keeps whom it moved where, but not the client's display name."""
     out = scrub_content(kind, body)
     out.pop("raw_inline", None)
+    if kind == "conversation.assigned" and isinstance(out.get("client"), dict):
+        out["client"] = {k: v for k, v in out["client"].items() if k != "display"}
     out["restricted"] = RESTRICTED_NOTE
     return out
 
@@ -56,6 +63,8 @@ class RestrictedEvents:
             hit = is_restricted(seq, body.get("client"), self.restricted)
             self._messages[str(body.get("id"))] = hit
             return hit
+        if kind == "conversation.assigned":  # names the client as they called themselves
+            return is_restricted(seq, body.get("client"), self.restricted)
         mid = body.get("message_id")
         if mid is None:
             return False
