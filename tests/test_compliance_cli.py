@@ -38,6 +38,10 @@ async def test_export_then_verify_export_then_tamper(recorded) -> None:
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["counts"]["messages"] == 5 and summary["formats"] == ["jsonl", "eml", "html"]
+    assert "relay: export: " not in r.stderr  # a short export shows no progress at the default interval
+    r = relay("journal", "export", "--config", str(cfg), "--out", str(tmp / "exp2"), "--progress", "2")
+    assert r.returncode == 0, r.stderr
+    assert "relay: export: read 35 events of at most 35\n" in r.stderr and "relay: export: wrote 7 of 7 messages\n" in r.stderr
     pub = str(tmp / "data" / "keys" / "journal_ed25519.pub")
     r = relay("journal", "verify-export", str(out), "--public-key", pub)
     assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stdout + r.stderr

@@ -87,6 +87,10 @@ def _prepare(args: argparse.Namespace, settings: Any, what: dict[str, Any]) -> s
     return None
 
 
+def _progress(line: str) -> None:
+    print(f"relay: export: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from relay.commands.journal import _settings
     return reporting(lambda a: _export(a, _settings(a)))(args)
@@ -109,7 +113,9 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
             _, restricted = await load_state(journal)
             result = await write_export(journal, Path(args.out), flt, key, formats=formats, restricted_clients=restricted,
                                         include_restricted=args.include_restricted, actor=args.actor,
-                                        hmac=settings.hmac_key is not None)
+                                        hmac=settings.hmac_key is not None,
+                                        progress=_progress if args.progress > 0 else None,
+                                        progress_every=max(1, args.progress))
         finally:
             await journal.close()
         return result.summary()

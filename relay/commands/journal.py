@@ -57,6 +57,8 @@ def setup(parser: argparse.ArgumentParser) -> None:
              evidence_commands.cmd_export)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new or empty directory")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--progress", type=int, default=10000, metavar="N",
+                   help="a progress line on stderr every N events and every N messages (default 10000; 0: none)")
     evidence_commands.add_export_filters(p)
 
     p = verb("verify-export", "check an export offline: signature, every file's digest, events, checkpoint",

@@ -181,61 +181,27 @@ class MessageRecord:
         return [str(r.get("rule")) for r in (self.verdict or {}).get("rules", [])]
 
 
-@dataclass
-class Selection:
-    events: list[Ev]
-    messages: list[MessageRecord]
-    assignments: dict[str, list[tuple[float, dict[str, Any]]]]
-    checkpoint: Ev | None
-    withheld: int = 0
-    head: tuple[int, str] = (0, "")
-
-    def conversations(self) -> dict[str, list[MessageRecord]]:
-        out: dict[str, list[MessageRecord]] = {}
-        for m in self.messages:
-            out.setdefault(m.conversation, []).append(m)
-        return out
-
-
 MESSAGE_REF_KINDS = ("policy.verdict", "policy.shadow_verdict", "delivery.queued", "message.delivered",
                      "delivery.failed", "review.decided")
+"""Events about one message (their body names it in `message_id`)."""
 
 
-def _erased_seqs(events: list[Ev]) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if ev.kind == "retention.erased":
-            for s in ev.body.get("seqs", []):
-                out[int(s)] = {"seq": ev.seq, "ts": ev.ts, "reason": ev.body.get("reason", ""), "actor": ev.body.get("actor", "")}
-    return out
+def attach(rec: MessageRecord, ev: Ev) -> None:
+    """Adds an event about `rec` (one of `MESSAGE_REF_KINDS`, in seq order): the last live
+    verdict wins, shadow verdicts, decisions and deliveries accumulate."""
+    if ev.kind in ("policy.verdict", "policy.shadow_verdict"):
+        if ev.body.get("shadow") or ev.kind == "policy.shadow_verdict":
+            rec.shadow_verdicts.append(ev.body)
+        else:
+            rec.verdict = ev.body
+    elif ev.kind == "review.decided":
+        rec.decisions.append((ev.ts, ev.body))
+    elif ev.kind in ("delivery.queued", "message.delivered", "delivery.failed"):
+        rec.deliveries.append((ev.ts, ev.kind, ev.body))
 
 
-def build_messages(events: list[Ev]) -> dict[str, MessageRecord]:
-    """Every message in `events` with its verdict, decisions, deliveries and erasure."""
-    erased = _erased_seqs(events)
-    msgs: dict[str, MessageRecord] = {}
-    for ev in events:
-        if ev.kind == "message.received":
-            mid = str(ev.body.get("id"))
-            msgs[mid] = MessageRecord(mid, ev.seq, ev.ts, ev.conversation or "", ev.body, erased=erased.get(ev.seq))
-            continue
-        mid = ev.body.get("message_id")
-        rec = msgs.get(str(mid)) if mid is not None else None
-        if rec is None:
-            continue
-        if ev.kind in ("policy.verdict", "policy.shadow_verdict"):
-            if ev.body.get("shadow") or ev.kind == "policy.shadow_verdict":
-                rec.shadow_verdicts.append(ev.body)
-            else:
-                rec.verdict = ev.body
-        elif ev.kind == "review.decided":
-            rec.decisions.append((ev.ts, ev.body))
-        elif ev.kind in ("delivery.queued", "message.delivered", "delivery.failed"):
-            rec.deliveries.append((ev.ts, ev.kind, ev.body))
-    return msgs
-
-
-def _message_matches(m: MessageRecord, flt: ExportFilter) -> bool:
+def message_matches(m: MessageRecord, flt: ExportFilter) -> bool:
+    """Every criterion of `flt` holds for `m` (the rule one on its verdict, so once that is known)."""
     if flt.conversation and m.conversation != flt.conversation:
         return False
     if flt.client and not client_matches(flt.client, m.client):
@@ -281,74 +247,3 @@ async def candidate_conversations(reader: Reader, flt: ExportFilter) -> set[str]
             " WHERE json_extract(r.value, '$.rule') = ?", (flt.rule,))
         narrow(r["conversation"] for r in rows)
     return found
-
-
-async def events_of(reader: Reader, conversations: set[str], chunk: int = 400) -> list[Ev]:
-    """Events of these conversations plus every erasure and checkpoint, in seq order."""
-    rows: dict[int, Ev] = {}
-    ids = sorted(conversations)
-    cols = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
-    for i in range(0, len(ids), chunk):
-        part = ids[i:i + chunk]
-        for r in await reader.fetchall(f"{cols} WHERE conversation IN ({','.join('?' * len(part))})", tuple(part)):
-            rows[int(r["seq"])] = row_to_ev(r)
-    for r in await reader.fetchall(f"{cols} WHERE kind IN ('retention.erased', 'checkpoint')"):
-        rows[int(r["seq"])] = row_to_ev(r)
-    return [rows[k] for k in sorted(rows)]
-
-
-async def select(reader: Reader, flt: ExportFilter, restricted_clients: Mapping[str, int] | None = None,
-                 include_restricted: bool = False) -> Selection:
-    """The messages matching `flt` and the events about them, in journal order.
-
-    Messages of clients with an erasure request (`restricted_clients`: `channel:user` → seq
-    of the request; what came before it) are withheld unless `include_restricted`, and so are
-    the assignments of their conversations from before it (they carry the display name).
-    """
-    convs = await candidate_conversations(reader, flt)
-    events = await iter_events(reader) if convs is None else await events_of(reader, convs)
-    msgs = build_messages(events)
-    restricted = restricted_clients or {}
-    chosen: dict[str, MessageRecord] = {}
-    withheld = 0
-    for mid, m in msgs.items():
-        if not _message_matches(m, flt):
-            continue
-        m.restricted = is_restricted(m.seq, m.client, restricted)
-        if m.restricted and not include_restricted:
-            withheld += 1
-            continue
-        chosen[mid] = m
-    convs = {m.conversation for m in chosen.values()}
-    seqs: set[int] = set()
-    picked: list[Ev] = []
-    assignments: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-    for ev in events:
-        take = False
-        if ev.kind == "message.received":
-            take = str(ev.body.get("id")) in chosen
-        elif ev.kind in MESSAGE_REF_KINDS:
-            take = str(ev.body.get("message_id")) in chosen
-        elif ev.kind == "conversation.assigned":
-            cid = ev.body.get("conversation") or ev.conversation
-            if not include_restricted and is_restricted(ev.seq, ev.body.get("client"), restricted):
-                continue  # it names the client as they called themselves; a chained body cannot be trimmed
-            if cid in convs:
-                assignments.setdefault(str(cid), []).append((ev.ts, ev.body))
-                in_time = (flt.since is None or ev.ts >= flt.since) and (flt.until is None or ev.ts < flt.until)
-                take = flt.rule is None and in_time
-        elif ev.kind == "retention.erased":
-            take = any(int(s) in seqs for s in ev.body.get("seqs", []))
-        if take:
-            picked.append(ev)
-            seqs.add(ev.seq)
-    if not flt.as_dict() and not withheld:
-        picked = list(events)
-    top = max((ev.seq for ev in picked if ev.kind != "checkpoint"), default=0)
-    checkpoints = [ev for ev in events if ev.kind == "checkpoint"]
-    checkpoint = next((ev for ev in checkpoints if int(ev.body.get("upto_seq", 0)) >= top),
-                      checkpoints[-1] if checkpoints else None)
-    ordered = sorted(chosen.values(), key=lambda m: m.seq)
-    head = events[-1] if events else None
-    return Selection(picked, ordered, assignments, checkpoint, withheld,
-                     (head.seq, head.hash) if head is not None else (0, ""))

@@ -6,22 +6,24 @@ names the covering journal checkpoint and is signed with the journal key.
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.evidence.collect import ExportFilter, Reader, Selection, iso, select
-from relay.evidence.eml import render_eml
+from relay.evidence.collect import ExportFilter, Reader, candidate_conversations, iso
 from relay.evidence.manifest import write_manifest
-from relay.evidence.transcript import render_transcript
+from relay.evidence.outputs import Outputs
+from relay.evidence.plan import Plan
+from relay.evidence.scan import Scope, head_seq
+from relay.evidence.writers import blob_path, covering_checkpoint, safe_name, write_events, write_messages
+
+__all__ = ["FORMATS", "ExportError", "ExportResult", "blob_path", "checkpoint_record", "parse_formats", "safe_name",
+           "write_export"]
 
 FORMATS = ("jsonl", "eml", "html")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class ExportError(ValueError):
@@ -45,22 +47,12 @@ def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in chosen) or FORMATS
 
 
-def blob_path(sha: str) -> str:
-    """Where a blob goes in an export: `blobs/<first two hex digits>/<sha256>`, as in the journal."""
-    name = safe_name(sha)
-    return f"blobs/{name[:2]}/{name}"
-
-
 def checkpoint_record(ev: Any) -> dict[str, Any] | None:
     """The covering checkpoint as the journal's checkpoint files hold it: its signed body plus
     the event's own seq, ts, prev_hash and hash (so its link hash can be recomputed)."""
     if ev is None:
         return None
     return {**ev.body, "seq": ev.seq, "ts": ev.ts, "prev_hash": ev.prev_hash, "hash": ev.hash}
-
-
-def safe_name(text: str, limit: int = 80) -> str:
-    return (_SAFE.sub("_", text).strip("._") or "file")[:limit]
 
 
 @dataclass(frozen=True)
@@ -81,66 +73,62 @@ def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-async def _blob_map(reader: Reader, shas: Iterable[str]) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    for sha in shas:
-        if sha and sha not in out:
-            out[sha] = await reader.get_blob(sha)
-    return out
-
-
 async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed25519PrivateKey, *,
                        formats: tuple[str, ...] = FORMATS, restricted_clients: Mapping[str, int] | None = None,
-                       include_restricted: bool = False, actor: str = "", hmac: bool = False) -> ExportResult:
-    """Select by `flt`, render the chosen formats into `out` (new or empty) and sign a manifest."""
+                       include_restricted: bool = False, actor: str = "", hmac: bool = False,
+                       now: float | None = None, progress: Callable[[str], None] | None = None,
+                       progress_every: int = 10000) -> ExportResult:
+    """Select by `flt`, render the chosen formats into `out` (new or empty) and sign a manifest.
+
+    Streams: one pass settles which messages are exported (`Plan`), a second writes the events
+    and blobs in seq order, a third the EML files and transcripts conversation by conversation;
+    memory holds a chunk of events (one conversation when HTML is asked for) and the manifest's
+    list of files with their digests, which is signed as one document. `now` is the
+    export time written into transcripts and the manifest (default: the clock); `progress`
+    receives a line every `progress_every` events or messages.
+    """
     _prepare(out)
-    sel: Selection = await select(reader, flt, restricted_clients, include_restricted)
-    erased_msgs = {m.id for m in sel.messages if m.erased is not None}
-    att_shas = [str(a.get("sha256") or "") for m in sel.messages if m.id not in erased_msgs for a in m.attachments]
-    blobs = await _blob_map(reader, att_shas)
-    if "jsonl" in formats:
-        with (out / "events.jsonl").open("w", encoding="utf-8") as fh:
-            for ev in sel.events:
-                fh.write(json.dumps(ev.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
-        raw = await _blob_map(reader, [str(m.body.get("raw_sha256") or "") for m in sel.messages if m.id not in erased_msgs])
-        for sha, data in {**blobs, **raw}.items():
-            if data is not None:
-                target = out / blob_path(sha)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-    if "eml" in formats:
-        for m in sel.messages:
-            folder = out / "eml" / safe_name(m.conversation)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{m.seq:08d}-{safe_name(m.id)}.eml").write_bytes(render_eml(m, blobs))
-    exported_at = iso(time.time())
-    if "html" in formats:
-        links: dict[str, str] = {}
-        for m in sel.messages:
-            for a in m.attachments:
-                sha = str(a.get("sha256") or "")
-                data = blobs.get(sha)
-                if data is None or sha in links:
-                    continue
-                rel = f"attachments/{safe_name(sha)}/{safe_name(str(a.get('name') or 'attachment'))}"
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                (out / rel).write_bytes(data)
-                links[sha] = "../" + rel
-        (out / "transcripts").mkdir(exist_ok=True)
-        for conv, msgs in sel.conversations().items():
-            page = render_transcript(conv, msgs, sel.assignments.get(conv, []), links, exported_at)
-            (out / "transcripts" / f"{safe_name(conv)}.html").write_text(page, encoding="utf-8")
-    meta = {
-        "created": exported_at,
-        "actor": actor,
-        "filters": flt.as_dict(),
-        "formats": list(formats),
-        "include_restricted": include_restricted,
-        "counts": {"events": len(sel.events), "messages": len(sel.messages),
-                   "conversations": len(sel.conversations()), "withheld_restricted": sel.withheld},
-        "journal": {"hmac": hmac},
-        "checkpoint": checkpoint_record(sel.checkpoint),
-        "head": {"seq": sel.head[0], "hash": sel.head[1]},
-    }
-    manifest = write_manifest(out, key, meta)
+    head = await head_seq(reader)
+    convs = await candidate_conversations(reader, flt)
+    scope = Scope(head, None if convs is None else frozenset(convs))
+    plan = Plan(flt, restricted_clients or {}, include_restricted)
+    try:
+        await plan.build(reader, scope, _ticker(progress, progress_every, "read {n} events of at most %d" % head))
+        outputs = Outputs(out)
+        events, top = await write_events(reader, plan, scope, outputs, formats,
+                                         _ticker(progress, progress_every, "wrote {n} events of at most %d" % head))
+        exported_at = iso(time.time() if now is None else now)
+        await write_messages(reader, plan, outputs, formats, exported_at,
+                             _ticker(progress, progress_every, "wrote {n} of %d messages" % plan.messages))
+        checkpoint = await covering_checkpoint(reader, head, top)
+        meta = {
+            "created": exported_at,
+            "actor": actor,
+            "filters": flt.as_dict(),
+            "formats": list(formats),
+            "include_restricted": include_restricted,
+            "counts": {"events": events, "messages": plan.messages,
+                       "conversations": len(plan.conversations), "withheld_restricted": plan.withheld},
+            "journal": {"hmac": hmac},
+            "checkpoint": checkpoint_record(checkpoint),
+            "head": {"seq": plan.head[0], "hash": plan.head[1]},
+        }
+    finally:
+        plan.close()
+    manifest = write_manifest(out, key, meta, outputs.digests)
     return ExportResult(out, manifest)
+
+
+def _ticker(progress: Callable[[str], None] | None, every: int, line: str) -> Callable[[int], None] | None:
+    """A counter for one pass: calls `progress` with `line` (`{n}`: the count) each time the
+    count passes another multiple of `every`."""
+    if progress is None:
+        return None
+    every = max(1, every)
+    last = [0]
+
+    def tick(n: int) -> None:
+        if n // every > last[0] // every:
+            progress(line.format(n=n))
+        last[0] = n
+    return tick

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -46,9 +46,13 @@ def list_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def write_manifest(root: Path, key: Ed25519PrivateKey, meta: dict[str, Any]) -> dict[str, Any]:
-    """Digest every file under `root`, sign, and write `manifest.json`; returns the manifest."""
-    files = {rel: sha256_file(root / rel) for rel in list_files(root) if rel != MANIFEST}
+def write_manifest(root: Path, key: Ed25519PrivateKey, meta: dict[str, Any],
+                   digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """List every file under `root` with its SHA-256, sign, and write `manifest.json`; returns the
+    manifest. `digests` are those computed while the files were written (`Outputs`); a file
+    missing from them is read and hashed here, so the list always matches the directory."""
+    known = digests or {}
+    files = {rel: known.get(rel) or sha256_file(root / rel) for rel in list_files(root) if rel != MANIFEST}
     manifest = {**meta, "format": FORMAT, "public_key": public_hex(key), "files": files}
     manifest["signature"] = key.sign(canonical(manifest)).hex()
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
