@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from relay.evidence.collect import Ev, Reader, client_matches, iter_events
-from relay.journal.projections import client_displays
 
 YEAR = 365.2425 * 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(y|mo|w|d|h|m|s)\s*$")
@@ -422,6 +421,8 @@ def _rewrite_bodies(db_path: Path, events: list[Ev], tombstones: Mapping[int, di
     journal as read before (the events appended since are read here): each conversation touched
     gets the client display name a replay now gives, none once every event naming it is erased.
     Returns those conversations."""
+    from relay.journal.projections import client_displays  # here: `relay review --help` stays light
+
     kinds = {ev.seq: ev.kind for ev in events}
     touched = _touched(events, tombstones)
     db = sqlite3.connect(db_path, timeout=30, isolation_level=None)
