@@ -160,7 +160,9 @@ def _scrub_attachments(atts: Any) -> list[Any]:
 
 def scrub_content(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     """The body with its content gone and its digests kept (ids, direction, sizes, sha256s):
-    what erasure takes away, and what `relay journal show` withholds under an erasure request."""
+    what erasure takes away, and what `relay journal show` withholds under an erasure request.
+    An assignment keeps whom it moved where and the client's channel and user (the pseudonymous
+    key the record needs), not the client's display name."""
     out = dict(body)
     if kind == "message.received":
         for key in ("text", "edits_platform", "reply_to_platform", "raw_inline"):
@@ -179,6 +181,9 @@ def scrub_content(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         out["out"] = o
         if "to" in out:
             out["to"] = _scrub_party(out["to"])
+    elif kind == "conversation.assigned":
+        if "client" in out:
+            out["client"] = _scrub_party(out["client"])
     return out
 
 
@@ -236,6 +241,8 @@ class ErasurePlan:
     tombstones: dict[int, dict[str, Any]] = field(default_factory=dict)
     held: dict[str, list[str]] = field(default_factory=dict)
     kept_blobs: list[str] = field(default_factory=list)
+    conversations: list[str] = field(default_factory=list)
+    """Conversations whose assignments and notices lose the client's display name."""
 
     def event_body(self, reason: str, actor: str) -> dict[str, Any]:
         return {"seqs": self.seqs, "blobs": self.blobs, "reason": reason, "actor": actor,
@@ -243,7 +250,8 @@ class ErasurePlan:
 
     def summary(self) -> dict[str, Any]:
         return {"messages": len(self.messages), "events": len(self.seqs), "blobs": len(self.blobs),
-                "held": {k: len(v) for k, v in self.held.items()}, "message_ids": self.messages}
+                "held": {k: len(v) for k, v in self.held.items()}, "message_ids": self.messages,
+                "conversations": self.conversations}
 
 
 def _plan_standalone_notices(events: list[Ev], settings: RetentionSettings, now: float, holds: Mapping[str, Hold],
@@ -272,6 +280,59 @@ def _plan_standalone_notices(events: list[Ev], settings: RetentionSettings, now:
             continue
         plan.seqs.append(ev.seq)
         plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+
+
+def _assigned_conversation(ev: Ev) -> str:
+    return str(ev.body.get("conversation") or ev.conversation or "")
+
+
+def _plan_conversation_names(events: list[Ev], holds: Mapping[str, Hold], assigned: Mapping[str, set[str]],
+                             already: set[int], plan: ErasurePlan, reason: str) -> None:
+    """A conversation's assignments (they carry the client's display name) and the notices of no
+    journaled message (a handover's history quotes the client) go once every message of the
+    conversation is erased, by this plan or an earlier one, and no hold covers the conversation.
+    A conversation has one client, so this is when nothing else of that client's in it is kept."""
+    erased = already | set(plan.seqs)
+    messages: set[str] = set()
+    seqs: dict[str, list[int]] = {}
+    clients: dict[str, dict[str, Any]] = {}
+    emps: dict[str, set[str]] = {}
+    for ev in events:
+        if ev.kind != "message.received":
+            continue
+        messages.add(str(ev.body.get("id")))
+        if not ev.conversation:
+            continue
+        seqs.setdefault(ev.conversation, []).append(ev.seq)
+        if isinstance(ev.body.get("client"), dict):
+            clients.setdefault(ev.conversation, ev.body["client"])
+        emps.setdefault(ev.conversation, set()).update(
+            str(x) for x in (ev.body.get("employee"), (ev.body.get("sender") or {}).get("user")
+                             if ev.body.get("direction") == "outbound" else None) if x)
+    done = {c for c, ss in seqs.items() if all(s in erased for s in ss)}
+    for ev in events:
+        if ev.seq in erased:
+            continue
+        if ev.kind == "conversation.assigned":
+            conv = _assigned_conversation(ev)
+        elif ev.kind == "delivery.queued" and str(ev.body.get("message_id")) not in messages:
+            conv = ev.conversation or ""
+        else:
+            continue
+        if conv not in done:
+            continue
+        client = clients.get(conv) or (ev.body.get("client") if ev.kind == "conversation.assigned" else None)
+        blocking = [h.id for h in holds.values() if h.covers(conv, client, emps.get(conv, set()) | assigned.get(conv, set()))]
+        if blocking:
+            what = f"assignment seq {ev.seq}" if ev.kind == "conversation.assigned" else str(ev.body.get("message_id"))
+            for hid in blocking:
+                if what not in plan.held.setdefault(hid, []):
+                    plan.held[hid].append(what)
+            continue
+        plan.seqs.append(ev.seq)
+        plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
+        if conv not in plan.conversations:
+            plan.conversations.append(conv)
 
 
 def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
@@ -319,6 +380,7 @@ def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
             plan.tombstones[ev.seq] = tombstone(ev.kind, ev.body, reason)
     if only is None:
         _plan_standalone_notices(events, settings, now, holds, assigned, already, plan, reason)
+    _plan_conversation_names(events, holds, assigned, already, plan, reason)
     plan.seqs.sort()
     erasing = set(plan.seqs)
     candidate: set[str] = set()
@@ -340,8 +402,29 @@ def plan_erasure(events: list[Ev], settings: RetentionSettings, now: float,
 
 # --- applying (journal writes) -------------------------------------------------------------
 
-def _rewrite_bodies(db_path: Path, kinds: Mapping[int, str], tombstones: Mapping[int, dict[str, Any]]) -> None:
-    """Replace erased bodies (and the projections' copies) in one transaction."""
+def _touched(events: list[Ev], tombstones: Mapping[int, dict[str, Any]]) -> set[str]:
+    """Conversations whose client display name an erasure of these events may change."""
+    out: set[str] = set()
+    for ev in events:
+        if ev.seq not in tombstones:
+            continue
+        if ev.kind == "conversation.assigned":
+            out.add(_assigned_conversation(ev))
+        elif ev.kind == "message.received" and ev.conversation:
+            out.add(ev.conversation)
+    out.discard("")
+    return out
+
+
+def _rewrite_bodies(db_path: Path, events: list[Ev], tombstones: Mapping[int, dict[str, Any]]) -> list[str]:
+    """Replace erased bodies (and the projections' copies) in one transaction. `events` is the
+    journal as read before (the events appended since are read here): each conversation touched
+    gets the client display name a replay now gives, none once every event naming it is erased.
+    Returns those conversations."""
+    from relay.journal.projections import client_displays  # here: `relay review --help` stays light
+
+    kinds = {ev.seq: ev.kind for ev in events}
+    touched = _touched(events, tombstones)
     db = sqlite3.connect(db_path, timeout=30, isolation_level=None)
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -354,6 +437,14 @@ def _rewrite_bodies(db_path: Path, kinds: Mapping[int, str], tombstones: Mapping
             elif kinds.get(seq) == "delivery.queued":
                 db.execute("UPDATE deliveries SET out_json=?, to_json=? WHERE delivery_id=?",
                            (canonical(body.get("out")), canonical(body.get("to")), body.get("delivery_id")))
+        if touched:
+            last = events[-1].seq if events else 0
+            since = db.execute("SELECT kind, conversation, body_json FROM events WHERE seq > ? AND kind IN"
+                               " ('message.received', 'conversation.assigned') ORDER BY seq", (last,)).fetchall()
+            replay = [(ev.kind, ev.conversation, tombstones.get(ev.seq, ev.body)) for ev in events]
+            replay += [(k, c, json.loads(b)) for k, c, b in since]
+            for conv, display in client_displays(replay, touched).items():
+                db.execute("UPDATE conversations SET client_display=? WHERE id=?", (display, conv))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -361,6 +452,7 @@ def _rewrite_bodies(db_path: Path, kinds: Mapping[int, str], tombstones: Mapping
         raise
     finally:
         db.close()
+    return sorted(touched)
 
 
 def canonical(obj: Any) -> str:
@@ -377,7 +469,6 @@ async def complete_pending(journal: Any) -> int:
     events = await _events(journal)
     by_seq = {ev.seq: ev for ev in events}
     todo: dict[int, dict[str, Any]] = {}
-    kinds: dict[int, str] = {}
     for ev in events:
         if ev.kind != "retention.erased":
             continue
@@ -398,10 +489,9 @@ async def complete_pending(journal: Any) -> int:
             for stone in candidates:
                 if body_digest(stone) == want:
                     todo[target.seq] = stone
-                    kinds[target.seq] = target.kind
                     break
     if todo:
-        await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, todo)
+        await asyncio.to_thread(_rewrite_bodies, journal.path, events, todo)
     return len(todo)
 
 
@@ -421,11 +511,10 @@ async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str) -
     if not plan.seqs:
         return {"erased": plan.summary(), "seq": None}
     events = await _events(journal)
-    kinds = {ev.seq: ev.kind for ev in events if ev.seq in plan.tombstones}
     ev = await journal.append("retention.erased", plan.event_body(reason, actor))
-    await asyncio.to_thread(_rewrite_bodies, journal.path, kinds, plan.tombstones)
+    touched = await asyncio.to_thread(_rewrite_bodies, journal.path, events, plan.tombstones)
     deleted = await asyncio.to_thread(_delete_blobs, journal, plan.blobs)
-    return {"erased": plan.summary(), "seq": ev.seq, "blobs_deleted": deleted}
+    return {"erased": plan.summary(), "seq": ev.seq, "blobs_deleted": deleted, "touched": touched}
 
 
 async def run_retention(journal: Any, settings: RetentionSettings, actor: str, *, at: float | None = None,
@@ -524,10 +613,12 @@ def _register() -> None:
     async def _run(app: Any, params: dict[str, Any]) -> dict[str, Any]:
         at = params.get("at")
         try:
-            return await run_retention(app.journal, settings_of(app), str(params.get("actor") or "retention"),
-                                       at=float(at) if at is not None else None, dry_run=bool(params.get("dry_run")))
+            result = await run_retention(app.journal, settings_of(app), str(params.get("actor") or "retention"),
+                                         at=float(at) if at is not None else None, dry_run=bool(params.get("dry_run")))
         except RetentionError as exc:
             raise _action_error(exc) from exc
+        app.router.forget(result.get("touched") or ())
+        return result
 
     @admin_action("hold.add")
     async def _hold_add(app: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from relay.config import Config, Employee
 from relay.journal import Journal
@@ -97,6 +97,13 @@ class Router:
 
     def remember(self, conv: Conversation) -> None:
         self._cache[conv.id] = conv
+
+    def forget(self, conversations: Iterable[str]) -> None:
+        """Drop cached conversations whose row changed under the router (an erasure took the
+        client's display name): the next `get` reads the projection, so no later assignment
+        journals the erased name again."""
+        for cid in conversations:
+            self._cache.pop(cid, None)
 
     def choose(self, client_channel: str, exclude: str | None = None) -> str:
         """Next active member of the desk serving `client_channel`, round-robin."""

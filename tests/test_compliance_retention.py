@@ -229,3 +229,155 @@ async def test_erasure_removes_the_inline_raw_payload_and_finishes_older_tombsto
     rows = await j.fetchall("SELECT body_json FROM events WHERE kind='retention.erased'")
     assert any(json.loads(r[0])["reason"] == LEFTOVER_REASON for r in rows)
     assert (await j.verify()).ok
+
+
+# --- display names outside the message bodies: assignments, notices, projections -------------
+
+ANN_NAME, GUS_NAME, EVE_NAME = "Annabel Quill", "Gustav Held", "Evelyn Later"
+
+
+async def named_history(j: Journal) -> History:
+    """Conversations opened by an assignment and handed over (both name the client), with the
+    handover's history notice; c-gus will be under a hold, c-eve in the 7-year class."""
+    h = History(j)
+    ann = party("webchat", "ann", ANN_NAME)
+    gus, eve = party("webchat", "gus", GUS_NAME), party("telegram-eu", "eve", EVE_NAME)
+    for conv, client in (("c-ann", ann), ("c-gus", gus), ("c-eve", eve)):
+        await h.assign(conv, "alice", None, client)
+        await h.message(f"{conv}-in", conv, "inbound", f"{conv} first words", client=client)
+        await h.message(f"{conv}-out", conv, "outbound", f"{conv} answer", client=client)
+        await h.assign(conv, "bob", "alice", client, actor="dave", reason="alice on leave")
+        await j.append("delivery.queued", {
+            "delivery_id": f"d-h-{conv}", "message_id": f"a-h-{conv}", "channel": "webdesk", "to": party("webdesk", "bob", "Bob"),
+            "out": {"kind": "notice", "text": f"history: {client['display']}: {conv} first words", "attachments": [],
+                    "origin": party("relay", "relay"), "client": client, "action": "allow", "rules": []}}, conv)
+    return h
+
+
+async def names_in_journal(j: Journal) -> dict[str, list[str]]:
+    """Where each display name still appears: event bodies (by kind) and projection columns."""
+    found: dict[str, list[str]] = {}
+    for name in (ANN_NAME, GUS_NAME, EVE_NAME):
+        rows = await j.fetchall("SELECT seq, kind FROM events WHERE instr(body_json, ?) > 0", (name,))
+        where = [f"{r['kind']}@{r['seq']}" for r in rows]
+        where += [f"conversations:{r[0]}" for r in await j.fetchall("SELECT id FROM conversations WHERE client_display=?", (name,))]
+        where += [f"messages:{r[0]}" for r in await j.fetchall("SELECT id FROM messages WHERE sender_display=?", (name,))]
+        where += [f"deliveries:{r[0]}" for r in await j.fetchall(
+            "SELECT delivery_id FROM deliveries WHERE instr(out_json, ?) > 0 OR instr(to_json, ?) > 0", (name, name))]
+        found[name] = where
+    return found
+
+
+async def test_erasure_takes_the_display_name_from_assignments_notices_and_projections(journal: Journal, tmp_path: Path) -> None:
+    j = journal
+    await named_history(j)
+    before = await names_in_journal(j)
+    assert any(w.startswith("conversation.assigned@") for w in before[ANN_NAME]) and "conversations:c-ann" in before[ANN_NAME]
+    hold = await add_hold(j, "conversation", "c-gus", "SEC inquiry 2026-17", "dave")
+    await request_erasure(j, "webchat:ann", "DSAR-0042", "erin")
+    result = await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
+    assert result["erased"]["conversations"] == ["c-ann"] and list(result["held_by"]) == [hold["hold_id"]]
+    after = await names_in_journal(j)
+    assert after[ANN_NAME] == []
+    # held, and not yet past its 7-year class: every name kept
+    assert after[GUS_NAME] == before[GUS_NAME] and after[EVE_NAME] == before[EVE_NAME]
+    stones = await j.fetchall("SELECT body_json FROM events WHERE kind='conversation.assigned' AND conversation='c-ann'")
+    assert [json.loads(r[0])["client"] for r in stones] == [{"channel": "webchat", "user": "ann"}] * 2
+    assert all(json.loads(r[0])["erased"] == {"reason": "retention period ended"} for r in stones)
+    report = await j.verify()
+    assert report.ok, report.line()
+    await j.rebuild()  # the projections a replay gives agree
+    assert (await names_in_journal(j))[ANN_NAME] == []
+    row = (await j.fetchall("SELECT client_channel, client_user, client_display FROM conversations WHERE id='c-ann'"))[0]
+    assert tuple(row) == ("webchat", "ann", None)
+
+    key = load_private_key(tmp_path / "data" / "keys" / "journal_ed25519")
+    await write_export(j, tmp_path / "x", ExportFilter(conversation="c-ann"), key)
+    exported = (tmp_path / "x" / "events.jsonl").read_text(encoding="utf-8")
+    assert ANN_NAME not in exported and '"kind":"conversation.assigned"' in exported.replace(" ", "")
+    report = verify_export(tmp_path / "x", load_public_key(str(tmp_path / "data" / "keys" / "journal_ed25519.pub")))
+    assert report.ok, report.problems
+
+    await release_hold(j, hold["hold_id"], "inquiry closed", "dave")
+    later = await run_retention(j, SETTINGS, "ops", at=time.time() + 7.5 * YEAR)
+    assert sorted(later["erased"]["conversations"]) == ["c-eve", "c-gus"]
+    assert await names_in_journal(j) == {ANN_NAME: [], GUS_NAME: [], EVE_NAME: []}
+    assert (await j.verify()).ok
+
+
+async def test_assignments_keep_the_name_while_a_message_of_the_conversation_is_kept(journal: Journal) -> None:
+    """Erasing some of a conversation's messages leaves its assignments alone; a hold placed after
+    the messages went keeps them too; the projection then names the client from what is kept."""
+    from relay.evidence.collect import iter_events
+    from relay.retention import active_holds, apply_plan, plan_erasure
+    j = journal
+    h = await named_history(j)
+    events = await iter_events(j)
+    plan = plan_erasure(events, SETTINGS, time.time(), active_holds(events), only={h.ids["c-ann-in"]})
+    assert plan.conversations == [] and {ev.kind for ev in events if ev.seq in plan.seqs} == {"message.received", "delivery.queued"}
+    await apply_plan(j, plan, "erasure request", "ops")
+    kinds = [r["kind"] for r in await j.fetchall("SELECT kind FROM events WHERE instr(body_json, ?) > 0", (ANN_NAME,))]
+    assert kinds.count("conversation.assigned") == 2
+    row = await j.fetchall("SELECT client_display FROM conversations WHERE id='c-ann'")
+    assert row[0][0] == ANN_NAME  # the outbound message and the assignments still name her
+    # the rest of c-ann's messages go without their assignments (as an earlier version erased), then a hold
+    events = await iter_events(j)
+    rest = plan_erasure(events, SETTINGS, time.time(), active_holds(events), only={h.ids["c-ann-out"]})
+    mine = {ev.seq for ev in events if h.ids["c-ann-out"] in (ev.body.get("id"), ev.body.get("message_id"))}
+    for seq in [s for s in rest.seqs if s not in mine]:
+        rest.seqs.remove(seq)
+        rest.tombstones.pop(seq)
+    await apply_plan(j, rest, "erasure request", "ops")
+    hold = await add_hold(j, "client", "webchat:ann", "litigation", "dave")
+    result = await run_retention(j, SETTINGS, "ops", at=time.time() + 1 * YEAR)
+    assert result["erased"]["conversations"] == [] and result["held_by"][hold["hold_id"]]
+    assert (await names_in_journal(j))[ANN_NAME] != []
+    await release_hold(j, hold["hold_id"], "closed", "dave")
+    result = await run_retention(j, SETTINGS, "ops", at=time.time() + 1 * YEAR)
+    assert result["erased"]["conversations"] == ["c-ann"] and result["erased"]["messages"] == 0
+    assert (await names_in_journal(j))[ANN_NAME] == []
+    assert (await j.verify()).ok
+
+
+async def test_an_interrupted_erasure_of_assignments_is_completed(journal: Journal) -> None:
+    from relay.evidence.collect import iter_events
+    from relay.retention import active_holds, complete_pending, plan_erasure
+    j = journal
+    await named_history(j)
+    events = await iter_events(j)
+    plan = plan_erasure(events, SETTINGS, time.time() + 6.5 * YEAR, active_holds(events))
+    assert sorted(plan.conversations) == ["c-ann", "c-gus"]
+    await j.append("retention.erased", plan.event_body("retention period ended", "ops"))  # then "crash"
+    assert (await names_in_journal(j))[ANN_NAME] != []
+    assert await complete_pending(j) == len(plan.seqs)
+    assert (await names_in_journal(j))[ANN_NAME] == [] and (await names_in_journal(j))[GUS_NAME] == []
+    assert (await j.verify()).ok
+
+
+async def test_a_running_relay_forgets_the_erased_name_and_a_later_handover_does_not_journal_it(tmp_path: Path) -> None:
+    """The router caches conversations (with the client's display name): after the retention run
+    a handover must not write the erased name back into the journal."""
+    from relay.admin import ACTIONS
+    from relay.app import RelayApp
+    from relay.handover import handover
+    from tests.compliance_support import memory_compliance_config, until, write_policies
+
+    app = await RelayApp.start(memory_compliance_config(tmp_path / "data", write_policies(tmp_path / "policies")))
+    try:
+        clients, staff = app.channels["clients"], app.channels["staff"]
+        r = await clients.inject("u1", "hello there", "u1:1", display=ANN_NAME)
+        await until(lambda: any(o.to.user == "ann" for o in staff.sent))
+        await staff.inject("ann", "hello to you", "ann:1", chat=r.conversation)
+        await until(lambda: any("hello to you" in o.text for o in clients.sent))
+        assert (await app.router.get(r.conversation)).client.display == ANN_NAME
+        result = await ACTIONS["retention.run"](app, {"actor": "ops", "at": time.time() + 6.5 * YEAR})
+        assert result["erased"]["conversations"] == [r.conversation]
+        await handover(app, "ann", "ben", "dave", reason="ann left")
+        rows = await app.journal.fetchall("SELECT kind, seq FROM events WHERE instr(body_json, ?) > 0", (ANN_NAME,))
+        assert [tuple(x) for x in rows] == []
+        last = json.loads((await app.journal.fetchall(
+            "SELECT body_json FROM events WHERE kind='conversation.assigned' ORDER BY seq DESC LIMIT 1"))[0][0])
+        assert last["employee"] == "ben" and last["client"]["user"] == "u1" and not last["client"].get("display")
+        assert (await app.journal.verify()).ok
+    finally:
+        await app.stop()

@@ -33,9 +33,6 @@ def withheld_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     """`body` without its content; digests, ids and an erasure tombstone's marker stay. An
     assignment keeps whom it moved where, but not the client's display name."""
     out = scrub_content(kind, body)
-    out.pop("raw_inline", None)
-    if kind == "conversation.assigned" and isinstance(out.get("client"), dict):
-        out["client"] = {k: v for k, v in out["client"].items() if k != "display"}
     out["restricted"] = RESTRICTED_NOTE
     return out
 

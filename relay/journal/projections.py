@@ -207,10 +207,31 @@ def conversation_assigned(db: sqlite3.Connection, evs: Sequence[Record]) -> None
     )
 
 
+def client_displays(events: Iterable[tuple[str, "str | None", dict[str, Any]]],
+                    conversations: set[str]) -> dict[str, "str | None"]:
+    """The `conversations.client_display` replaying `(kind, conversation, body)` in seq order gives
+    these conversations: the first display a message or an assignment names (COALESCE above).
+    Erasure sets it from the bodies as they are after the tombstones."""
+    out: dict[str, str | None] = dict.fromkeys(conversations)
+    found: set[str] = set()
+    for kind, conversation, body in events:
+        if kind == "message.received":
+            conv, display = conversation, _client(body).get("display")
+        elif kind == "conversation.assigned":
+            conv, display = body.get("conversation") or conversation, _dict(body.get("client")).get("display")
+        else:
+            continue
+        if conv in out and conv not in found and display is not None:
+            out[conv] = display
+            found.add(conv)
+    return out
+
+
 def retention_erased(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
-    """Erased messages keep their row (and digests) but lose their text, also from the index."""
+    """Erased messages keep their row (and digests) but lose their text, also from the index, and
+    the sender's display name (the tombstones that follow leave it out too)."""
     seqs = [(s,) for ev in evs for s in ev[4].get("seqs") or () if type(s) is int]
-    db.executemany("UPDATE messages SET erased=1, text='' WHERE rowid=?", seqs)
+    db.executemany("UPDATE messages SET erased=1, text='', sender_display=NULL WHERE rowid=?", seqs)
     db.executemany("DELETE FROM messages_fts WHERE rowid=?", seqs)
 
 
