@@ -78,8 +78,10 @@ class _Lane:
         self.items: deque[Delivery] = deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.sending = 0
-        """How many deliveries at the head of `items` are being sent right now."""
+        self.batch: list[Delivery] = []
+        """The deliveries of the attempt in progress (a window, or one)."""
+        self.released: set[str] = set()
+        """Delivery ids of `batch` whose send already failed: they may be withdrawn."""
 
 
 class Outbox:
@@ -134,14 +136,16 @@ class Outbox:
             lane.task = asyncio.create_task(self._run(d.lane, lane), name=f"outbox:{d.lane}")
 
     def withdraw(self, channel: str, address: str, conversation: str | None = None) -> list[Delivery]:
-        """Take back the deliveries still waiting for `address` on `channel` (not one being sent
-        right now), e.g. to reroute them when an employee is deactivated; the caller journals that."""
+        """Take back the deliveries still waiting for `address` on `channel` (not those being sent
+        right now; one whose send just failed counts as waiting), e.g. to reroute them when an
+        employee is deactivated; the caller journals that."""
         taken: list[Delivery] = []
         for (ch, user, conv), lane in self._lanes.items():
             if ch != channel or user != address or (conversation is not None and conv != conversation):
                 continue
-            keep = [lane.items.popleft() for _ in range(min(lane.sending, len(lane.items)))]
-            taken.extend(lane.items)
+            busy = {id(d) for d in lane.batch if d.delivery_id not in lane.released}
+            keep = [d for d in lane.items if id(d) in busy]
+            taken.extend(d for d in lane.items if id(d) not in busy)
             lane.items.clear()
             lane.items.extend(keep)
             lane.wake.set()
@@ -177,7 +181,7 @@ class Outbox:
         while lane.items and not self._stopping:
             window = self._window(key[0])
             batch = [lane.items[i] for i in range(min(window, len(lane.items)))]
-            lane.sending = len(batch)
+            lane.batch, lane.released = batch, set()
             try:
                 outcomes = await self._attempt_many(batch) if len(batch) > 1 else [await self._attempt(batch[0])]
             except asyncio.CancelledError:
@@ -186,9 +190,9 @@ class Outbox:
                 log.exception("outbox: could not journal the outcome of %s", batch[0].delivery_id)
                 outcomes = [self.max_delay] * len(batch)
             finally:
-                lane.sending = 0
+                lane.batch, lane.released = [], set()
             for d, outcome in zip(batch, outcomes):
-                if outcome is None:
+                if outcome is None and any(x is d for x in lane.items):
                     lane.items.remove(d)
             waits = [outcome for outcome in outcomes if outcome is not None]
             if not waits:
@@ -286,6 +290,7 @@ class Outbox:
         d.attempts += 1
         base = {"delivery_id": d.delivery_id, "message_id": d.message_id, "channel": d.channel, "attempt": d.attempts}
         if channel is None:
+            self._release(d)
             reason = f"channel {d.channel!r} is not configured or not running"
             await self.journal.append("delivery.failed", {**base, "reason": reason, "permanent": False},
                                       conversation=d.conversation)
@@ -306,6 +311,7 @@ class Outbox:
             platform_id = await send
         except Retryable as exc:
             self.retries += 1
+            self._release(d)
             await self.journal.append(
                 "delivery.failed", {**base, "reason": exc.reason, "permanent": False, "retry_after": exc.after},
                 conversation=d.conversation,
@@ -322,6 +328,7 @@ class Outbox:
                 await self._fail(d, base, f"adapter error: {exc!r}")
                 return None
             self.retries += 1
+            self._release(d)
             await self.journal.append("delivery.failed", {**base, "reason": f"adapter error: {exc!r}", "permanent": False},
                                       conversation=d.conversation)
             return self._delay(d.attempts, None)
@@ -335,6 +342,12 @@ class Outbox:
         task.add_done_callback(self._commits.discard)
         self.delivered += 1
         return None
+
+    def _release(self, d: Delivery) -> None:
+        """`d`'s send failed and it waits for a retry: `withdraw` may take it meanwhile."""
+        lane = self._lanes.get(d.lane)
+        if lane is not None:
+            lane.released.add(d.delivery_id)
 
     async def _journal_delivered(self, d: Delivery, body: dict[str, Any]) -> None:
         for attempt in range(5):
