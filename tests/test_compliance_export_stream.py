@@ -144,3 +144,40 @@ async def test_a_large_export_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert peak < bodies / 5, (peak, bodies)
     assert "read 9000 events of at most 9602" in lines and "wrote 2000 of 2400 messages" in lines
     assert verify_export(tmp_path / "out").ok
+
+
+async def test_an_erasure_during_the_export_is_refused_not_signed(tmp_path: Path) -> None:
+    """Retention erases messages between the export's passes: the bodies written would be
+    tombstones whose erasure record lies past the export's head, so the export is refused
+    (no manifest) rather than signed and failing verification later."""
+    import asyncio
+    import time
+
+    from relay.evidence import ExportError
+    from relay.retention import YEAR, retention_settings, run_retention
+    from tests.compliance_support import History, party
+
+    j = await Journal.open(tmp_path / "data")
+    try:
+        h = History(j)
+        for n in range(30):
+            await h.message(f"m{n}", "c-1", "inbound", f"message {n}", client=party("webchat", "zoe", "Zoe"))
+        erasing: list[asyncio.Task[object]] = []
+
+        def progress(line: str) -> None:
+            if not erasing:  # after the first pass has fixed the head
+                erasing.append(asyncio.get_running_loop().create_task(
+                    run_retention(j, retention_settings({"default": "1d"}), "ops", at=time.time() + YEAR)))
+
+        key = load_private_key(tmp_path / "data" / "keys" / "journal_ed25519")
+        with pytest.raises(ExportError, match="retention erased events while the export was written"):
+            await write_export(j, tmp_path / "out", ExportFilter(), key, formats=("jsonl",),
+                               progress=progress, progress_every=1)
+        assert erasing and (await erasing[0])["erased"]["messages"] == 30
+        assert not (tmp_path / "out" / "manifest.json").exists()
+        again = await write_export(j, tmp_path / "again", ExportFilter(), key, formats=("jsonl",))
+        report = verify_export(tmp_path / "again", load_public_key(str(tmp_path / "data" / "keys" / "journal_ed25519.pub")))
+        assert report.ok, report.problems
+        assert again.manifest["counts"]["messages"] == 30
+    finally:
+        await j.close()

@@ -6,6 +6,7 @@ names the covering journal checkpoint and is signed with the journal key.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
         exported_at = iso(time.time() if now is None else now)
         await write_messages(reader, plan, outputs, formats, exported_at,
                              _ticker(progress, progress_every, "wrote {n} of %d messages" % plan.messages))
+        await _check_not_erased_meanwhile(reader, head, out)
         checkpoint = await covering_checkpoint(reader, head, top)
         meta = {
             "created": exported_at,
@@ -117,6 +119,19 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
         plan.close()
     manifest = write_manifest(out, key, meta, outputs.digests)
     return ExportResult(out, manifest)
+
+
+async def _check_not_erased_meanwhile(reader: Reader, head: int, out: Path) -> None:
+    """The passes read bodies after the first one fixed the head: if retention erased events up
+    to that head in between, some bodies written are tombstones whose `retention.erased` lies
+    past the head, and the export would not verify. Refuse it (no manifest: incomplete)."""
+    rows = await reader.fetchall(
+        "SELECT seq, body_json FROM events WHERE kind = 'retention.erased' AND seq > ?", (head,))
+    for row in rows:
+        seqs = json.loads(row["body_json"]).get("seqs") or []
+        if any(int(s) <= head for s in seqs):
+            raise ExportError(f"retention erased events while the export was written (retention.erased seq "
+                              f"{row['seq']}); {out} is incomplete (no manifest): export again into a new directory")
 
 
 def _ticker(progress: Callable[[str], None] | None, every: int, line: str) -> Callable[[int], None] | None:
