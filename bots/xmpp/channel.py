@@ -71,9 +71,9 @@ MAX_BODY_BYTES = 200_000
 """Bodies above this are refused: servers close a stream on an oversized stanza (Prosody's
 default limit is 256 KiB), which would turn one message into an endless reconnect loop."""
 MAX_IN_FLIGHT = 64
+"""Stanzas of one sender handed to the hub before the first of them is acknowledged."""
 SM_SESSION = "sm_session"
 """State key of the client account's stream-management session: {"id": ..., "h": ...}."""
-"""Stanzas of one sender handed to the hub before the first of them is acknowledged."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,11 @@ class XmppChannel:
         self._upload_http_host: str | None = None
         self._probe_lock = asyncio.Lock()
         self._saving: asyncio.Task[None] | None = None
+        self._save_again = False
+        self._saved: tuple[str, int] | None = None
         self._order = SendOrder()
         self.send_window = settings.send_window
         """How many messages of one conversation the outbox may have in flight (relay.outbox)."""
-        self._save_again = False
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -286,19 +287,18 @@ class XmppChannel:
         self._saving = asyncio.create_task(self._save_loop())
 
     async def _save_loop(self) -> None:
-        written: tuple[str, int] | None = None
         self._save_again = True
         while self._save_again:
             self._save_again = False
             state = self.link.session_state()
-            if state is None or state == written:
+            if state is None or state == self._saved:
                 continue
             try:
                 await self.ctx.state.put(SM_SESSION, json.dumps({"id": state[0], "h": state[1]}))
             except Exception:  # noqa: BLE001 (a failed save costs re-sent duplicates after a crash, not data)
                 log.exception("xmpp %s: could not save the stream-management session", self.name)
                 return
-            written = state
+            self._saved = state
 
     async def _inbound(self, parsed: ParsedMessage, party: Party, bare: str, chat: str, pid: str, to_bare: str,
                        raw: bytes) -> Inbound:
@@ -495,20 +495,18 @@ class XmppChannel:
 
     def _send_chat(self, xmpp: BaseXMPP, to: str, mfrom: str | None, sid: str, body: str,
                    children: list[ET.Element]) -> None:
-        """A chat message with these children. The component writes it as plain elements
-        (`fastxml.serialize`, the bytes slixmpp would write); the client account sends a stanza
-        object, which stream management must see to count it."""
-        body = self._safe_body(body)
+        """A chat message as `_message` builds it, plus these children. The component writes it as
+        plain elements (`fastxml.serialize`, the bytes slixmpp would write); the client account
+        sends the stanza object, which stream management must see to count it."""
         if not self.staff:
-            msg = xmpp.make_message(mto=to, mbody=body, mtype="chat", mfrom=mfrom)
-            msg["id"] = sid
+            msg = self._message(xmpp, to, mfrom, sid, body)
             msg.xml.extend(children)
             msg.send()
             return
         ns = xmpp.default_ns
         root = ET.Element(q(ns, "message"), {"type": "chat", "to": to, "from": mfrom or self.settings.jid, "id": sid})
-        ET.SubElement(root, q(ns, "body")).text = body
-        root.extend(children)
+        ET.SubElement(root, q(ns, "body")).text = self._safe_body(body)
+        root.extend([el(NS_SID, "origin-id", id=sid), el(NS_RECEIPTS, "request"), *children])
         xmpp.send_raw(fastxml.serialize(root, ns))
 
     async def _send_message(self, out: Outgoing, to: str, mfrom: str | None, turn: Turn) -> str:
@@ -541,7 +539,7 @@ class XmppChannel:
             sids.append(sid)
             if self.link.taken(sid):
                 continue
-            children = [el(NS_SID, "origin-id", id=sid), el(NS_RECEIPTS, "request")]
+            children: list[ET.Element] = []
             if out.reply_to and index == 0:
                 author, target = split_pid(out.reply_to)
                 children.append(el(NS_REPLY, "reply", id=target, to=author or to))

@@ -1,4 +1,4 @@
-"""Three costs slixmpp pays per stanza that relay cannot afford at thousands of messages a second.
+"""Four costs slixmpp pays per stanza that relay cannot afford at thousands of messages a second.
 
 1. Escaping. slixmpp serialises every stanza (every send, and relay's copy of every received
    stanza for the journal) through `slixmpp.xmlstream.tostring.escape`, which maps a text one

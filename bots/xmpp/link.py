@@ -310,7 +310,7 @@ class Link:
         """The barrier that waited for the one in flight leaves now."""
         pending = self._barrier
         if pending is not None and not self._inflight:
-            self._fire(xmpp if xmpp is self._xmpp else self._xmpp or xmpp, pending)
+            self._fire(self._xmpp or xmpp, pending)  # a stream that died in between fails it there
 
     def _go_offline(self, reason: str) -> None:
         self._online = False
