@@ -14,7 +14,7 @@ import time
 from typing import Any, Mapping
 
 from bots.base import ChannelConfigError, ChannelContext, Deliver, Permanent, Retryable
-from bots.send_order import SendOrder
+from bots.send_order import SendOrder, window_setting
 from relay.model import Inbound, Outgoing, Party, Receipt
 
 
@@ -82,9 +82,6 @@ class MemoryChannel:
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> MemoryChannel:
     latency = settings.get("latency", 0.0)
-    window = settings.get("send_window", 1)
     if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
         raise ChannelConfigError(f"channel {name}: latency must be a number of seconds >= 0, got {latency!r}")
-    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 256:
-        raise ChannelConfigError(f"channel {name}: send_window must be a whole number from 1 to 256, got {window!r}")
-    return MemoryChannel(name, ctx, float(latency), window)
+    return MemoryChannel(name, ctx, float(latency), window_setting(name, settings, 1))

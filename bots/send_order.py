@@ -23,9 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from typing import AsyncIterator, Hashable
+from typing import Any, AsyncIterator, Hashable, Mapping
 
-from bots.base import Retryable
+from bots.base import ChannelConfigError, Retryable
+
+MAX_WINDOW = 256
+
+
+def window_setting(name: str, settings: Mapping[str, Any], default: int) -> int:
+    """A channel's `send_window` setting: a whole number from 1 to `MAX_WINDOW`."""
+    window = settings.get("send_window", default)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+        raise ChannelConfigError(
+            f"channel {name}: send_window must be a whole number from 1 to {MAX_WINDOW}, got {window!r}")
+    return window
 
 
 class Window:

@@ -9,6 +9,7 @@ from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
 from bots.base import ChannelConfigError
+from bots.send_order import window_setting
 from bots.xmpp.files import host_entry
 
 KNOWN_KEYS = frozenset(
@@ -125,9 +126,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     stream_management = settings.get("stream_management", True)
     if not isinstance(stream_management, bool):
         raise ChannelConfigError(f"channel {name}: stream_management must be true or false")
-    send_window = settings.get("send_window", 16)
-    if isinstance(send_window, bool) or not isinstance(send_window, int) or not 1 <= send_window <= 256:
-        raise ChannelConfigError(f"channel {name}: send_window must be a whole number from 1 to 256, got {send_window!r}")
+    send_window = window_setting(name, settings, 16)
     floats = {
         key: float(_number(name, key, settings[key], float))
         for key in ("reconnect_base", "reconnect_max", "connect_timeout", "send_timeout", "fetch_timeout")
