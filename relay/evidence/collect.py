@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, AsyncIterator, Iterable, Mapping, Protocol
 
 
 class Reader(Protocol):
@@ -85,26 +85,39 @@ def row_to_ev(row: Any) -> Ev:
               json.loads(row["body_json"]), row["prev_hash"], row["hash"])
 
 
+EVENT_COLUMNS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+
+
+async def event_chunks(reader: Reader, where: str = "", params: tuple[Any, ...] = (), since_seq: int = 0,
+                       upto: int | None = None, chunk: int = 5000) -> AsyncIterator[list[Ev]]:
+    """Events after `since_seq` (up to `upto`) matching `where` (SQL starting with " AND "), in
+    seq order, `chunk` at a time. Keyset pagination: each query walks the primary key from where
+    the previous one stopped, so no read transaction is held across chunks."""
+    if upto is not None:
+        where, params = " AND seq <= ?" + where, (upto, *params)
+    last = since_seq
+    while True:
+        rows = await reader.fetchall(f"{EVENT_COLUMNS} WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                                     (last, *params, chunk))
+        if not rows:
+            return
+        last, full = int(rows[-1]["seq"]), len(rows) == chunk
+        events = [row_to_ev(r) for r in rows]
+        del rows  # the parsed events only, not the row text too, while the caller works
+        yield events
+        if not full:
+            return
+
+
 async def iter_events(reader: Reader, kinds: Iterable[str] | None = None, since_seq: int = 0,
                       batch: int = 5000) -> list[Ev]:
     """All events (optionally of some kinds) in seq order, fetched in batches."""
-    out: list[Ev] = []
     kind_list = list(kinds) if kinds is not None else None
-    where = ""
-    if kind_list is not None:
-        where = " AND kind IN (" + ",".join("?" * len(kind_list)) + ")"
-    last = since_seq
-    while True:
-        rows = await reader.fetchall(
-            "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
-            f" WHERE seq > ?{where} ORDER BY seq LIMIT ?",
-            (last, *(kind_list or ()), batch))
-        if not rows:
-            return out
-        out.extend(row_to_ev(r) for r in rows)
-        last = int(rows[-1]["seq"])
-        if len(rows) < batch:
-            return out
+    where = "" if kind_list is None else " AND kind IN (" + ",".join("?" * len(kind_list)) + ")"
+    out: list[Ev] = []
+    async for events in event_chunks(reader, where, tuple(kind_list or ()), since_seq, chunk=batch):
+        out.extend(events)
+    return out
 
 
 def client_key(party: dict[str, Any] | None) -> str:

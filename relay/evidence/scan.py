@@ -1,8 +1,7 @@
 """Reading the events an export covers in seq order, a bounded chunk at a time.
 
-Keyset pagination (`seq > last ORDER BY seq LIMIT n`) on the journal's read-only connection: each
-query walks the primary key from where the previous one stopped, so memory holds one chunk and a
-long export does not hold a read transaction open against the running relay's WAL.
+Keyset pagination (`collect.event_chunks`) on the journal's read-only connection: memory holds
+one chunk, and a long export does not hold a read transaction open against the running relay's WAL.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from relay.evidence.collect import Ev, Reader, row_to_ev
-
-COLUMNS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+from relay.evidence.collect import EVENT_COLUMNS, Ev, Reader, event_chunks, row_to_ev
 
 
 @dataclass(frozen=True)
@@ -43,18 +40,8 @@ async def scan(reader: Reader, scope: Scope, kind: str | None = None, chunk: int
     if kind is not None:
         where += " AND kind = ?"
         params += (kind,)
-    last = 0
-    while True:
-        rows = await reader.fetchall(f"{COLUMNS} WHERE seq > ? AND seq <= ?{where} ORDER BY seq LIMIT ?",
-                                     (last, scope.upto, *params, chunk))
-        if not rows:
-            return
-        last, full = int(rows[-1]["seq"]), len(rows) == chunk
-        events = [row_to_ev(r) for r in rows]
-        del rows  # the parsed events only, not the row text too, while the caller works
+    async for events in event_chunks(reader, where, params, upto=scope.upto, chunk=chunk):
         yield events
-        if not full:
-            return
 
 
 async def events_at(reader: Reader, seqs: list[int], chunk: int = 500) -> dict[int, Ev]:
@@ -62,6 +49,6 @@ async def events_at(reader: Reader, seqs: list[int], chunk: int = 500) -> dict[i
     out: dict[int, Ev] = {}
     for i in range(0, len(seqs), chunk):
         part = seqs[i:i + chunk]
-        for r in await reader.fetchall(f"{COLUMNS} WHERE seq IN ({','.join('?' * len(part))})", tuple(part)):
+        for r in await reader.fetchall(f"{EVENT_COLUMNS} WHERE seq IN ({','.join('?' * len(part))})", tuple(part)):
             out[int(r["seq"])] = row_to_ev(r)
     return out
