@@ -9,7 +9,7 @@ still have open, and hands each of their conversations to another active member 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from relay.admin import AdminError, admin_action
 from relay.evidence.collect import client_key, is_restricted, iso
@@ -32,7 +32,8 @@ def history_size(app: Any) -> int:
     return int((comp.get("handover") or {}).get("history", HISTORY_DEFAULT))
 
 
-async def history_text(app: Any, conversation: str, previous: str | None, limit: int) -> str:
+async def history_text(app: Any, conversation: str, previous: str | None, limit: int,
+                       restricted: Mapping[str, int]) -> str:
     """The last `limit` messages of the conversation, oldest first, as plain text.
 
     Each message appears as it was delivered (redacted, with disclaimers); what policy held
@@ -51,7 +52,6 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
         (conversation, limit))
     client = conv.client if conv else None
     party = {"channel": client.channel, "user": client.user} if client else None
-    _, restricted = await load_state(app.journal)
     under_request = party is not None and client_key(party) in restricted
     if client is None:
         who = conversation
@@ -128,7 +128,8 @@ async def reroute_pending(app: Any, conversation: str, previous: str | None, to:
     return len(fresh)
 
 
-async def _move(app: Any, conversation: str, to: str, actor: str, reason: str) -> dict[str, Any]:
+async def _move(app: Any, conversation: str, to: str, actor: str, reason: str,
+                restricted: Mapping[str, int]) -> dict[str, Any]:
     try:
         previous = await app.router.reassign(conversation, to, actor, reason)
     except RoutingError as exc:
@@ -136,7 +137,7 @@ async def _move(app: Any, conversation: str, to: str, actor: str, reason: str) -
     rerouted = await reroute_pending(app, conversation, previous, to)
     emp = app.config.employees[to]
     seq = (app.journal.head or (0, ""))[0]
-    text = await history_text(app, conversation, previous, history_size(app))
+    text = await history_text(app, conversation, previous, history_size(app), restricted)
     await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
     notice = app.config.notices["handover"]
     sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")
@@ -165,7 +166,8 @@ async def handover(app: Any, employee: str, to: str, actor: str, conversation: s
             raise HandoverError(f"conversation {conversation} is assigned to {conv.employee}, not {employee}")
         mine = [conversation]
     why = reason or f"handover from {employee}"
-    moved = [await _move(app, cid, to, actor, why) for cid in mine]
+    _, restricted = await load_state(app.journal)  # once: it reads the journal's erasure requests
+    moved = [await _move(app, cid, to, actor, why, restricted) for cid in mine]
     return {"employee": employee, "to": to, "actor": actor, "moved": moved, "count": len(moved)}
 
 
@@ -181,6 +183,7 @@ async def set_active(app: Any, employee: str, active: bool, actor: str, reason: 
     closed = await app.end_staff_sessions(employee)
     moved: list[dict[str, Any]] = []
     waiting: list[str] = []
+    _, restricted = await load_state(app.journal)
     for cid in await app.router.conversations_of(employee):
         conv = await app.router.get(cid)
         try:
@@ -190,7 +193,7 @@ async def set_active(app: Any, employee: str, active: bool, actor: str, reason: 
         if to is None:
             waiting.append(cid)
             continue
-        moved.append(await _move(app, cid, to, actor, reason or f"{employee} deactivated"))
+        moved.append(await _move(app, cid, to, actor, reason or f"{employee} deactivated", restricted))
     return {"employee": employee, "active": False, "moved": moved, "waiting_for_an_active_member": waiting,
             "desk_sockets_closed": closed}
 

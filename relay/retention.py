@@ -214,10 +214,15 @@ def plan_leftovers(events: list[Ev]) -> ErasurePlan:
         if ev.kind == "message.received" and isinstance(ev.body.get("erased"), dict) and "raw_inline" in ev.body:
             plan.seqs.append(ev.seq)
             plan.messages.append(str(ev.body.get("id")))
-            stone = dict(ev.body)
-            stone.pop("raw_inline")
-            plan.tombstones[ev.seq] = stone
+            plan.tombstones[ev.seq] = _without_raw(ev.body)
     return plan
+
+
+def _without_raw(body: dict[str, Any]) -> dict[str, Any]:
+    """An earlier tombstone with its inline raw payload gone (`plan_leftovers`)."""
+    out = dict(body)
+    out.pop("raw_inline", None)
+    return out
 
 
 def body_digest(body: Any) -> str:
@@ -480,9 +485,7 @@ async def complete_pending(journal: Any) -> int:
                 continue
             reason = str(ev.body.get("reason", ""))
             if reason == LEFTOVER_REASON:
-                stone = dict(target.body)
-                stone.pop("raw_inline", None)
-                candidates = [stone]
+                candidates = [_without_raw(target.body)]
             else:
                 candidates = [tombstone(target.kind, target.body, reason),
                               _legacy_tombstone(target.kind, target.body, reason)]
@@ -506,11 +509,14 @@ def _delete_blobs(journal: Any, shas: Iterable[str]) -> int:
     return n
 
 
-async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str) -> dict[str, Any]:
-    """Journal `retention.erased`, then replace the bodies and delete the blob bytes."""
+async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str,
+                     events: list[Ev] | None = None) -> dict[str, Any]:
+    """Journal `retention.erased`, then replace the bodies and delete the blob bytes. `events`:
+    the journal as the plan was made from (read here when not given)."""
     if not plan.seqs:
         return {"erased": plan.summary(), "seq": None}
-    events = await _events(journal)
+    if events is None:
+        events = await _events(journal)
     ev = await journal.append("retention.erased", plan.event_body(reason, actor))
     touched = await asyncio.to_thread(_rewrite_bodies, journal.path, events, plan.tombstones)
     deleted = await asyncio.to_thread(_delete_blobs, journal, plan.blobs)
@@ -524,13 +530,13 @@ async def run_retention(journal: Any, settings: RetentionSettings, actor: str, *
     events = await _events(journal)
     leftovers = plan_leftovers(events)
     if leftovers.seqs and not dry_run:
-        await apply_plan(journal, leftovers, LEFTOVER_REASON, actor)
+        await apply_plan(journal, leftovers, LEFTOVER_REASON, actor, events)
         events = await _events(journal)
     holds = active_holds(events)
     plan = plan_erasure(events, settings, time.time() if at is None else at, holds)
     if dry_run:
         return {"dry_run": True, "would_erase": plan.summary(), "held_by": plan.held}
-    result = await apply_plan(journal, plan, "retention period ended", actor)
+    result = await apply_plan(journal, plan, "retention period ended", actor, events)
     result["held_by"] = plan.held
     return result
 
