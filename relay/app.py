@@ -22,6 +22,7 @@ from aiohttp import web
 from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.journal.backend import open_journal
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -124,8 +125,8 @@ class RelayApp:
         cfg = self.config
         self.offline = offline
         self._lock_fd = _lock(cfg.data_dir)
-        self.journal = await Journal.open(
-            cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
+        self.journal = await open_journal(
+            cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,

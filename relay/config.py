@@ -89,6 +89,7 @@ class Config:
     employees: Mapping[str, Employee]
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
+    journal_url: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def employee_by_address(self, channel: str, address: str) -> Employee | None:
@@ -234,6 +235,7 @@ def config_from_dict(
         checkpoint_seconds=float(jr.get("checkpoint_seconds", 60.0)),
         checkpoint_dir=rel(jr.get("checkpoint_dir")),
         synchronous=jr.get("synchronous", "FULL"),
+        journal_url=jr.get("url") or None,
         max_attachment_bytes=int((data.get("limits") or {}).get("max_attachment_bytes", 25 * 1024 * 1024)),
         outbox_base_delay=float(ob.get("base_delay", 0.5)),
         outbox_max_delay=float(ob.get("max_delay", 60.0)),

@@ -16,6 +16,7 @@ from typing import Any
 from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
+from relay.journal.backend import open_journal
 from relay.journal.chain import canonical_json
 from relay.commands import evidence as evidence_commands
 from relay.evidence.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
@@ -106,6 +107,8 @@ def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
 
 
 async def _open(s: journal_settings.JournalSettings, read_only: bool = True) -> Journal:
+    if s.url:
+        return await open_journal(s.data_dir, url=s.url, read_only=read_only, **s.open_kwargs())  # type: ignore[return-value]
     if not (s.data_dir / "journal.sqlite3").exists():
         raise JournalError(f"no journal at {s.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
     return await Journal.open(s.data_dir, read_only=read_only, **s.open_kwargs())
