@@ -154,6 +154,34 @@ class Store:
 
         return [tuple(r) for r in await sql(self.url, qmarks_to_dollars(sql_text), *params)]
 
+    async def update_many(self, statement: str, args: list[tuple[Any, ...]]) -> None:
+        if self.url is None:
+            with sqlite3.connect(self.data_dir / "journal.sqlite3") as db:
+                db.executemany(statement, args)
+            return
+        import asyncpg
+
+        from relay.journal.pg import qmarks_to_dollars
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.executemany(qmarks_to_dollars(statement), args)
+        finally:
+            await conn.close()
+
+    async def write_blob(self, sha: str, data: bytes) -> None:
+        """Overwrites a stored blob's bytes (a forgery the verifier must catch)."""
+        if self.url is None:
+            (self.data_dir / "blobs" / sha[:2] / sha).write_bytes(data)
+        else:
+            await self.update_many("UPDATE blobs SET data=? WHERE sha256=?", [(data, sha)])
+
+    async def delete_blob(self, sha: str) -> None:
+        if self.url is None:
+            (self.data_dir / "blobs" / sha[:2] / sha).unlink()
+        else:
+            await self.update_many("DELETE FROM blobs WHERE sha256=?", [(sha,)])
+
     async def tamper(self, *statements: str) -> None:
         if self.url is None:
             tamper(self.data_dir / "journal.sqlite3", *statements)

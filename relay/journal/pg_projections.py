@@ -50,10 +50,15 @@ DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, Val
 
 
 def _text(value: Any) -> str | None:
-    """A column of type TEXT takes a str or NULL; anything else a hostile body carries is JSON."""
+    """What SQLite stores in a TEXT column for a bound value: numbers as text, a dict or a list
+    refused (TypeError: that event is counted as a projection error, as on SQLite)."""
     if value is None or isinstance(value, str):
         return value
-    return _json(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise TypeError(f"a {type(value).__name__} where text was expected")
 
 
 _INSERT_MESSAGE = (
