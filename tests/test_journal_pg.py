@@ -1,0 +1,178 @@
+"""What only the PostgreSQL journal does: several writers on one chain, dedup across them,
+riding out a database restart, the head row catching a cut tail, selection by `journal.url`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.journal import JournalError
+from relay.journal import settings as journal_settings
+from relay.journal.backend import open_journal
+from relay.journal.pg import PgJournal, qmarks_to_dollars, redact_url
+from tests.journal_support import REPO, received
+from tests.pg_support import PgServer, drop_database, new_database, pg_server, sql  # noqa: F401  (pg_server is a fixture)
+
+
+@pytest.fixture
+async def url(pg_server: PgServer) -> Any:
+    u = await new_database(pg_server)
+    yield u
+    await drop_database(u)
+
+
+async def test_two_relays_append_to_one_chain_that_verifies(url: str, tmp_path: Path) -> None:
+    a = await PgJournal.open(url, data_dir=tmp_path / "a", checkpoint_every=50)
+    b = await PgJournal.open(url, data_dir=tmp_path / "b", checkpoint_every=50)
+    try:
+        async def produce(j: PgJournal, name: str) -> list[Any]:
+            out = []
+            for i in range(0, 300, 10):
+                out += await asyncio.gather(*(j.append("admin.action", {"by": name, "i": k}) for k in range(i, i + 10)))
+            return out
+
+        ea, eb = await asyncio.gather(produce(a, "a"), produce(b, "b"))
+        seqs = sorted(e.seq for e in ea + eb)
+        assert len(set(seqs)) == 600
+        assert a.stats.commits > 1 and b.stats.commits > 1
+        both = {e.seq: e for e in ea + eb}
+        # every event chains on the one before it, whichever relay wrote that one
+        stored = await sql(url, "SELECT seq, prev_hash, hash, body_json FROM events ORDER BY seq")
+        assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
+        for prev, row in zip(stored, stored[1:]):
+            assert row["prev_hash"] == prev["hash"]
+        assert [json.loads(r["body_json"]) for r in stored if r["seq"] in both] == [both[r["seq"]].body for r in stored if r["seq"] in both]
+        signers = {json.loads(r["body_json"])["public_key"] for r in stored if r["seq"] not in both}
+        assert len(signers) == 2  # each relay signed checkpoints with its own key
+        for j in (a, b):
+            report = await j.verify()
+            assert report.ok and report.count == len(stored), report
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_redelivered_message_is_journaled_once_across_relays(url: str, tmp_path: Path) -> None:
+    a = await PgJournal.open(url, data_dir=tmp_path / "a")
+    b = await PgJournal.open(url, data_dir=tmp_path / "b")
+    try:
+        ev = [("message.received", received("m-1", "hello", platform_id="wa-1"), "c-1")]
+        results = await asyncio.gather(*(j.append_many(ev, unless_message="m-1") for j in (a, b) for _ in range(5)))
+        assert sum(r is not None for r in results) == 1
+        assert (await sql(url, "SELECT count(*) FROM events WHERE kind='message.received'"))[0][0] == 1
+        assert await b.append_many(ev, unless_message="m-1") is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_appends_wait_through_a_database_restart_and_nothing_acknowledged_is_lost(
+    url: str, tmp_path: Path, pg_server: PgServer
+) -> None:
+    j = await PgJournal.open(url, data_dir=tmp_path, checkpoint_every=100_000)
+    acknowledged: list[Any] = []
+    stop = asyncio.Event()
+
+    async def produce(p: int) -> None:
+        i = 0
+        while not stop.is_set():
+            acknowledged.append(await j.append("admin.action", {"p": p, "i": i}))
+            i += 1
+
+    try:
+        producers = [asyncio.ensure_future(produce(p)) for p in range(8)]
+        while len(acknowledged) < 200:
+            await asyncio.sleep(0.01)
+        before = len(acknowledged)
+        await asyncio.to_thread(pg_server.restart, "immediate")  # as abrupt as a crash
+        while len(acknowledged) < before + 200:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*producers), 60)
+        stored = {r["seq"]: r["hash"] for r in await sql(url, "SELECT seq, hash FROM events")}
+        assert all(stored.get(e.seq) == e.hash for e in acknowledged)
+        assert len(stored) == len(acknowledged)  # and nothing journaled twice
+        assert (await j.verify()).ok
+        assert await j.get_blob(await j.put_blob(b"after the restart")) == b"after the restart"
+    finally:
+        stop.set()
+        await j.close()
+
+
+async def test_a_cut_tail_is_noticed_by_the_chain_head_row(url: str, tmp_path: Path) -> None:
+    j = await PgJournal.open(url, data_dir=tmp_path, checkpoint_every=100_000)
+    for i in range(10):
+        await j.append("admin.action", {"i": i})
+    await j.close()  # checkpoint: seq 11
+    await sql(url, "DELETE FROM events WHERE seq > 7")
+    j = await PgJournal.open(url, data_dir=tmp_path, checkpoint_every=100_000)
+    try:
+        nxt = await j.append("admin.action", {"i": "after"})
+        assert nxt.seq == 12
+        report = await j.verify()
+        assert (report.ok, report.problem, report.first_bad_seq) == (False, "seq gap", 8)
+    finally:
+        await j.close()
+
+
+async def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    from tests.pg_support import free_port
+
+    bad = f"postgresql://relay:s3cret@127.0.0.1:{free_port()}/journal"
+    with pytest.raises(JournalError, match="cannot connect") as exc:
+        await open_journal(tmp_path, url=bad)
+    assert "s3cret" not in str(exc.value) and "relay@127.0.0.1" in str(exc.value)
+    with pytest.raises(JournalError, match="postgresql://"):
+        await open_journal(tmp_path, url="mysql://x@y/z")
+    assert redact_url("postgresql://u:p@h:1/d?x=1") == "postgresql://u@h:1/d?x=1"
+
+
+def test_question_marks_become_numbered_placeholders_outside_strings() -> None:
+    assert qmarks_to_dollars("SELECT ? , '?' , \"a?\" FROM t WHERE a=? AND b IN (?, ?)") == (
+        "SELECT $1 , '?' , \"a?\" FROM t WHERE a=$2 AND b IN ($3, $4)"
+    )
+
+
+async def test_journal_url_from_the_config_selects_postgresql_and_the_cli_verifies_it(
+    url: str, tmp_path: Path
+) -> None:
+    """`journal: {url: ...}` with the password from ${ENV}; `relay journal verify` reads it."""
+    user_url = url.replace("postgresql://postgres@", "postgresql://postgres:${RELAY_TEST_PGPASS}@")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: ./data\njournal:\n  url: \"{user_url}\"\n  checkpoint_every: 5\n")
+    env = dict(os.environ, RELAY_TEST_PGPASS="unused-with-trust")
+    os.environ["RELAY_TEST_PGPASS"] = "unused-with-trust"
+    try:
+        s = journal_settings.load(config)
+    finally:
+        del os.environ["RELAY_TEST_PGPASS"]
+    assert s.url is not None and "unused-with-trust" in s.url and s.data_dir == tmp_path / "data"
+    j = await open_journal(s.data_dir, url=s.url, **s.open_kwargs())
+    try:
+        assert isinstance(j, PgJournal)
+        for i in range(7):
+            await j.append("admin.action", {"i": i})
+    finally:
+        await j.close()
+    assert not (tmp_path / "data" / "journal.sqlite3").exists()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "relay.cli", "journal", *args, "--config", str(config)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    done = run("verify", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["count"] == 9  # 7 events, a checkpoint after 5, one on close
+    await sql(url, "UPDATE events SET body_json = replace(body_json, '\"i\":3', '\"i\":4') WHERE seq = 4")
+    done = run("verify")
+    assert done.returncode == 1 and done.stdout.startswith("seq 4: hash mismatch"), (done.stdout, done.stderr)
+    done = run("rebuild")
+    assert done.returncode == 0 and "rebuilt projections from 9 events" in done.stdout, done.stderr
