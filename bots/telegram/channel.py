@@ -1,7 +1,7 @@
 """Telegram channel: python-telegram-bot's `Bot` on either side of a desk.
 
 Client side: private chats with the bot. Staff side: a forum supergroup with one topic per
-conversation (bots/telegram_topics.py); sending is bots/telegram_sender.py. Updates are acknowledged to Telegram (the getUpdates offset, or the webhook's
+conversation (bots/telegram/topics.py); sending is bots/telegram/sender.py. Updates are acknowledged to Telegram (the getUpdates offset, or the webhook's
 HTTP answer) only after `deliver` returned, i.e. after the hub journaled them; that is why
 PTB's Application/Updater, which acknowledges by itself, is not used.
 """
@@ -23,7 +23,7 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryA
 from telegram.request import HTTPXRequest
 
 from bots.base import ChannelConfigError, ChannelContext, Deliver
-from bots.telegram_format import (
+from bots.telegram.format import (
     MESSAGE_UPDATES,
     FileRef,
     contact_card,
@@ -39,8 +39,8 @@ from bots.telegram_format import (
     update_payload,
     update_sender,
 )
-from bots.telegram_sender import TelegramSender, delivery_error, retry_seconds
-from bots.telegram_topics import TopicMap
+from bots.telegram.sender import TelegramSender, delivery_error, retry_seconds
+from bots.telegram.topics import TopicMap
 from relay.model import Attachment, Inbound, Outgoing, Party
 
 log = logging.getLogger("relay.telegram")
