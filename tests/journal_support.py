@@ -211,3 +211,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         for db_url in opened:
             if isinstance(db_url, str):
                 await drop_database(db_url)
+
+
+async def journal_block(backend: str) -> tuple[dict[str, Any], str | None]:
+    """The config's `journal:` block for a backend, and the URL to drop afterwards."""
+    if backend == "sqlite":
+        return {}, None
+    from tests.pg_support import new_database
+
+    url = await new_database()
+    return {"url": url}, url
