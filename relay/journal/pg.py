@@ -116,6 +116,20 @@ def item_for(kind_json: dict[str, str], kind: str, body: dict[str, Any], convers
     return (kind, conversation, body_json, body, ts, head, tail)
 
 
+async def ensure_schema(db: asyncpg.Connection, where: str) -> None:
+    """Creates what is missing, inside the caller's transaction, one relay at a time."""
+    await db.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+    try:
+        await db.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except asyncpg.InsufficientPrivilegeError:
+        raise JournalError(
+            f"{where}: the pg_trgm extension is missing and this user may not create it"
+            " (as a superuser: CREATE EXTENSION pg_trgm; in this database)"
+        ) from None
+    await db.execute(CORE)
+    await db.execute(pg_projections.SCHEMA)
+
+
 class _CheckedBlobs:
     """What ChainVerifier asks of a blob store (`check`), answered from digests fetched per chunk."""
 
@@ -220,16 +234,7 @@ class PgJournal:
         db = self._db
         assert db is not None
         async with db.transaction():
-            await db.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-            try:
-                await db.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-            except asyncpg.InsufficientPrivilegeError:
-                raise JournalError(
-                    f"{self.path}: the pg_trgm extension is missing and this user may not create it"
-                    " (as a superuser: CREATE EXTENSION pg_trgm; in this database)"
-                ) from None
-            await db.execute(CORE)
-            await db.execute(pg_projections.SCHEMA)
+            await ensure_schema(db, self.path)
             meta = {r["key"]: r["value"] for r in await db.fetch("SELECT key, value FROM meta")}
             if not meta:
                 await db.executemany("INSERT INTO meta(key, value) VALUES($1, $2)", list(self._meta_for_key().items()))
