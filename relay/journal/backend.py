@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from relay.journal.chain import Event
-from relay.journal.journal import Journal, JournalError, JournalStats
+from relay.journal.journal import Journal
+from relay.journal.opening import JournalError
+from relay.journal.writer import JournalStats
 from relay.journal.verify import VerifyReport
 
 URL_SCHEMES = ("postgresql://", "postgres://")

@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 
 from relay.journal import pg_projections, signing
-from relay.journal.journal import DB_NAME, Journal, JournalError
+from relay.journal.journal import Journal
+from relay.journal.opening import DB_NAME, JournalError
 from relay.journal.pg import ensure_schema, redact_url
 from relay.journal.projections import Record
 from relay.journal.verify import blob_refs

@@ -31,7 +31,8 @@ from relay.journal import checkpoints, pg_projections, signing
 from relay.journal.chain import (
     GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
 )
-from relay.journal.journal import Item, JournalError, JournalStats, _Unit
+from relay.journal.opening import JournalError
+from relay.journal.writer import Item, JournalStats, Unit as _Unit
 from relay.journal.projections import Record, rows_to_events
 from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files
 
