@@ -176,3 +176,39 @@ async def test_journal_url_from_the_config_selects_postgresql_and_the_cli_verifi
     assert done.returncode == 1 and done.stdout.startswith("seq 4: hash mismatch"), (done.stdout, done.stderr)
     done = run("rebuild")
     assert done.returncode == 0 and "rebuilt projections from 9 events" in done.stdout, done.stderr
+
+
+async def test_search_and_show_on_postgresql_find_chinese_japanese_and_latin(url: str, tmp_path: Path) -> None:
+    """`relay journal search` answers from the pg_trgm index (any substring, case-insensitive
+    for Latin letters, one- and two-character CJK words too); `show` streams the events."""
+    from tests.journal_support import verdict
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: ./data\njournal:\n  url: \"{url}\"\n")
+    j = await PgJournal.open(url, data_dir=tmp_path / "data")
+    try:
+        for mid, text in (("zh", "我想查询一下我的账户余额，谢谢"), ("ja", "口座の残高を確認したいのですが"),
+                          ("en", "Please transfer the Funds before Friday")):
+            await j.append("message.received", received(mid, text), "c-1")
+        await j.append("policy.verdict", verdict("en", "flag", rules=["MNPI-1"]), "c-1")
+    finally:
+        await j.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "relay.cli", "journal", *args, "--config", str(config)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    def ids(*args: str) -> list[str]:
+        done = run("search", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["id"] for line in done.stdout.splitlines()]
+
+    assert ids("账户余额") == ["zh"]
+    assert ids("残高を確認") == ["ja"]
+    assert ids("funds BEFORE") == ["en"]
+    assert ids("余额") == ["zh"]
+    assert ids("余额不足") == []
+    assert ids("--rule", "MNPI-1") == ["en"]
+    done = run("show", "--kind", "message.received", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["body"]["id"] for line in done.stdout.splitlines()] == ["zh", "ja", "en"]

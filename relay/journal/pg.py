@@ -144,6 +144,9 @@ class _CheckedBlobs:
 class PgJournal:
     """Open with `await PgJournal.open(url, data_dir=...)`; the calls are Journal's (docs/internals.md)."""
 
+    dialect = "postgresql"
+    """For the few queries that differ (search): SQLite's Journal has none, meaning "sqlite"."""
+
     retry_seconds = 120.0
     """How long the writer waits for a database that went away before failing its callers."""
 
