@@ -60,9 +60,15 @@ CREATE TABLE IF NOT EXISTS signers(public_key TEXT PRIMARY KEY, first_ts DOUBLE 
 CREATE OR REPLACE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), '.') $$;
+CREATE OR REPLACE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS INTEGER
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT strpos(haystack, needle) $$;
+CREATE OR REPLACE FUNCTION json_each(doc TEXT) RETURNS TABLE(key TEXT, value TEXT)
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT (e.ord - 1)::text, e.v FROM jsonb_array_elements_text(doc::jsonb) WITH ORDINALITY AS e(v, ord) $$;
 """
-"""`json_extract(body_json, '$.field')` as SQLite spells it, so the queries the hub and the
-commands share run on both backends (top-level and dotted object paths only)."""
+"""`json_extract(body_json, '$.field')`, `instr` and `json_each` as SQLite spells them, so the
+queries the hub and the commands share run on both backends (json_extract: top-level and dotted
+object paths; json_each: of a JSON array given as text, its `value`s as text)."""
 
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                      asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
@@ -332,6 +338,19 @@ class PgJournal:
 
         await self._with_retry(put)
         return sha
+
+    async def delete_blobs(self, shas: list[str]) -> int:
+        """Erasure: the bytes go, the digests stay in the events; returns how many were stored."""
+        if self.read_only:
+            raise JournalError("journal was opened read-only")
+
+        async def delete(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                done = await conn.execute("DELETE FROM blobs WHERE sha256 = ANY($1::text[])", shas)
+            return int(done.split()[-1])
+
+        return int(await self._with_retry(delete))
 
     async def get_blob(self, sha: str) -> bytes | None:
         return await self._pool.fetchval("SELECT data FROM blobs WHERE sha256=$1", sha)
