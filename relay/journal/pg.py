@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,11 @@ import asyncpg
 
 from relay.journal import checkpoints, pg_projections, signing
 from relay.journal.chain import (
-    GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
+    GENESIS, Event, canonical_json, fast_canonical, link_bytes, make_event,
 )
 from relay.journal.opening import JournalError
-from relay.journal.writer import Item, JournalStats, Unit as _Unit
+from relay.journal.submitting import Submitting
+from relay.journal.writer import GroupCommitWriter, JournalStats, Unit as _Unit
 from relay.journal.projections import Record, rows_to_events
 from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files
 
@@ -106,23 +107,6 @@ def redact_url(url: str) -> str:
     return head + sep + tail
 
 
-def item_for(kind_json: dict[str, str], kind: str, body: dict[str, Any], conversation: str | None, ts: float) -> Item:
-    """An event encoded by the caller (as Journal._item does), so the writer adds only seq and hashes."""
-    if not isinstance(kind, str) or not kind:
-        raise ValueError("event kind must be a non-empty string")
-    if not isinstance(body, dict):
-        raise TypeError(f"event body must be a dict, not {type(body).__name__}")
-    if conversation is not None and not isinstance(conversation, str):
-        raise TypeError("conversation must be a string or None")
-    kj = kind_json.get(kind)
-    if kj is None:
-        kj = kind_json[kind] = canonical_json(kind)
-    conv_json = "null" if conversation is None else canonical_str(conversation)
-    body_json = canonical_json(body)
-    head, tail = canonical_parts(ts, kj, conv_json, body_json)
-    return (kind, conversation, body_json, body, ts, head, tail)
-
-
 async def ensure_schema(db: asyncpg.Connection, where: str) -> None:
     """Creates what is missing, inside the caller's transaction, one relay at a time."""
     await db.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
@@ -147,8 +131,11 @@ class _CheckedBlobs:
         return self.state.get(sha, "blob missing")
 
 
-class PgJournal:
-    """Open with `await PgJournal.open(url, data_dir=...)`; the calls are Journal's (docs/internals.md)."""
+class PgJournal(Submitting, GroupCommitWriter):
+    """Open with `await PgJournal.open(url, data_dir=...)`; the calls are Journal's (docs/internals.md).
+
+    The calls that queue work (`Submitting`) and the writer task's loop, timer and checkpoint
+    files (`GroupCommitWriter`) are the SQLite journal's; a batch's transaction is written here."""
 
     dialect = "postgresql"
     """For the few queries that differ (search): SQLite's Journal has none, meaning "sqlite"."""
@@ -271,42 +258,7 @@ class PgJournal:
         if meta.get("hmac_check") != want.get("hmac_check"):
             raise JournalError(f"journal.hmac_key is not the key {self.path} was written with")
 
-    # --- the calls callers make (as Journal's) ------------------------------------------
-
-    def _submit(self, unit: _Unit) -> None:
-        if self._closing or self._writer_task is None:
-            raise JournalError("journal is closed" if self._closing else "journal was opened read-only")
-        self._queue.append(unit)
-        self._wake.set()
-
-    def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> asyncio.Future[Event]:
-        """Await it: resolves after the transaction holding the event has committed."""
-        item = item_for(self._kind_json, kind, body, conversation, time.time())
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([item], future, single=True))
-        return future
-
-    async def append_many(
-        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
-    ) -> list[Event] | None:
-        return await self.submit_many(events, unless_message)
-
-    def submit_many(
-        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
-    ) -> asyncio.Future[list[Event] | None]:
-        future: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
-        if not events:
-            future.set_result([])
-            return future
-        now = time.time()
-        items = [item_for(self._kind_json, kind, body, conversation, now) for kind, body, conversation in events]
-        self._submit(_Unit(items, future, unless=unless_message))
-        return future
-
-    async def kv_put(self, namespace: str, key: str, value: str | None) -> None:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([], future, kv=(namespace, key, value)))
-        await future
+    # --- the calls callers make besides those of Submitting (as Journal's) ------------
 
     async def kv_get(self, namespace: str, key: str) -> str | None:
         return await self._pool.fetchval("SELECT value FROM kv WHERE namespace=$1 AND key=$2", namespace, key)
@@ -318,11 +270,6 @@ class PgJournal:
             return
         self._checkpoint_due = True
         await self.kv_put("journal", "checkpoint_requested", repr(time.time()))
-
-    async def rebuild(self) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([], future, rebuild=True))
-        return await future
 
     async def put_blob(self, data: bytes) -> str:
         """Stored under its SHA-256 and committed before returning; storing twice is harmless."""
@@ -384,25 +331,6 @@ class PgJournal:
 
     # --- the writer task ----------------------------------------------------------------
 
-    async def _writer(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue or self._checkpoint_due:
-                    await self._commit_next()
-                if self._closing and not self._queue:
-                    if self._since_cp > 0:
-                        self._checkpoint_due = True
-                        await self._commit_next()
-                    return
-        except BaseException as exc:
-            while self._queue:
-                unit = self._queue.popleft()
-                if not unit.future.done():
-                    unit.future.set_exception(JournalError(f"journal writer stopped: {exc!r}"))
-            raise
-
     async def _commit_next(self) -> None:
         units: list[_Unit] = []
         size = 0
@@ -450,7 +378,7 @@ class PgJournal:
                 if attempt and await self._db.fetchval("SELECT 1 FROM events WHERE hash=$1", attempt[0]):
                     return attempt[1], attempt[2]
                 attempt.clear()
-                return await self._write(self._db, units, force, attempt)
+                return await self._write_batch(self._db, units, force, attempt)
             except CONNECTION_ERRORS as exc:
                 if self._db is not None:
                     self._db.terminate()
@@ -461,7 +389,7 @@ class PgJournal:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
 
-    async def _write(
+    async def _write_batch(
         self, db: asyncpg.Connection, units: list[_Unit], force_checkpoint: bool, attempt: list[Any]
     ) -> tuple[list[Any], dict[str, Any] | None]:
         """One transaction for the batch, under the chain-head row lock (serialising all relays).
@@ -573,21 +501,6 @@ class PgJournal:
             self.stats.projection_errors += await pg_projections.apply_events(db, records)
             count += len(rows)
             last = rows[-1][0]
-
-    def _arm_timer(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._cp_seconds, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._since_cp > 0 and not self._closing:
-            self._checkpoint_due = True
-            self._wake.set()
-
-    async def _file_checkpoint(self, record: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(checkpoints.write, self.checkpoint_dir, record)
-        except OSError as exc:
-            log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
 
     # --- reading and checking -----------------------------------------------------------
 
