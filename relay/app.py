@@ -140,6 +140,7 @@ class RelayApp:
         self.journal = await open_journal(
             cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+            **({"lease_seconds": cfg.journal_lease_seconds} if cfg.journal_url else {}),
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
                                      on_error=self._on_policy_error, interval=cfg.policies_reload)
@@ -184,6 +185,7 @@ class RelayApp:
         resumed = await self.outbox.resume()
         if resumed:
             log.info("outbox: resumed %d pending deliveries", resumed)
+        self.outbox.start_adopting(getattr(self.journal, "lease_seconds", 10.0) / 2)
         self.runner = web.AppRunner(self.web, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.host, cfg.port)

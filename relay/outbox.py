@@ -104,6 +104,7 @@ class Outbox:
         self._stopping = False
         self._platform_ids: dict[tuple[str, str], str] = {}
         self._commits: set[asyncio.Task[Any]] = set()
+        self._adopter: asyncio.Task[None] | None = None
         self.delivered = 0
         self.failed = 0
         self.retries = 0
@@ -113,18 +114,52 @@ class Outbox:
         return sum(len(lane.items) for lane in self._lanes.values())
 
     async def resume(self) -> int:
-        """Re-queue every delivery the journal has not seen finish; returns how many."""
-        rows = await self.journal.fetchall(
-            "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
-            "FROM deliveries WHERE state = 'queued' ORDER BY seq"
-        )
+        """Re-queue every delivery the journal has not seen finish; returns how many. On a journal
+        several relays share, only those this relay claims (its own, and ones nobody alive holds)."""
+        claim = getattr(self.journal, "claim_deliveries", None)
+        if claim is not None:
+            rows = await claim(True)
+        else:
+            rows = await self.journal.fetchall(
+                "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
+                "FROM deliveries WHERE state = 'queued' ORDER BY seq"
+            )
+        self._enqueue_rows(rows)
+        return len(rows)
+
+    async def adopt(self) -> int:
+        """On a shared journal: take over the queued deliveries of relays that stopped (their
+        lease ran out); returns how many. A delivery a dead relay had just sent but not yet
+        journaled as delivered is sent once more (as after a restart)."""
+        claim = getattr(self.journal, "claim_deliveries", None)
+        if claim is None:
+            return 0
+        rows = await claim(False)
+        self._enqueue_rows(rows)
+        if rows:
+            log.info("outbox: took over %d deliveries of a stopped relay", len(rows))
+        return len(rows)
+
+    def start_adopting(self, interval: float) -> None:
+        """Calls `adopt` every `interval` seconds until `stop`, when the journal is shared."""
+        if getattr(self.journal, "shared", False) and self._adopter is None:
+            self._adopter = asyncio.create_task(self._adopt_loop(interval), name="outbox:adopt")
+
+    async def _adopt_loop(self, interval: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.adopt()
+            except Exception:  # the database away: the journal retries; try again next round
+                log.exception("outbox: could not take over deliveries")
+
+    def _enqueue_rows(self, rows: Any) -> None:
         for r in rows:
             to = party_of(json.loads(r["to_json"])) or Party(r["channel"], "")
             self.enqueue(
                 Delivery(r["delivery_id"], r["message_id"], r["conversation"] or "", r["channel"], to,
                          json.loads(r["out_json"]), attempts=int(r["attempts"] or 0))
             )
-        return len(rows)
 
     def enqueue(self, d: Delivery) -> None:
         """Add a delivery whose `delivery.queued` event is already committed."""
@@ -159,6 +194,9 @@ class Outbox:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._adopter is not None:
+            self._adopter.cancel()
+            await asyncio.gather(self._adopter, return_exceptions=True)
         tasks = [lane.task for lane in self._lanes.values() if lane.task and not lane.task.done()]
         for t in tasks:
             t.cancel()

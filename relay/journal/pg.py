@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -58,6 +59,7 @@ INSERT INTO chain_head(id, seq, hash, since_checkpoint) VALUES(1, 0, '""" + GENE
   ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS blobs(sha256 TEXT PRIMARY KEY, data BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS signers(public_key TEXT PRIMARY KEY, first_ts DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS relays(relay_id TEXT PRIMARY KEY, heartbeat DOUBLE PRECISION NOT NULL);
 CREATE OR REPLACE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), '.') $$;
@@ -119,6 +121,8 @@ async def ensure_schema(db: asyncpg.Connection, where: str) -> None:
         ) from None
     await db.execute(CORE)
     await db.execute(pg_projections.SCHEMA)
+    # which relay's outbox sends a queued delivery (set with the event; see claim_deliveries)
+    await db.execute("ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS owner TEXT")
 
 
 class _CheckedBlobs:
@@ -136,6 +140,9 @@ class PgJournal(Submitting, GroupCommitWriter):
 
     The calls that queue work (`Submitting`) and the writer task's loop, timer and checkpoint
     files (`GroupCommitWriter`) are the SQLite journal's; a batch's transaction is written here."""
+
+    shared = True
+    """Several relays may use this journal at once: the outbox claims what it sends."""
 
     dialect = "postgresql"
     """For the few queries that differ (search): SQLite's Journal has none, meaning "sqlite"."""
@@ -160,8 +167,14 @@ class PgJournal(Submitting, GroupCommitWriter):
         read_only: bool = False,
         max_batch: int = 10000,
         pool_size: int = 4,
+        relay_id: str | None = None,
+        lease_seconds: float = 10.0,
     ) -> PgJournal:
-        """`data_dir` holds what stays local to one relay: its signing key and checkpoint files."""
+        """`data_dir` holds what stays local to one relay: its signing key and checkpoint files.
+
+        `relay_id` names this relay among those sharing the database (default: host name and a
+        digest of data_dir, so a restarted relay is the same one); it heartbeats every third of
+        `lease_seconds`, and a relay silent for longer is taken for dead (claim_deliveries)."""
         self = object.__new__(cls)
         if checkpoint_every < 1 or max_batch < 1:
             raise JournalError("checkpoint_every and max_batch must be at least 1")
@@ -191,6 +204,9 @@ class PgJournal(Submitting, GroupCommitWriter):
         self._since_cp = 0
         self._file_tasks: set[asyncio.Task[None]] = set()
         self._signing_key = None
+        self.relay_id = relay_id or f"{socket.gethostname()}:{hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]}"
+        self.lease_seconds = lease_seconds
+        self._heartbeat_task: asyncio.Task[None] | None = None
         try:
             # Readers see everything committed and can change nothing, as on SQLite.
             self._pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -214,6 +230,8 @@ class PgJournal(Submitting, GroupCommitWriter):
                 self._writer_task = asyncio.get_running_loop().create_task(self._writer())
                 if self._since_cp > 0:
                     self._arm_timer()
+                await self._beat()
+                self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat())
         except BaseException:
             if self._db is not None:
                 await self._db.close()
@@ -298,6 +316,51 @@ class PgJournal(Submitting, GroupCommitWriter):
             return int(done.split()[-1])
 
         return int(await self._with_retry(delete))
+
+    async def _beat(self, alive: bool = True) -> None:
+        """The database's clock, not this host's: relays on several hosts compare one clock."""
+        async def beat(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                await conn.execute(
+                    "INSERT INTO relays(relay_id, heartbeat) VALUES($1, CASE WHEN $2 THEN"
+                    " extract(epoch from clock_timestamp()) ELSE 0 END) ON CONFLICT(relay_id) DO UPDATE"
+                    " SET heartbeat=excluded.heartbeat", self.relay_id, alive)
+
+        await self._with_retry(beat)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self._beat()
+            except (JournalError, asyncpg.PostgresError) as exc:
+                log.warning("journal: heartbeat failed: %r", exc)
+
+    async def claim_deliveries(self, include_own: bool) -> list[asyncpg.Record]:
+        """Queued deliveries this relay's outbox should now send, taken over in the database: ones
+        of relays silent past the lease (or gone), ones without an owner, and with `include_own`
+        this relay's own (after a restart). Rows locked by another claim are skipped, so no two
+        relays take the same delivery. In seq order."""
+        if self.read_only:
+            raise JournalError("journal was opened read-only")
+
+        async def claim(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                rows = await conn.fetch(
+                    "UPDATE deliveries d SET owner=$1 FROM ("
+                    " SELECT delivery_id FROM deliveries WHERE state='queued' AND (owner IS NULL"
+                    " OR ($2 AND owner=$1) OR (owner<>$1 AND owner NOT IN (SELECT relay_id FROM relays"
+                    "  WHERE heartbeat >= extract(epoch from clock_timestamp()) - $3)))"
+                    " ORDER BY seq FOR UPDATE SKIP LOCKED) c WHERE d.delivery_id = c.delivery_id"
+                    " RETURNING d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json,"
+                    " d.attempts, d.seq",
+                    self.relay_id, include_own, self.lease_seconds,
+                )
+            return sorted(rows, key=lambda r: r["seq"])
+
+        return list(await self._with_retry(claim))
 
     async def get_blob(self, sha: str) -> bytes | None:
         return await self._pool.fetchval("SELECT data FROM blobs WHERE sha256=$1", sha)
@@ -446,6 +509,9 @@ class PgJournal(Submitting, GroupCommitWriter):
                     columns=("seq", "ts", "kind", "conversation", "body_json", "prev_hash", "hash"),
                 )
                 errors = await pg_projections.apply_events(db, events)
+                queued = [ev[0] for ev in events if ev[2] == "delivery.queued"]
+                if queued:
+                    await db.execute("UPDATE deliveries SET owner=$1 WHERE seq = ANY($2::bigint[])", self.relay_id, queued)
                 await db.execute(
                     "UPDATE chain_head SET seq=$1, hash=$2, since_checkpoint=$3 WHERE id=1",
                     seq, prev, 0 if checkpoint is not None else since,
@@ -571,10 +637,17 @@ class PgJournal(Submitting, GroupCommitWriter):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
         try:
             if self._writer_task is not None:
                 self._wake.set()
                 await self._writer_task
+                try:  # gone: the others may take over what this relay's outbox left queued
+                    await asyncio.wait_for(self._beat(alive=False), 5)
+                except (JournalError, asyncpg.PostgresError, asyncio.TimeoutError, OSError) as exc:
+                    log.warning("journal: could not sign off: %r", exc)
             if self._file_tasks:
                 await asyncio.gather(*self._file_tasks)
         finally:

@@ -1,0 +1,82 @@
+"""Two relays on one PostgreSQL journal (in one test process, each with its own in-memory
+channels): a live relay's queued deliveries are its own; when it stops heartbeating, the other
+claims them and sends each once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bots.memory.channel import MemoryChannel
+from relay.app import RelayApp
+from tests.pg_support import PgServer, drop_database, new_database, pg_server, sql  # noqa: F401  (pg_server is a fixture)
+from tests.test_hub_pipeline import memory_config
+
+LEASE = 1.0
+
+
+@pytest.fixture
+async def url(pg_server: PgServer) -> Any:
+    u = await new_database(pg_server)
+    yield u
+    await drop_database(u)
+
+
+async def until(pred: Any, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await pred() if asyncio.iscoroutinefunction(pred) else pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def start(data: Path, url: str) -> RelayApp:
+    return await RelayApp.start(memory_config(data, members=("ann",), journal={"url": url, "lease_seconds": LEASE}))
+
+
+async def test_a_live_relays_deliveries_stay_its_own_and_are_taken_over_once_when_it_dies(
+    url: str, tmp_path: Path
+) -> None:
+    a = await start(tmp_path / "a", url)
+    b: RelayApp | None = None
+    try:
+        a_clients: MemoryChannel = a.channels["clients"]  # type: ignore[assignment]
+        a_staff: MemoryChannel = a.channels["staff"]  # type: ignore[assignment]
+        a_staff.online = False  # A's employee side is unreachable: its deliveries wait in A's outbox
+        for i in range(5):
+            await a_clients.inject("u1", f"m{i}", f"u1:{i}")
+
+        async def queued_by_a() -> bool:
+            rows = await sql(url, "SELECT owner FROM deliveries WHERE state='queued'")
+            return len(rows) == 5 and {r["owner"] for r in rows} == {a.journal.relay_id}  # type: ignore[attr-defined]
+
+        await until(queued_by_a)
+        b = await start(tmp_path / "b", url)
+        b_staff: MemoryChannel = b.channels["staff"]  # type: ignore[assignment]
+        assert b.journal.relay_id != a.journal.relay_id  # type: ignore[attr-defined]
+        assert b.outbox.pending == 0  # A is alive: B resumed nothing of A's
+        await asyncio.sleep(3 * LEASE)
+        assert b_staff.sent == [] and b.outbox.pending == 0
+
+        # A dies without a word: no more heartbeats, its outbox gone (as kill -9 leaves it)
+        a.journal._heartbeat_task.cancel()  # type: ignore[attr-defined]
+        await a.outbox.stop()
+        await until(lambda: len(b_staff.sent) == 5)
+        assert [o.text for o in b_staff.sent] == [f"m{i}" for i in range(5)]
+        assert a_staff.sent == []
+
+        async def all_delivered_by_b() -> bool:
+            rows = await sql(url, "SELECT state, owner FROM deliveries")
+            return {(r["state"], r["owner"]) for r in rows} == {("delivered", b.journal.relay_id)}  # type: ignore[union-attr]
+
+        await until(all_delivered_by_b)
+        delivered = await sql(url, "SELECT count(*) FROM events WHERE kind='message.delivered'")
+        assert delivered[0][0] == 5
+        assert (await b.journal.verify()).ok
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()
