@@ -23,6 +23,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
@@ -194,12 +195,32 @@ class RelayApp:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         self._write_admin_files()
+        leased = exclusive_names(self.channels) if getattr(self.journal, "shared", False) else []
         for name, channel in self.channels.items():
-            await channel.start(self.hub.deliver_for(name))
-            self._started_channels.append(channel)
+            if name not in leased:
+                await channel.start(self.hub.deliver_for(name))
+                self._started_channels.append(channel)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(task(self)) for task in self.workflow.task_functions()]
+        if leased:
+            self.leases = ChannelLeases(self.journal, leased, self._start_leased, self._stop_leased)
+            await self.leases.step()
+            self._tasks.append(loop.create_task(self.leases.run()))
         log.info("relay listening on %s", self.base_url)
+
+    async def _start_leased(self, name: str) -> None:
+        channel = self.channels[name]
+        await channel.start(self.hub.deliver_for(name))
+        self._started_channels.append(channel)
+
+    async def _stop_leased(self, name: str) -> None:
+        channel = self.channels[name]
+        if channel in self._started_channels:
+            self._started_channels.remove(channel)
+        try:
+            await channel.stop()
+        except Exception:
+            log.exception("stopping channel %s", name)
 
     def _employee_changed(self, employee_id: str) -> None:
         """Keep the channels' view of who is active in step with (de)activations."""

@@ -80,3 +80,39 @@ async def test_a_live_relays_deliveries_stay_its_own_and_are_taken_over_once_whe
         if b is not None:
             await b.stop()
         await a.stop()
+
+
+async def test_a_connection_held_channel_runs_on_one_relay_and_moves_when_that_relay_dies(
+    url: str, tmp_path: Path
+) -> None:
+    def config(data: Path) -> dict[str, Any]:
+        cfg = memory_config(data, members=("ann",), journal={"url": url, "lease_seconds": LEASE})
+        cfg["channels"]["clients"]["exclusive"] = True
+        return cfg
+
+    a = await RelayApp.start(config(tmp_path / "a"))
+    b: RelayApp | None = None
+    try:
+        running = lambda relay: relay.channels["clients"]._deliver is not None  # noqa: E731
+        assert running(a)
+        b = await RelayApp.start(config(tmp_path / "b"))
+        assert not running(b)
+        await asyncio.sleep(3 * LEASE)
+        assert running(a) and not running(b)  # renewed by A, so B keeps waiting
+        assert b.channels["staff"]._deliver is not None  # channels without a lease run everywhere
+
+        for task in a._tasks:  # A dies: no lease renewals, no heartbeats
+            task.cancel()
+        a.journal._heartbeat_task.cancel()  # type: ignore[attr-defined]
+        await until(lambda: running(b), timeout=10 * LEASE)
+        b_clients: MemoryChannel = b.channels["clients"]  # type: ignore[assignment]
+        b_staff: MemoryChannel = b.channels["staff"]  # type: ignore[assignment]
+        await b_clients.inject("u7", "hello after the move", "u7:1")
+        await until(lambda: [o.text for o in b_staff.sent] == ["hello after the move"])
+        owners = await sql(url, "SELECT owner FROM leases WHERE name='channel:clients'")
+        assert [r["owner"] for r in owners] == [b.journal.relay_id]  # type: ignore[attr-defined]
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()
+    assert await sql(url, "SELECT owner FROM leases") == []  # released on a clean stop

@@ -60,6 +60,7 @@ INSERT INTO chain_head(id, seq, hash, since_checkpoint) VALUES(1, 0, '""" + GENE
 CREATE TABLE IF NOT EXISTS blobs(sha256 TEXT PRIMARY KEY, data BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS signers(public_key TEXT PRIMARY KEY, first_ts DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS relays(relay_id TEXT PRIMARY KEY, heartbeat DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS leases(name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL);
 CREATE OR REPLACE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), '.') $$;
@@ -362,6 +363,31 @@ class PgJournal(Submitting, GroupCommitWriter):
 
         return list(await self._with_retry(claim))
 
+    async def hold_lease(self, name: str) -> bool:
+        """Take or renew the lease `name` for `lease_seconds` (the database's clock); False while
+        another relay holds it unexpired. Renewed by the holder every third of the lease."""
+        async def take(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                owner = await conn.fetchval(
+                    "INSERT INTO leases(name, owner, expires) VALUES($1, $2, extract(epoch from clock_timestamp()) + $3)"
+                    " ON CONFLICT(name) DO UPDATE SET owner=excluded.owner, expires=excluded.expires"
+                    " WHERE leases.owner = excluded.owner OR leases.expires < extract(epoch from clock_timestamp())"
+                    " RETURNING owner", name, self.relay_id, self.lease_seconds,
+                )
+            return owner == self.relay_id
+
+        return bool(await self._with_retry(take))
+
+    async def release_leases(self) -> None:
+        """On a clean stop: the others need not wait for the leases to run out."""
+        async def release(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                await conn.execute("DELETE FROM leases WHERE owner=$1", self.relay_id)
+
+        await self._with_retry(release)
+
     async def get_blob(self, sha: str) -> bytes | None:
         return await self._pool.fetchval("SELECT data FROM blobs WHERE sha256=$1", sha)
 
@@ -646,6 +672,7 @@ class PgJournal(Submitting, GroupCommitWriter):
                 await self._writer_task
                 try:  # gone: the others may take over what this relay's outbox left queued
                     await asyncio.wait_for(self._beat(alive=False), 5)
+                    await asyncio.wait_for(self.release_leases(), 5)
                 except (JournalError, asyncpg.PostgresError, asyncio.TimeoutError, OSError) as exc:
                     log.warning("journal: could not sign off: %r", exc)
             if self._file_tasks:
