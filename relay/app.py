@@ -183,6 +183,10 @@ class RelayApp:
                 employees=employees, public_url=cfg.public_url, extra={"relay": self},
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
+        leased = exclusive_names(self.channels) if getattr(self.journal, "shared", False) else []
+        if leased:
+            self.outbox.remote.update(leased)  # until this relay holds their leases
+            self.journal.unowned_channels = self.outbox.remote  # type: ignore[attr-defined]
         resumed = await self.outbox.resume()
         if resumed:
             log.info("outbox: resumed %d pending deliveries", resumed)
@@ -195,7 +199,6 @@ class RelayApp:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         self._write_admin_files()
-        leased = exclusive_names(self.channels) if getattr(self.journal, "shared", False) else []
         for name, channel in self.channels.items():
             if name not in leased:
                 await channel.start(self.hub.deliver_for(name))
@@ -212,9 +215,12 @@ class RelayApp:
         channel = self.channels[name]
         await channel.start(self.hub.deliver_for(name))
         self._started_channels.append(channel)
+        self.outbox.remote.discard(name)
+        await self.outbox.adopt(include_own=True)  # what was queued for it while it ran elsewhere
 
     async def _stop_leased(self, name: str) -> None:
         channel = self.channels[name]
+        self.outbox.hand_back(name)
         if channel in self._started_channels:
             self._started_channels.remove(channel)
         try:

@@ -116,3 +116,49 @@ async def test_a_connection_held_channel_runs_on_one_relay_and_moves_when_that_r
             await b.stop()
         await a.stop()
     assert await sql(url, "SELECT owner FROM leases") == []  # released on a clean stop
+
+
+async def test_deliveries_to_a_connection_held_channel_are_sent_by_the_relay_holding_it(
+    url: str, tmp_path: Path
+) -> None:
+    """A holds the staff channel: a client message arriving at B is sent by A, never by B; once
+    A dies, B takes the channel and sends what A left waiting and what comes next."""
+    def config(data: Path) -> dict[str, Any]:
+        cfg = memory_config(data, members=("ann",), journal={"url": url, "lease_seconds": LEASE})
+        cfg["channels"]["staff"]["exclusive"] = True
+        return cfg
+
+    a = await RelayApp.start(config(tmp_path / "a"))
+    b: RelayApp | None = None
+    try:
+        b = await RelayApp.start(config(tmp_path / "b"))
+        a_staff: MemoryChannel = a.channels["staff"]  # type: ignore[assignment]
+        b_staff: MemoryChannel = b.channels["staff"]  # type: ignore[assignment]
+        b_clients: MemoryChannel = b.channels["clients"]  # type: ignore[assignment]
+        for i in range(3):
+            await b_clients.inject("u1", f"via b {i}", f"u1:{i}")
+        await until(lambda: len(a_staff.sent) == 3)
+        assert [o.text for o in a_staff.sent] == [f"via b {i}" for i in range(3)] and b_staff.sent == []
+
+        a_staff.online = False  # A cannot reach its employees, then dies
+        await b_clients.inject("u1", "left waiting", "u1:3")
+
+        async def owned_by_a() -> bool:
+            rows = await sql(url, "SELECT owner FROM deliveries WHERE state='queued'")
+            return [r["owner"] for r in rows] == [a.journal.relay_id]  # type: ignore[attr-defined]
+
+        await until(owned_by_a)
+        for task in a._tasks:
+            task.cancel()
+        a.journal._heartbeat_task.cancel()  # type: ignore[attr-defined]
+        await a.outbox.stop()
+        await until(lambda: [o.text for o in b_staff.sent] == ["left waiting"], timeout=10 * LEASE)
+        await b_clients.inject("u1", "after the move", "u1:4")
+        await until(lambda: [o.text for o in b_staff.sent] == ["left waiting", "after the move"])
+        assert len(a_staff.sent) == 3
+        counts = await sql(url, "SELECT count(*) FROM events WHERE kind='message.delivered'")
+        assert counts[0][0] == 5
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()

@@ -208,6 +208,9 @@ class PgJournal(Submitting, GroupCommitWriter):
         self.relay_id = relay_id or f"{socket.gethostname()}:{hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]}"
         self.lease_seconds = lease_seconds
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self.unowned_channels: set[str] = set()
+        """Channels whose deliveries this relay queues without owning them: connection-held ones
+        whose lease another relay holds (that relay's outbox claims them)."""
         try:
             # Readers see everything committed and can change nothing, as on SQLite.
             self._pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -338,11 +341,11 @@ class PgJournal(Submitting, GroupCommitWriter):
             except (JournalError, asyncpg.PostgresError) as exc:
                 log.warning("journal: heartbeat failed: %r", exc)
 
-    async def claim_deliveries(self, include_own: bool) -> list[asyncpg.Record]:
+    async def claim_deliveries(self, include_own: bool, exclude_channels: Any = ()) -> list[asyncpg.Record]:
         """Queued deliveries this relay's outbox should now send, taken over in the database: ones
         of relays silent past the lease (or gone), ones without an owner, and with `include_own`
         this relay's own (after a restart). Rows locked by another claim are skipped, so no two
-        relays take the same delivery. In seq order."""
+        relays take the same delivery. None for `exclude_channels`. In seq order."""
         if self.read_only:
             raise JournalError("journal was opened read-only")
 
@@ -354,14 +357,25 @@ class PgJournal(Submitting, GroupCommitWriter):
                     " SELECT delivery_id FROM deliveries WHERE state='queued' AND (owner IS NULL"
                     " OR ($2 AND owner=$1) OR (owner<>$1 AND owner NOT IN (SELECT relay_id FROM relays"
                     "  WHERE heartbeat >= extract(epoch from clock_timestamp()) - $3)))"
+                    " AND NOT (channel = ANY($4::text[]))"
                     " ORDER BY seq FOR UPDATE SKIP LOCKED) c WHERE d.delivery_id = c.delivery_id"
                     " RETURNING d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json,"
                     " d.attempts, d.seq",
-                    self.relay_id, include_own, self.lease_seconds,
+                    self.relay_id, include_own, self.lease_seconds, sorted(exclude_channels),
                 )
             return sorted(rows, key=lambda r: r["seq"])
 
         return list(await self._with_retry(claim))
+
+    async def release_deliveries(self, delivery_ids: list[str]) -> None:
+        """Give up queued deliveries this relay owns (for another relay's outbox to claim)."""
+        async def release(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION READ WRITE")
+                await conn.execute("UPDATE deliveries SET owner=NULL WHERE owner=$1 AND state='queued'"
+                                   " AND delivery_id = ANY($2::text[])", self.relay_id, delivery_ids)
+
+        await self._with_retry(release)
 
     async def hold_lease(self, name: str) -> bool:
         """Take or renew the lease `name` for `lease_seconds` (the database's clock); False while
@@ -535,7 +549,8 @@ class PgJournal(Submitting, GroupCommitWriter):
                     columns=("seq", "ts", "kind", "conversation", "body_json", "prev_hash", "hash"),
                 )
                 errors = await pg_projections.apply_events(db, events)
-                queued = [ev[0] for ev in events if ev[2] == "delivery.queued"]
+                queued = [ev[0] for ev in events if ev[2] == "delivery.queued"
+                          and ev[4].get("channel") not in self.unowned_channels]
                 if queued:
                     await db.execute("UPDATE deliveries SET owner=$1 WHERE seq = ANY($2::bigint[])", self.relay_id, queued)
                 await db.execute(
