@@ -162,3 +162,37 @@ async def test_deliveries_to_a_connection_held_channel_are_sent_by_the_relay_hol
         if b is not None:
             await b.stop()
         await a.stop()
+
+
+async def test_a_database_restart_while_messages_flow_loses_nothing(
+    url: str, tmp_path: Path, pg_server: PgServer
+) -> None:
+    """Clients keep writing while PostgreSQL restarts (as abruptly as a crash): the relay's
+    appends wait and resume, every message reaches the desk once and in order."""
+    relay = await start(tmp_path / "a", url)
+    try:
+        clients: MemoryChannel = relay.channels["clients"]  # type: ignore[assignment]
+        staff: MemoryChannel = relay.channels["staff"]  # type: ignore[assignment]
+
+        async def client(u: int) -> None:
+            for i in range(40):
+                await clients.inject(f"u{u}", f"u{u} m{i}", f"u{u}:{i}")
+                await asyncio.sleep(0.005)
+
+        writers = asyncio.gather(*(client(u) for u in range(5)))
+        await until(lambda: len(staff.sent) >= 20)
+        await asyncio.to_thread(pg_server.restart, "immediate")
+        await asyncio.wait_for(writers, 120)
+        await until(lambda: len(staff.sent) >= 200, timeout=60)
+        await asyncio.sleep(0.5)
+        texts = [o.text for o in staff.sent]
+        assert len(texts) == len(set(texts)) == 200
+        for u in range(5):
+            mine = [t for t in texts if t.startswith(f"u{u} ")]
+            assert mine == [f"u{u} m{i}" for i in range(40)]
+        rows = await sql(url, "SELECT count(*) FROM events WHERE kind='message.received'")
+        assert rows[0][0] == 200
+        assert (await relay.journal.verify()).ok
+        assert relay.journal.reconnects >= 1  # type: ignore[attr-defined]  # the restart was lived through
+    finally:
+        await relay.stop()

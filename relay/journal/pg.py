@@ -208,6 +208,8 @@ class PgJournal(Submitting, GroupCommitWriter):
         self.relay_id = relay_id or f"{socket.gethostname()}:{hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]}"
         self.lease_seconds = lease_seconds
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        """Times the writer reopened its connection after losing it (tests, metrics)."""
         self.unowned_channels: set[str] = set()
         """Channels whose deliveries this relay queues without owning them: connection-held ones
         whose lease another relay holds (that relay's outbox claims them)."""
@@ -478,6 +480,7 @@ class PgJournal(Submitting, GroupCommitWriter):
             try:
                 if self._db is None or self._db.is_closed():
                     self._db = await self._connect_writer()
+                    self.reconnects += 1
                 if attempt and await self._db.fetchval("SELECT 1 FROM events WHERE hash=$1", attempt[0]):
                     return attempt[1], attempt[2]
                 attempt.clear()
