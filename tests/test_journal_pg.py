@@ -212,3 +212,21 @@ async def test_search_and_show_on_postgresql_find_chinese_japanese_and_latin(url
     done = run("show", "--kind", "message.received", "--json")
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["body"]["id"] for line in done.stdout.splitlines()] == ["zh", "ja", "en"]
+
+
+async def test_the_review_queue_reads_on_postgresql(url: str, tmp_path: Path) -> None:
+    """The review workflow's reader (also run by `relay run`'s SLA sweep) on PostgreSQL."""
+    from relay.compliance.review import load_items
+    from tests.journal_support import verdict
+
+    j = await PgJournal.open(url, data_dir=tmp_path)
+    try:
+        for mid, review in (("m1", True), ("m2", False), ("m3", True)):
+            await j.append("message.received", received(mid, f"text {mid}"), "c-1")
+            await j.append("policy.verdict", verdict(mid, "quarantine" if review else "allow", review=review), "c-1")
+        await j.append("policy.verdict", dict(verdict("m2", "quarantine", review=True), shadow=True), "c-1")
+        items = await load_items(j)
+        assert sorted(items) == ["m1", "m3"]
+        assert sorted(await load_items(j, "m3")) == ["m3"]
+    finally:
+        await j.close()
