@@ -230,3 +230,34 @@ async def test_the_review_queue_reads_on_postgresql(url: str, tmp_path: Path) ->
         assert sorted(await load_items(j, "m3")) == ["m3"]
     finally:
         await j.close()
+
+
+def test_projection_runs_keep_each_conversations_order_and_group_the_rest() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from relay.journal.pg_projections import plan_runs
+
+    kinds = ["message.received", "policy.verdict", "delivery.queued", "message.delivered", "retention.erased",
+             "conversation.assigned", "checkpoint"]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(kinds), st.sampled_from(["c1", "c2", "c3", None])), max_size=40))
+    def check(spec: list[tuple[str, str | None]]) -> None:
+        events = [(seq, 0.0, kind, conv, {}, "", "", "") for seq, (kind, conv) in enumerate(spec, 1)]
+        runs = plan_runs(events)
+        flat = [ev for run in runs for ev in run]
+        assert all(len({ev[2] for ev in run}) == 1 for run in runs)
+        assert sorted(ev[0] for ev in flat) == [ev[0] for ev in events if ev[2] != "checkpoint"]
+        position = {ev[0]: i for i, ev in enumerate(flat)}
+        for a in flat:
+            for b in flat:
+                same = a[3] == b[3] or "retention.erased" in (a[2], b[2])
+                if same and a[0] < b[0]:
+                    assert position[a[0]] < position[b[0]], (spec, runs)
+
+    check()
+    # the hub's interleaving of many conversations: three runs, not three per message
+    batch = [(i * 3 + k, 0.0, kind, f"c{i}", {}, "", "", "")
+             for i in range(50) for k, kind in enumerate(kinds[:3])]
+    assert [len(run) for run in plan_runs(batch)] == [50, 50, 50]

@@ -598,12 +598,16 @@ class PgJournal(Submitting, GroupCommitWriter):
         return results, checkpoint_record
 
     async def _rebuild_in(self, db: asyncpg.Connection, chunk: int = 2000) -> int:
+        # who sends which queued delivery is not in the events: kept across the rebuild
+        owners = [tuple(r) for r in await db.fetch("SELECT delivery_id, owner FROM deliveries WHERE owner IS NOT NULL")]
         await db.execute("TRUNCATE " + ", ".join(pg_projections.TABLES))
         count = 0
         last = 0
         while True:
             rows = await db.fetch(_SELECT_EVENTS + " WHERE seq > $1 ORDER BY seq LIMIT $2", last, chunk)
             if not rows:
+                if owners:
+                    await db.executemany("UPDATE deliveries SET owner=$2 WHERE delivery_id=$1", owners)
                 return count
             records: list[Record] = []
             for ev in rows_to_events(tuple(r) for r in rows):

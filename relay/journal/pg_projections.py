@@ -233,14 +233,46 @@ async def apply_events(db: asyncpg.Connection, events: Sequence[Record]) -> int:
     return errors
 
 
+def _key(ev: Record) -> str | None:
+    """The conversation an event's projection touches (None: it may touch any)."""
+    if ev[2] == "conversation.assigned":
+        body_conv = ev[4].get("conversation")
+        return body_conv if isinstance(body_conv, str) and body_conv else ev[3]
+    if ev[2] == "retention.erased":
+        return None
+    return ev[3]
+
+
+def plan_runs(events: Sequence[Record]) -> list[list[Record]]:
+    """The events in runs of one kind, each run one `executemany` (one round trip): an event joins
+    the newest run of its kind unless an earlier event of its conversation, or an event that may
+    touch every conversation, comes after that run. Each conversation's events keep their order,
+    and projections of different conversations touch different rows, so the tables end up as
+    applying the events one by one gives (tests/test_journal_projections.py, both backends)."""
+    runs: list[tuple[str, list[Record]]] = []
+    newest: dict[str, int] = {}
+    last: dict[str | None, int] = {}
+    barrier = -1
+    for ev in events:
+        kind = ev[2]
+        if kind not in BY_KIND:
+            continue
+        key = _key(ev)
+        floor = max(barrier, last.get(key, -1)) if key is not None else len(runs) - 1
+        at = newest.get(kind, -1)
+        if at < 0 or at < floor:
+            runs.append((kind, []))
+            at = newest[kind] = len(runs) - 1
+        runs[at][1].append(ev)
+        if key is None:
+            barrier = at
+            newest.clear()
+            newest[kind] = at
+        else:
+            last[key] = max(last.get(key, -1), at)
+    return [run for _, run in runs]
+
+
 async def _apply_runs(db: asyncpg.Connection, events: Sequence[Record]) -> None:
-    i, n = 0, len(events)
-    while i < n:
-        kind = events[i][2]
-        j = i + 1
-        while j < n and events[j][2] == kind:
-            j += 1
-        fn = BY_KIND.get(kind)
-        if fn is not None:
-            await fn(db, events[i:j])
-        i = j
+    for run in plan_runs(events):
+        await BY_KIND[run[0][2]](db, run)
