@@ -1,0 +1,75 @@
+"""The compliance console (`/console`): reviewers, supervisors and admins in the browser.
+
+Mounted on the relay's one aiohttp Application by `setup_console`; reads projections, writes
+only through the registered admin actions (or an `admin.action` audit event) under the
+logged-in reviewer's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
+
+STATIC = Path(__file__).with_name("static")
+STATIC_TYPES = {".css": "text/css", ".js": "application/javascript"}
+
+
+async def _static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=path.read_bytes(), content_type=STATIC_TYPES[path.suffix],
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/queue")
+
+
+def setup_console(relay: "RelayApp") -> None:
+    """Routes under /console and the console's state on the Application."""
+    from relay.console import auth, item, live, queue
+    from relay.console.state import CONSOLE_KEY, Console
+
+    console = Console(relay)
+    console.feed = live.Feed(console)
+    app = relay.web
+    app[CONSOLE_KEY] = console
+
+    async def _stop(_: web.Application) -> None:
+        await console.feed.stop()
+    app.on_cleanup.append(_stop)
+    r = app.router
+    r.add_get("/console", _index)
+    r.add_get("/console/", _index)
+    r.add_get("/console/static/{name}", _static)
+    r.add_get("/console/login", auth.get_login)
+    r.add_post("/console/login", auth.post_login)
+    r.add_post("/console/logout", auth.post_logout)
+    r.add_get("/console/queue", queue.queue_page)
+    r.add_get("/console/queue/events", live.events)
+    r.add_post("/console/bulk", item.bulk)
+    r.add_get("/console/item/{mid}", item.item_page)
+    r.add_post("/console/item/{mid}/decide", item.decide)
+    r.add_post("/console/item/{mid}/reveal", item.reveal)
+    for module in _pages():
+        module.add_routes(r)
+
+
+def _pages() -> list[object]:
+    """Page modules with their own `add_routes` (search, conversation, holds, export, dashboard, policies)."""
+    import importlib
+
+    out = []
+    for name in ("search", "conversation", "holds", "exports", "dashboard", "policies"):
+        try:
+            out.append(importlib.import_module(f"relay.console.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"relay.console.{name}":
+                raise
+    return out
