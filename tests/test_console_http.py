@@ -71,3 +71,78 @@ async def test_throttle_per_account_and_address_honours_trusted_proxies(tmp_path
         s, status, _ = await login(base, "carol", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
         await s.close()
         assert status == 429
+
+
+async def test_every_page_answers_and_holds_need_a_supervisor(tmp_path: Path) -> None:
+    async with running(console_config(tmp_path / "data")) as relay:
+        base = relay.base_url
+        held = await client_says(relay, "vera", "an insider said buy now")
+        flagged = await client_says(relay, "walt", "a guaranteed profit for you")
+        carol, _, csrf = await login(base, "carol")
+        dave, _, dcsrf = await login(base, "dave")
+        try:
+            async with carol.get(base + "/console/queue", params={"rule": "F-001"}) as r:
+                html = await r.text()
+                assert flagged in html and held not in html and "1 item(s)" in html
+            async with carol.get(base + "/console/queue", params={"older": "soon"}) as r:
+                assert r.status == 400 and "older than" in await r.text()
+            async with carol.get(base + f"/console/item/{flagged}") as r:
+                html = await r.text()
+                assert "<mark title='F-001'>guaranteed</mark>" in html and "Promissory language" in html
+                assert "What each recipient received" in html and "delivered" in html
+            conv = (await relay.journal.fetchall("SELECT conversation FROM messages WHERE id = ?", (flagged,)))[0][0]
+            async with carol.get(base + f"/console/conversation/{conv}") as r:
+                html = await r.text()
+                assert r.status == 200 and "<mark title='F-001'>guaranteed</mark> profit for you" in html and "v-flag" in html
+            async with carol.get(base + "/console/search", params={"q": "guaranteed"}) as r:
+                html = await r.text()
+                assert "1 result(s)" in html and "<mark>guaranteed</mark>" in html and f"/console/conversation/{conv}#m" in html
+            async with carol.get(base + "/console/dashboard") as r:
+                html = await r.text()
+                assert "<svg" in html and "F-001" in html and "Q-001" in html
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+                assert relay.policies.version in html and "2 of 2 rule test(s) pass" in html
+            async with carol.get(base + "/console/holds") as r:
+                assert r.status == 403 and "needs a supervisor" in await r.text()
+            async with carol.post(base + "/console/holds/add", data={"scope": "conversation", "value": conv,
+                                                                      "reason": "matter 1", "csrf": csrf}) as r:
+                assert r.status == 403 and "carol has role reviewer" in await r.text()
+            async with dave.post(base + "/console/holds/add", data={"scope": "conversation", "value": conv,
+                                                                     "reason": "matter 1", "csrf": dcsrf}) as r:
+                html = await r.text()
+                assert r.status == 200 and "Legal hold added" in html and "matter 1" in html
+            rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'hold.added'")
+            assert len(rows) == 1 and '"actor":"dave"' in rows[0]["body_json"]
+            async with dave.post(base + "/console/erasure/request", data={"client": "clients:vera", "reason": "DSR-7",
+                                                                           "csrf": dcsrf}) as r:
+                assert "Erasure request recorded" in await r.text()
+            async with carol.get(base + f"/console/item/{held}") as r:
+                html = await r.text()
+                assert "said buy now" not in html and "Content withheld" in html
+            async with carol.get(base + "/console/queue") as r:
+                html = await r.text()
+                assert "said buy now" not in html and "withheld: data-subject erasure request" in html
+        finally:
+            await carol.close()
+            await dave.close()
+
+
+async def test_admin_reveal_is_journaled(tmp_path: Path) -> None:
+    async with running(console_config(tmp_path / "data")) as relay:
+        base = relay.base_url
+        held = await client_says(relay, "vera", "an insider said buy now")
+        erin, _, csrf = await login(base, "erin")
+        try:
+            async with erin.post(base + "/console/erasure/request", data={"client": "clients:vera", "reason": "DSR-8",
+                                                                           "csrf": csrf}) as r:
+                assert r.status == 200
+            async with erin.get(base + f"/console/item/{held}") as r:
+                assert "said buy now" not in await r.text()
+            async with erin.post(base + f"/console/item/{held}/reveal", data={"reason": "regulator asked", "csrf": csrf}) as r:
+                assert "said buy now" in await r.text()
+            rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'admin.action'"
+                                                " AND body_json LIKE '%console.reveal_restricted%'")
+            assert len(rows) == 1 and '"actor":"erin"' in rows[0]["body_json"] and held in rows[0]["body_json"]
+        finally:
+            await erin.close()

@@ -33,7 +33,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 def setup_console(relay: "RelayApp") -> None:
     """Routes under /console and the console's state on the Application."""
-    from relay.console import auth, item, live, queue
+    from relay.console import auth, conversation, dashboard, exports, holds, item, live, policies, queue, search
     from relay.console.state import CONSOLE_KEY, Console
 
     console = Console(relay)
@@ -42,7 +42,7 @@ def setup_console(relay: "RelayApp") -> None:
     app[CONSOLE_KEY] = console
 
     async def _stop(_: web.Application) -> None:
-        await console.feed.stop()
+        await console.stop()
     app.on_cleanup.append(_stop)
     r = app.router
     r.add_get("/console", _index)
@@ -57,19 +57,5 @@ def setup_console(relay: "RelayApp") -> None:
     r.add_get("/console/item/{mid}", item.item_page)
     r.add_post("/console/item/{mid}/decide", item.decide)
     r.add_post("/console/item/{mid}/reveal", item.reveal)
-    for module in _pages():
+    for module in (search, conversation, holds, exports, dashboard, policies):
         module.add_routes(r)
-
-
-def _pages() -> list[object]:
-    """Page modules with their own `add_routes` (search, conversation, holds, export, dashboard, policies)."""
-    import importlib
-
-    out = []
-    for name in ("search", "conversation", "holds", "exports", "dashboard", "policies"):
-        try:
-            out.append(importlib.import_module(f"relay.console.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"relay.console.{name}":
-                raise
-    return out

@@ -3,7 +3,7 @@ times; a selection can be decided in bulk; new items arrive over server-sent eve
 
 from __future__ import annotations
 
-import time
+
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +11,7 @@ from aiohttp import web
 from relay.console.auth import Ctx, guarded
 from relay.console.layout import e, options, url
 from relay.console.queue_read import PAGE_SIZE, SORTS, STATES, QueueFilterError, QueueQuery, fetch
-from relay.evidence.collect import iso
+
 
 DECISION_LABELS = (("", "choose…"), ("release", "release (deliver the held message)"),
                    ("reject", "reject (never deliver)"), ("compliant", "compliant"),
@@ -88,5 +88,3 @@ async def queue_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     return ctx.page("Review queue", body, current="/console/queue")
 
 
-def now_iso() -> str:
-    return iso(time.time())

@@ -90,3 +90,12 @@ class Console:
         from relay.admin import ACTIONS
 
         return await ACTIONS[name](self.relay, params)
+
+    async def stop(self) -> None:
+        """End the live feed and any export still running (its directory keeps no manifest)."""
+        if self.feed is not None:
+            await self.feed.stop()
+        tasks = [job.task for job in self.exports.values() if job.task is not None and not job.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

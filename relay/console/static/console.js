@@ -65,5 +65,6 @@
     source.addEventListener("progress", (ev) => { progress.textContent += ev.data + "\n"; progress.scrollTop = 1e9; });
     source.addEventListener("done", () => { source.close(); location.reload(); });
   }
+  document.getElementById("print")?.addEventListener("click", () => window.print());
   void csrf;
 })();
