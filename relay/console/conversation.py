@@ -30,7 +30,7 @@ async def timeline(console: Any, conversation: str, after: int, reveal: bool
     seqs = seqs[:PAGE_MESSAGES]
     if not seqs:
         return [], [], None, 0
-    lo = seqs[0]
+    lo = seqs[0] if after else 0  # the first page also holds what came before the first message
     hi_rows = await j.fetchall("SELECT MIN(seq) AS n FROM messages WHERE conversation = ? AND seq > ?",
                                (conversation, seqs[-1]))
     hi = int(hi_rows[0]["n"]) if more and hi_rows[0]["n"] is not None else None
