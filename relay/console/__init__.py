@@ -7,12 +7,10 @@ logged-in reviewer's name."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from relay.app import RelayApp
 
 STATIC = Path(__file__).with_name("static")
 STATIC_TYPES = {".css": "text/css", ".js": "application/javascript"}
@@ -31,7 +29,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/console/queue")
 
 
-def setup_console(relay: "RelayApp") -> None:
+def setup_console(relay: Any) -> None:
     """Routes under /console and the console's state on the Application."""
     from relay.console import auth, conversation, dashboard, exports, holds, item, live, policies, queue, search
     from relay.console.state import CONSOLE_KEY, Console

@@ -13,7 +13,7 @@ from aiohttp import web
 from relay.console.auth import Ctx, guarded
 from relay.console.layout import e, url
 from relay.evidence.collect import MESSAGE_REF_KINDS, Ev, MessageRecord, attach, is_restricted, iso, row_to_ev
-from relay.evidence.restricted import withheld_body
+from relay.compliance.restricted import withheld_body
 from relay.evidence.transcript import render_transcript
 
 PAGE_MESSAGES = 500

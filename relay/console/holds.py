@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.admin import AdminError
+from relay.actions import AdminError
 from relay.console.auth import Ctx, guarded, see_other
 from relay.console.layout import e, options
 from relay.evidence.collect import iso

@@ -148,7 +148,7 @@ async def item_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
 
 async def _decide_one(ctx: Ctx, mid: str, decision: str, reason: str) -> tuple[int, str]:
     """(HTTP status, message) of one decision by the logged-in reviewer."""
-    from relay.review import ReviewError
+    from relay.compliance.review import ReviewError
 
     item = await load(ctx.console, mid)
     if item is None:

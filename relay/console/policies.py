@@ -35,7 +35,7 @@ async def policies_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     shadow = ""
     if relay.shadow_watcher is not None:
         if request.query.get("shadow") == "1":
-            from relay.backtest import shadow_report
+            from relay.compliance.backtest import shadow_report
             rep = await shadow_report(ctx.console.journal)
             shadow = "<h2>Shadow report</h2><pre id='shadow-report'>" + e(_lines(rep)) + "</pre>"
         else:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from relay.evidence.collect import iso
-from relay.retention import RetentionError, parse_duration
+from relay.compliance.retention import RetentionError, parse_duration
 
 STATES = ("open", "escalated", "closed", "all")
 SORTS = ("newest", "oldest", "due")

@@ -5,7 +5,7 @@ and the audit trail: every restricted view or export started here is an `admin.a
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from aiohttp import web
 
@@ -14,16 +14,14 @@ from relay.evidence.collect import Ev, is_restricted, iter_events
 from relay.login_throttle import LoginThrottle, parse_proxies
 from relay.console.sessions import Sessions
 
-if TYPE_CHECKING:
-    from relay.app import RelayApp
 
 CONSOLE_KEY: web.AppKey["Console"] = web.AppKey("console", object)  # type: ignore[arg-type]
 STATE_KINDS = ("hold.added", "hold.released", "erasure.requested")
 
 
 class Console:
-    def __init__(self, relay: "RelayApp") -> None:
-        from relay.review import compliance_settings
+    def __init__(self, relay: Any) -> None:
+        from relay.compliance.review import compliance_settings
 
         self.relay = relay
         raw_web = relay.config.raw.get("web") or {}
@@ -52,9 +50,9 @@ class Console:
         return self.relay.journal
 
     async def state(self) -> tuple[Mapping[str, Any], Mapping[str, int]]:
-        """(active holds, restricted clients) as `relay.retention.load_state` gives them, reading
+        """(active holds, restricted clients) as `relay.compliance.holds.load_state` gives them, reading
         only the events journaled since the last call."""
-        from relay.retention import active_holds, restricted_clients
+        from relay.compliance.holds import active_holds, restricted_clients
 
         head = self.journal.head[0]
         if head == self._state_seq:
@@ -87,9 +85,7 @@ class Console:
 
     async def act(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run a registered admin action in-process, exactly as the CLI's call would."""
-        from relay.admin import ACTIONS
-
-        return await ACTIONS[name](self.relay, params)
+        return await self.relay.workflow.actions[name](self.relay, params)
 
     async def stop(self) -> None:
         """End the live feed and any export still running (its directory keeps no manifest)."""
