@@ -124,13 +124,14 @@ def build(q: QueueQuery, config: Any, sla: tuple[str, float | None, float | None
     joins = ("FROM review_queue rq JOIN messages m ON m.id = rq.message_id"
              " LEFT JOIN conversations c ON c.id = rq.conversation")
     cond = " WHERE " + " AND ".join(where)
+    count_from = joins if len(where) > 1 else "FROM review_queue rq"  # state alone: the queue's own index
     order = {"newest": "rq.seq DESC", "oldest": "rq.seq ASC", "due": "due IS NULL, due ASC, rq.seq ASC"}[q.sort]
     sql = ("SELECT rq.message_id, rq.seq, rq.conversation, rq.action, rq.rules_json, rq.state, rq.decided_by,"
            " rq.decision, m.seq AS mseq, m.ts, m.channel, m.direction, m.employee, m.text, m.sender_user,"
            f" m.sender_display, m.erased, c.client_channel, c.client_user, c.client_display, {due} AS due "
            f"{joins}{cond} ORDER BY {order} LIMIT ? OFFSET ?")
     page_params = [rule_map, *params, PAGE_SIZE, (q.page - 1) * PAGE_SIZE]
-    return sql, page_params, f"SELECT COUNT(*) AS n {joins}{cond}", list(params)
+    return sql, page_params, f"SELECT COUNT(*) AS n {count_from}{cond}", list(params)
 
 
 def state_label(row: Mapping[str, Any]) -> str:
