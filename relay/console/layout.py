@@ -66,7 +66,7 @@ def page(title: str, body: str, *, who: Any = None, csrf: str = "", status: int 
         "<a class='skip' href='#main'>Skip to content</a>"
         f"<header><strong>relay · compliance console</strong>{nav}</header>"
         f"<main id='main' tabindex='-1'><h1>{e(title)}</h1>{flash}{body}</main>"
-        "<footer>Keyboard: Alt+letter (the underlined key) moves between pages; on the queue "
+        "<footer>Keyboard: Alt+the letter shown beside a page name moves to it; on the queue "
         "<kbd>j</kbd>/<kbd>k</kbd> move, <kbd>x</kbd> selects, <kbd>o</kbd> opens; <kbd>/</kbd> focuses the first filter.</footer>"
         "</body></html>")
     return web.Response(text=html, content_type="text/html", status=status,
