@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -48,12 +48,11 @@ rules:
 WORDS = ("bond", "allocation", "settlement", "coupon", "trade", "yield", "fund", "price", "order", "desk")
 
 
-def _messages(n_events: int, n_open: int, now: float) -> list[list[tuple[str, str | None, dict[str, Any]]]]:
+def _messages(n_events: int, n_open: int) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
     """Blocks of events: each block's messages, then their verdicts, deliveries and confirmations."""
     rng = random.Random(11)
     n_msgs = n_events // 4
     every = max(1, n_msgs // n_open)
-    blocks: list[list[tuple[str, str | None, dict[str, Any]]]] = []
     per_block = BLOCK // 4
     flagged = 0
     for start in range(0, n_msgs, per_block):
@@ -84,8 +83,7 @@ def _messages(n_events: int, n_open: int, now: float) -> list[list[tuple[str, st
                         "rules": ["F-001"] if review else []}}))
             delivered.append(("message.delivered", conv, {"delivery_id": did, "message_id": mid, "channel": "staff",
                                                           "platform_id": f"staff-{i}", "attempt": 1}))
-        blocks.append(received + verdicts + queued + delivered)
-    return blocks
+        yield received + verdicts + queued + delivered
 
 
 async def build(data: Path, n_events: int, n_open: int) -> None:
@@ -99,7 +97,7 @@ async def build(data: Path, n_events: int, n_open: int) -> None:
     if row:
         seq, prev = row
     now = time.time() - 3600
-    for block in _messages(n_events, n_open, now):
+    for block in _messages(n_events, n_open):
         records = []
         rows = []
         for kind, conv, body in block:

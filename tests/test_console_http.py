@@ -146,3 +146,81 @@ async def test_admin_reveal_is_journaled(tmp_path: Path) -> None:
             assert len(rows) == 1 and '"actor":"erin"' in rows[0]["body_json"] and held in rows[0]["body_json"]
         finally:
             await erin.close()
+
+
+async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: Path) -> None:
+    import asyncio
+
+    cfg = console_config(tmp_path / "data")
+    cfg["compliance"]["sla"]["flag"] = "1s"
+    policies = Path(cfg["policies"]["dir"])
+    async with running(cfg) as relay:
+        base = relay.base_url
+        late = await client_says(relay, "walt", "a guaranteed profit for you")
+        carol, _, csrf = await login(base, "carol")
+        dave, _, dcsrf = await login(base, "dave")
+        try:
+            await asyncio.sleep(1.2)
+            fresh = await client_says(relay, "xena", "guaranteed, really")
+            async with carol.get(base + "/console/queue", params={"breached": "1"}) as r:
+                html = await r.text()
+                assert late in html and fresh not in html and "SLA breached" in html
+            async with dave.post(base + f"/console/item/{late}/decide", data={"decision": "escalate", "reason": "odd",
+                                                                              "csrf": dcsrf}) as r:
+                assert r.status == 200
+            async with carol.post(base + f"/console/item/{late}/decide", data={"decision": "compliant", "csrf": csrf}) as r:
+                assert r.status == 403 and "escalated to supervisors" in await r.text()
+            async with carol.get(base + "/console/queue", params={"state": "escalated"}) as r:
+                html = await r.text()
+                assert late in html and fresh not in html
+
+            (policies / "test.yaml").write_text((policies / "test.yaml").read_text() + "  - id: BROKEN\n    match: [\n")
+            for _ in range(100):
+                if relay.watcher.last_errors:
+                    break
+                await asyncio.sleep(0.05)
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+                assert "was rejected" in html and "test.yaml:" in html
+        finally:
+            await carol.close()
+            await dave.close()
+
+
+async def test_export_over_http_is_one_verified_zip(tmp_path: Path) -> None:
+    import asyncio
+    import io
+    import re
+    import zipfile
+
+    async with running(console_config(tmp_path / "data")) as relay:
+        base = relay.base_url
+        await client_says(relay, "walt", "a guaranteed profit for you")
+        carol, _, csrf = await login(base, "carol")
+        try:
+            async with carol.post(base + "/console/exports/start", data={"format": ["jsonl", "html"], "csrf": csrf,
+                                                                          "include_restricted": "1"}) as r:
+                assert r.status == 403 and "only an admin" in await r.text()
+            async with carol.post(base + "/console/exports/start", data={"format": ["jsonl", "html"], "csrf": csrf},
+                                  allow_redirects=False) as r:
+                assert r.status == 303
+                job = r.headers["Location"].rsplit("/", 1)[1]
+            for _ in range(200):
+                async with carol.get(base + f"/console/exports/{job}") as r:
+                    html = await r.text()
+                if "id='export-state'>done<" in html or "id='export-state'>failed<" in html:
+                    break
+                await asyncio.sleep(0.05)
+            assert "id='export-state'>done<" in html and re.search(r"id='verify-result'[^>]*>ok:", html)
+            async with carol.get(base + f"/console/exports/{job}/download") as r:
+                assert r.headers["Content-Type"] == "application/zip"
+                names = zipfile.ZipFile(io.BytesIO(await r.read())).namelist()
+            assert f"{job}/manifest.json" in names and f"{job}/events.jsonl" in names
+            assert any(n.startswith(f"{job}/transcripts/") for n in names)
+            assert not any(n.startswith(f"{job}/eml/") for n in names)
+            dave, _, _ = await login(base, "dave")
+            async with dave.get(base + f"/console/exports/{job}/download") as r:
+                assert r.status == 404
+            await dave.close()
+        finally:
+            await carol.close()
