@@ -6,6 +6,7 @@ logged-in reviewer's name."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,13 @@ def setup_console(relay: Any) -> None:
     app = relay.web
     app[CONSOLE_KEY] = console
 
+    async def _prime(_: web.Application) -> None:
+        """Read holds and erasure requests once now, not on the first reviewer's request."""
+        console.priming = asyncio.get_running_loop().create_task(console.state())
+
     async def _stop(_: web.Application) -> None:
         await console.stop()
+    app.on_startup.append(_prime)
     app.on_cleanup.append(_stop)
     r = app.router
     r.add_get("/console", _index)

@@ -41,6 +41,7 @@ class Console:
         self._restricted: dict[str, int] = {}
         self.exports: dict[str, Any] = {}
         self.feed: Any = None
+        self.priming: "asyncio.Task[Any] | None" = None
 
     def reviewer(self, rid: str) -> Any:
         return self.settings.reviewers.get(rid)
@@ -91,6 +92,9 @@ class Console:
         """End the live feed and any export still running (its directory keeps no manifest)."""
         if self.feed is not None:
             await self.feed.stop()
+        if self.priming is not None:
+            self.priming.cancel()
+            await asyncio.gather(self.priming, return_exceptions=True)
         tasks = [job.task for job in self.exports.values() if job.task is not None and not job.task.done()]
         for task in tasks:
             task.cancel()
