@@ -10,7 +10,7 @@ from aiohttp import web
 
 from relay.console.auth import Ctx, guarded
 from relay.console.layout import e, options, url
-from relay.console.queue_read import PAGE_SIZE, SORTS, STATES, QueueFilterError, QueueQuery, fetch
+from relay.console.queue_read import COUNT_CAP, PAGE_SIZE, SORTS, STATES, QueueFilterError, QueueQuery, fetch
 
 
 DECISION_LABELS = (("", "choose…"), ("release", "release (deliver the held message)"),
@@ -61,6 +61,7 @@ async def queue_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     except QueueFilterError as exc:
         q = QueueQuery()
         return ctx.page("Review queue", filters_form(q, config), error=str(exc), status=400, current="/console/queue")
+    capped = total > COUNT_CAP
     pages = max(1, -(-total // PAGE_SIZE))
     nav = []
     if q.page > 1:
@@ -72,7 +73,8 @@ async def queue_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     rows = "".join(row_html(i) for i in items) or "<tr class='empty'><td colspan='10'>No items match.</td></tr>"
     body = (
         filters_form(q, config)
-        + f"<p id='count' role='status'>{total} item(s); page {q.page} of {pages}. <span id='live-note'"
+        + f"<p id='count' role='status'>{f'more than {COUNT_CAP:,}' if capped else total} item(s); page {q.page} of"
+          f" {'many' if capped else pages}. <span id='live-note'"
           f" data-live='{'prepend' if live else 'notice'}' data-after='{max([i['seq'] for i in items], default=0)}'></span></p>"
         + "<form method='post' action='/console/bulk' id='bulk'>" + ctx.csrf_field
         + "<table class='queue'><caption>Review items (select with x, open with o)</caption><thead><tr>"

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from relay.evidence.collect import iso
+from relay.journal import canonical_json
 from relay.compliance.retention import RetentionError, parse_duration
 
 STATES = ("open", "escalated", "closed", "all")
 SORTS = ("newest", "oldest", "due")
 PAGE_SIZE = 50
+COUNT_CAP = 5000
 _STATE_SQL = {"open": "rq.state = 'open'", "escalated": "rq.state = 'escalated'", "closed": "rq.state = 'decided'",
               "all": "1"}
 CLOSED_STATE = {"release": "released", "reject": "rejected", "compliant": "compliant",
@@ -96,9 +98,11 @@ def build(q: QueueQuery, config: Any, sla: tuple[str, float | None, float | None
     due = due_sql(q_default, f_default)
     where = [_STATE_SQL[q.state]]
     params: list[Any] = []
-    if q.rule:
-        where.append("EXISTS (SELECT 1 FROM json_each(COALESCE(rq.rules_json, '[]')) r WHERE json_extract(r.value, '$.rule') = ?)")
-        params.append(q.rule)
+    if q.rule:  # the canonical JSON's `"rule":"ID"` first (cheap), then the exact check
+        where.append("instr(rq.rules_json, ?) > 0 AND EXISTS (SELECT 1 FROM json_each(rq.rules_json) r"
+                     " WHERE json_extract(r.value, '$.rule') = ?)")
+        params += ['"rule":' + canonical_json(q.rule), q.rule]
+    own = len(where)  # conditions on the queue's own columns; the rest need the message
     if q.channel:
         where.append("(m.channel = ? OR c.client_channel = ?)")
         params += [q.channel, q.channel]
@@ -124,14 +128,17 @@ def build(q: QueueQuery, config: Any, sla: tuple[str, float | None, float | None
     joins = ("FROM review_queue rq JOIN messages m ON m.id = rq.message_id"
              " LEFT JOIN conversations c ON c.id = rq.conversation")
     cond = " WHERE " + " AND ".join(where)
-    count_from = joins if len(where) > 1 else "FROM review_queue rq"  # state alone: the queue's own index
+    if len(where) == own:  # the queue's own index and columns answer the count
+        count_sql = f"SELECT COUNT(*) AS n FROM review_queue rq{cond}"
+    else:  # counting stops at COUNT_CAP (the page says "more than"), so a wide filter stays cheap
+        count_sql = f"SELECT COUNT(*) AS n FROM (SELECT 1 {joins}{cond} LIMIT {COUNT_CAP + 1})"
     order = {"newest": "rq.seq DESC", "oldest": "rq.seq ASC", "due": "due IS NULL, due ASC, rq.seq ASC"}[q.sort]
     sql = ("SELECT rq.message_id, rq.seq, rq.conversation, rq.action, rq.rules_json, rq.state, rq.decided_by,"
            " rq.decision, m.seq AS mseq, m.ts, m.channel, m.direction, m.employee, m.text, m.sender_user,"
            f" m.sender_display, m.erased, c.client_channel, c.client_user, c.client_display, {due} AS due "
            f"{joins}{cond} ORDER BY {order} LIMIT ? OFFSET ?")
     page_params = [rule_map, *params, PAGE_SIZE, (q.page - 1) * PAGE_SIZE]
-    return sql, page_params, f"SELECT COUNT(*) AS n {count_from}{cond}", list(params)
+    return sql, page_params, count_sql, list(params)
 
 
 def state_label(row: Mapping[str, Any]) -> str:
