@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -133,7 +134,9 @@ async def journal_for(n_events: int, n_open: int) -> Path:
     return data
 
 
-async def measure(data: Path, policies: Path) -> dict[str, list[float]]:
+@asynccontextmanager
+async def serving(data: Path, policies: Path) -> AsyncIterator[tuple[Any, Any, list[str]]]:
+    """A relay on `data` with a logged-in reviewer: (relay, client session, open item ids)."""
     import aiohttp
 
     from relay.actions import Workflow
@@ -152,29 +155,41 @@ async def measure(data: Path, policies: Path) -> dict[str, list[float]]:
         "compliance": {"sla": {"flag": "72h"}},
     }
     relay = await RelayApp.start(cfg, workflow=Workflow(ACTIONS, tasks=()))  # no SLA sweeper: it is not what is timed
-    out: dict[str, list[float]] = {"queue": [], "item": [], "filtered": []}
     try:
-        base = relay.base_url
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            async with s.get(base + "/console/login") as r:
+            async with s.get(relay.base_url + "/console/login") as r:
                 token = LOGIN_TOKEN.search(await r.text()).group(1)
-            async with s.post(base + "/console/login", data={"reviewer": "carol", "password": "pw", "login_token": token},
-                              allow_redirects=False) as r:
+            async with s.post(relay.base_url + "/console/login", allow_redirects=False,
+                              data={"reviewer": "carol", "password": "pw", "login_token": token}) as r:
                 assert r.status == 303, r.status
             mids = [r["message_id"] for r in await relay.journal.fetchall(
                 "SELECT message_id FROM review_queue WHERE state = 'open'")]
-            rng = random.Random(5)
-            pages = [("queue", "/console/queue"), ("filtered", "/console/queue?rule=F-001&sort=oldest&page=3")]
-            for i in range(RUNS + 3):
-                for name, path in pages + [("item", f"/console/item/{rng.choice(mids)}")]:
-                    t0 = time.perf_counter()
-                    async with s.get(base + path) as r:
-                        body = await r.read()
-                        assert r.status == 200 and len(body) > 1000, (path, r.status)
-                    if i >= 3:  # warm-up
-                        out[name].append(time.perf_counter() - t0)
+            yield relay, s, mids
     finally:
         await relay.stop()
+
+
+async def _get(relay: Any, s: Any, path: str) -> float:
+    t0 = time.perf_counter()
+    async with s.get(relay.base_url + path) as r:
+        body = await r.read()
+        assert r.status == 200 and len(body) > 1000, (path, r.status)
+    return time.perf_counter() - t0
+
+
+async def measure(small: Path, big: Path, policies: Path) -> dict[str, dict[str, list[float]]]:
+    """Both relays serve at once and are asked in turn, so both see the same machine load."""
+    out: dict[str, dict[str, list[float]]] = {"small": {}, "big": {}}
+    rng = random.Random(5)
+    async with serving(small, policies) as a, serving(big, policies) as b:
+        for i in range(RUNS + 3):
+            for label, (relay, s, mids) in (("small", a), ("big", b)):
+                pages = [("queue", "/console/queue"), ("filtered", "/console/queue?rule=F-001&sort=oldest&page=2"),
+                         ("item", f"/console/item/{rng.choice(mids)}")]
+                for name, path in pages:
+                    took = await _get(relay, s, path)
+                    if i >= 3:  # warm-up
+                        out[label].setdefault(name, []).append(took)
     return out
 
 
@@ -189,9 +204,9 @@ async def run() -> None:
         (policies / "bench.yaml").write_text(POLICY)
         small = await journal_for(*SMALL)
         big = await journal_for(*BIG)
-        base = await measure(small, policies)
-        full = await measure(big, policies)
-    for name, label in (("queue", "queue page (open, newest)"), ("filtered", "queue page (rule filter, oldest, page 3)"),
+        got = await measure(small, big, policies)
+        base, full = got["small"], got["big"]
+    for name, label in (("queue", "queue page (open, newest)"), ("filtered", "queue page (rule filter, oldest, page 2)"),
                         ("item", "item page")):
         b, f = base[name], full[name]
         bm, fm = statistics.median(b), statistics.median(f)

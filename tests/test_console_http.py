@@ -224,3 +224,29 @@ async def test_export_over_http_is_one_verified_zip(tmp_path: Path) -> None:
             await dave.close()
         finally:
             await carol.close()
+
+
+def test_rule_filter_matches_the_key_not_a_title() -> None:
+    import sqlite3
+
+    from relay.console.queue_read import QueueQuery, build
+    from relay.journal import canonical_json
+
+    db = sqlite3.connect(":memory:")
+    db.executescript("CREATE TABLE review_queue(message_id, seq, conversation, action, rules_json, state, decided_by,"
+                     " decision, reason, decided_seq); CREATE TABLE messages(id, seq, ts, channel, direction, employee,"
+                     " text, sender_user, sender_display, erased, conversation);"
+                     " CREATE TABLE conversations(id, client_channel, client_user, client_display);")
+    tricky = [{"rule": "A-1", "title": 'says "rule":"B-2"', "action": "flag"}]
+    plain = [{"rule": "B-2", "title": "B", "action": "flag"}]
+    for i, rules in enumerate((tricky, plain)):
+        db.execute("INSERT INTO review_queue VALUES(?, ?, 'c', 'flag', ?, 'open', NULL, NULL, NULL, NULL)",
+                   (f"m{i}", i, canonical_json(rules)))
+        db.execute("INSERT INTO messages VALUES(?, ?, 1.0, 'x', 'inbound', 'ann', 't', 'u', 'U', 0, 'c')", (f"m{i}", i))
+
+    class Cfg:
+        desks: dict[str, object] = {}
+    for rule, want in (("B-2", ["m1"]), ("A-1", ["m0"])):
+        sql, params, count_sql, count_params = build(QueueQuery(rule=rule), Cfg(), ("{}", None, None), 10.0)
+        assert [r[0] for r in db.execute(sql, params)] == want
+        assert db.execute(count_sql, count_params).fetchone()[0] == 1

@@ -74,7 +74,7 @@ async def queue_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     body = (
         filters_form(q, config)
         + f"<p id='count' role='status'>{f'more than {COUNT_CAP:,}' if capped else total} item(s); page {q.page} of"
-          f" {'many' if capped else pages}. <span id='live-note'"
+          f" {'many' if capped else pages}{' (totals per rule: Dashboard)' if capped else ''}. <span id='live-note'"
           f" data-live='{'prepend' if live else 'notice'}' data-after='{max([i['seq'] for i in items], default=0)}'></span></p>"
         + "<form method='post' action='/console/bulk' id='bulk'>" + ctx.csrf_field
         + "<table class='queue'><caption>Review items (select with x, open with o)</caption><thead><tr>"

@@ -16,7 +16,7 @@ from relay.compliance.retention import RetentionError, parse_duration
 STATES = ("open", "escalated", "closed", "all")
 SORTS = ("newest", "oldest", "due")
 PAGE_SIZE = 50
-COUNT_CAP = 5000
+COUNT_CAP = 1000
 _STATE_SQL = {"open": "rq.state = 'open'", "escalated": "rq.state = 'escalated'", "closed": "rq.state = 'decided'",
               "all": "1"}
 CLOSED_STATE = {"release": "released", "reject": "rejected", "compliant": "compliant",
@@ -98,10 +98,11 @@ def build(q: QueueQuery, config: Any, sla: tuple[str, float | None, float | None
     due = due_sql(q_default, f_default)
     where = [_STATE_SQL[q.state]]
     params: list[Any] = []
-    if q.rule:  # the canonical JSON's `"rule":"ID"` first (cheap), then the exact check
-        where.append("instr(rq.rules_json, ?) > 0 AND EXISTS (SELECT 1 FROM json_each(rq.rules_json) r"
-                     " WHERE json_extract(r.value, '$.rule') = ?)")
-        params += ['"rule":' + canonical_json(q.rule), q.rule]
+    if q.rule:
+        # `rules_json` is canonical JSON (no spaces, quotes inside strings escaped), so the text
+        # `"rule":"ID"` occurs exactly when a hit's key `rule` is ID: no JSON parse per row.
+        where.append("instr(rq.rules_json, ?) > 0")
+        params.append('"rule":' + canonical_json(q.rule))
     own = len(where)  # conditions on the queue's own columns; the rest need the message
     if q.channel:
         where.append("(m.channel = ? OR c.client_channel = ?)")
@@ -128,10 +129,11 @@ def build(q: QueueQuery, config: Any, sla: tuple[str, float | None, float | None
     joins = ("FROM review_queue rq JOIN messages m ON m.id = rq.message_id"
              " LEFT JOIN conversations c ON c.id = rq.conversation")
     cond = " WHERE " + " AND ".join(where)
-    if len(where) == own:  # the queue's own index and columns answer the count
+    if len(where) == 1:  # the state alone: its partial index counts exactly
         count_sql = f"SELECT COUNT(*) AS n FROM review_queue rq{cond}"
-    else:  # counting stops at COUNT_CAP (the page says "more than"), so a wide filter stays cheap
-        count_sql = f"SELECT COUNT(*) AS n FROM (SELECT 1 {joins}{cond} LIMIT {COUNT_CAP + 1})"
+    else:  # a filter's count stops at COUNT_CAP (the page says "more than"; the dashboard has totals)
+        source = "FROM review_queue rq" if len(where) == own else joins
+        count_sql = f"SELECT COUNT(*) AS n FROM (SELECT 1 {source}{cond} LIMIT {COUNT_CAP + 1})"
     order = {"newest": "rq.seq DESC", "oldest": "rq.seq ASC", "due": "due IS NULL, due ASC, rq.seq ASC"}[q.sort]
     sql = ("SELECT rq.message_id, rq.seq, rq.conversation, rq.action, rq.rules_json, rq.state, rq.decided_by,"
            " rq.decision, m.seq AS mseq, m.ts, m.channel, m.direction, m.employee, m.text, m.sender_user,"
