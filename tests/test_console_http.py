@@ -250,3 +250,19 @@ def test_rule_filter_matches_the_key_not_a_title() -> None:
         sql, params, count_sql, count_params = build(QueueQuery(rule=rule), Cfg(), ("{}", None, None), 10.0)
         assert [r[0] for r in db.execute(sql, params)] == want
         assert db.execute(count_sql, count_params).fetchone()[0] == 1
+
+
+async def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
+    cfg = console_config(tmp_path / "data", public_url="https://relay.example.org")
+    async with running(cfg) as relay:
+        base = relay.base_url
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + "/console/login") as r:
+                assert "Secure" in r.headers["Set-Cookie"]
+                token = r.cookies["relay_console_login"].value
+            async with s.post(base + "/console/login", allow_redirects=False,
+                              data={"reviewer": "carol", "password": "carol-pw", "login_token": token},
+                              headers={"Cookie": f"relay_console_login={token}"}) as r:
+                assert r.status == 303
+                cookie = next(v for k, v in r.headers.items() if k == "Set-Cookie" and v.startswith("relay_console="))
+                assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
