@@ -161,7 +161,7 @@ async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: 
         dave, _, dcsrf = await login(base, "dave")
         try:
             await asyncio.sleep(1.2)
-            fresh = await client_says(relay, "xena", "guaranteed, really")
+            fresh = await client_says(relay, "xena", "an insider said so")  # quarantine: its SLA is 24h
             async with carol.get(base + "/console/queue", params={"breached": "1"}) as r:
                 html = await r.text()
                 assert late in html and fresh not in html and "SLA breached" in html
@@ -175,13 +175,15 @@ async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: 
                 assert late in html and fresh not in html
 
             (policies / "test.yaml").write_text((policies / "test.yaml").read_text() + "  - id: BROKEN\n    match: [\n")
-            for _ in range(100):
-                if relay.watcher.last_errors:
+            for _ in range(200):  # the watcher keeps the errors, then journals them
+                if relay.watcher.last_errors and await relay.journal.fetchall(
+                        "SELECT 1 FROM events WHERE kind = 'admin.action' AND body_json LIKE '%policy.reload_failed%'"):
                     break
                 await asyncio.sleep(0.05)
             async with carol.get(base + "/console/policies") as r:
                 html = await r.text()
                 assert "was rejected" in html and "test.yaml:" in html
+                assert "id='last-reload'" in html and "id='last-failure'" in html
         finally:
             await carol.close()
             await dave.close()

@@ -4,10 +4,14 @@ journal's verdicts, so it runs only when asked)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
 from relay.console.auth import Ctx, guarded
 from relay.console.layout import e
+from relay.evidence.collect import iso
 from relay.policy.ruletests import run_rule_tests
 
 
@@ -21,6 +25,13 @@ async def policies_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                    " the set below stays active. Fix these and save again:</p><ul>"
                    + "".join(f"<li><code>{e(x)}</code></li>" for x in errors) + "</ul></div>"
                    if errors else "<p id='reload-ok'>The last reload succeeded: the files on disk are the active set.</p>")
+    loaded, failed_at = await _last_reload(ctx.console.journal)
+    if loaded is not None:
+        reload_html = (f"<p id='last-reload'>Last reload: set <code>{e(loaded['version'][:12])}…</code> journaled"
+                       f" {e(iso(loaded['ts']))} (seq {int(loaded['seq'])}).</p>") + reload_html
+    if failed_at is not None:
+        reload_html += (f"<p id='last-failure'>Last rejected edit journaled {e(iso(failed_at['ts']))}"
+                        f" (seq {int(failed_at['seq'])}): " + e("; ".join(failed_at["errors"])) + "</p>")
     results = run_rule_tests(ps)
     failed = [r for r in results if not r.ok]
     tests_html = (f"<p id='tests-summary'>{len(results) - len(failed)} of {len(results)} rule test(s) pass.</p>"
@@ -48,6 +59,24 @@ async def policies_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
               "<th>Severity</th><th>Action</th><th>Where</th><th>Tests</th><th>SLA (s)</th></tr></thead>"
               f"<tbody>{rows}</tbody></table><h2>Rule tests</h2>{tests_html}{shadow}")
     return ctx.page("Policies", body, current="/console/policies")
+
+
+async def _last_reload(journal: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The newest `policy.loaded` (live set) and `policy.reload_failed`, from the events without a
+    conversation (the `events_conversation` index), not a scan of every event."""
+    loaded = failed = None
+    rows = await journal.fetchall(
+        "SELECT seq, ts, kind, body_json FROM events WHERE conversation IS NULL"
+        " AND kind IN ('policy.loaded', 'admin.action') ORDER BY seq DESC LIMIT 5000")
+    for r in rows:
+        body = json.loads(r["body_json"])
+        if loaded is None and r["kind"] == "policy.loaded" and not body.get("shadow"):
+            loaded = {"seq": r["seq"], "ts": r["ts"], "version": str(body.get("version", ""))}
+        elif failed is None and r["kind"] == "admin.action" and body.get("action") == "policy.reload_failed":
+            failed = {"seq": r["seq"], "ts": r["ts"], "errors": [str(x) for x in (body.get("args") or {}).get("errors", [])]}
+        if loaded is not None and failed is not None:
+            break
+    return loaded, failed
 
 
 def _lines(rep: dict[str, object], indent: str = "") -> str:
