@@ -46,7 +46,10 @@ def setup_console(relay: Any) -> None:
 
     async def _stop(_: web.Application) -> None:
         await console.stop()
+    async def _shutdown(_: web.Application) -> None:
+        console.close_streams()
     app.on_startup.append(_prime)
+    app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_stop)
     r = app.router
     r.add_get("/console", _index)

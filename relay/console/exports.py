@@ -212,6 +212,8 @@ async def job_events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
             for line in job.lines[sent:]:
                 await response.write(f"event: progress\ndata: {line}\n\n".encode("utf-8"))
             sent = len(job.lines)
+            if ctx.console.closing:
+                break
             if job.state != "running":
                 await response.write(f"event: done\ndata: {job.state}\n\n".encode())
                 break

@@ -26,6 +26,7 @@ class Feed:
         self.listeners: set[asyncio.Queue[list[dict[str, Any]]]] = set()
         self.last_seq = 0
         self._task: asyncio.Task[None] | None = None
+        self.closing = False
 
     async def subscribe(self, after: int) -> asyncio.Queue[list[dict[str, Any]]]:
         """A queue of item batches; `after` (the newest seq the page shows) catches up what came meanwhile."""
@@ -63,7 +64,15 @@ class Feed:
                         q.put_nowait(items)
             await asyncio.sleep(POLL_SECONDS)
 
+    def close_streams(self) -> None:
+        """Shutting down: every open event stream ends now (the browser reconnects to the next relay)."""
+        self.closing = True
+        for q in list(self.listeners):
+            if not q.full():
+                q.put_nowait([])
+
     async def stop(self) -> None:
+        self.close_streams()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -90,6 +99,8 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
             except asyncio.TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
+            if feed.closing:
+                break
             for item in items:
                 data = json.dumps({"item": item, "html": row_html(item)}, ensure_ascii=False)
                 await response.write(f"id: {item['seq']}\nevent: item\ndata: {data}\n\n".encode("utf-8"))

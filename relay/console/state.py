@@ -42,6 +42,7 @@ class Console:
         self.exports: dict[str, Any] = {}
         self.feed: Any = None
         self.priming: "asyncio.Task[Any] | None" = None
+        self.closing = False
 
     def reviewer(self, rid: str) -> Any:
         return self.settings.reviewers.get(rid)
@@ -87,6 +88,14 @@ class Console:
     async def act(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run a registered admin action in-process, exactly as the CLI's call would."""
         return await self.relay.workflow.actions[name](self.relay, params)
+
+    def close_streams(self) -> None:
+        """On shutdown: end the live feed's and the exports' event streams at once."""
+        self.closing = True
+        if self.feed is not None:
+            self.feed.close_streams()
+        for job in self.exports.values():
+            job.changed.set()
 
     async def stop(self) -> None:
         """End the live feed and any export still running (its directory keeps no manifest)."""
