@@ -6,7 +6,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.console_support import client_says, console_config, csrf_of, login, running
+from tests.console_support import client_says, console_config, login, running
 
 
 async def test_login_session_csrf_and_roles(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import web
 
 from relay.console.layout import RANK, csrf_field, e, page, refusal
-from relay.console.sessions import Session, Sessions
+from relay.console.sessions import Session
 from relay.login_throttle import request_address
 from relay.passwords import hash_password, verify_password
 

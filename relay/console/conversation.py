@@ -125,4 +125,3 @@ async def reveal(request: web.Request, ctx: Ctx) -> web.StreamResponse:
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/console/conversation/{cid}", conversation_page)
     r.add_post("/console/conversation/{cid}/reveal", reveal)
-

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import secrets
-
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -241,6 +240,3 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/console/exports/{job}", job_page)
     r.add_get("/console/exports/{job}/events", job_events)
     r.add_get("/console/exports/{job}/download", download)
-
-
-

@@ -3,7 +3,6 @@ times; a selection can be decided in bulk; new items arrive over server-sent eve
 
 from __future__ import annotations
 
-
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +10,6 @@ from aiohttp import web
 from relay.console.auth import Ctx, guarded
 from relay.console.layout import e, options, url
 from relay.console.queue_read import COUNT_CAP, PAGE_SIZE, SORTS, STATES, QueueFilterError, QueueQuery, fetch
-
 
 DECISION_LABELS = (("", "choose…"), ("release", "release (deliver the held message)"),
                    ("reject", "reject (never deliver)"), ("compliant", "compliant"),
@@ -88,5 +86,3 @@ async def queue_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
           "<label>Reason <input name='reason' id='bulk-reason' size='40'></label> "
           "<button type='submit' id='bulk-submit'>Decide selected</button></fieldset></form>")
     return ctx.page("Review queue", body, current="/console/queue")
-
-
