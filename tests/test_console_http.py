@@ -268,3 +268,39 @@ async def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
                 assert r.status == 303
                 cookie = next(v for k, v in r.headers.items() if k == "Set-Cookie" and v.startswith("relay_console="))
                 assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+async def test_policies_page_runs_the_shadow_report_on_request(tmp_path: Path) -> None:
+    from tests.compliance_support import write_policies
+
+    cfg = console_config(tmp_path / "data")
+    shadow = write_policies(tmp_path / "shadow", TEST_POLICY_STRICTER)
+    cfg["policies"]["shadow"] = str(shadow)
+    async with running(cfg) as relay:
+        base = relay.base_url
+        await client_says(relay, "walt", "a guaranteed profit for you")
+        carol, _, _ = await login(base, "carol")
+        try:
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+                assert "id='shadow-run'" in html and "shadow-report" not in html
+            async with carol.get(base + "/console/policies", params={"shadow": "1"}) as r:
+                html = await r.text()
+            report = html[html.index("id='shadow-report'"):]
+            assert "F-001" in report and "quarantine" in report
+        finally:
+            await carol.close()
+
+
+TEST_POLICY_STRICTER = """\
+schema: relay-policy/v1
+policy: {id: review-test, version: 2}
+rules:
+  - id: F-001
+    title: Promissory language
+    severity: high
+    match: {keywords: [guaranteed]}
+    action: quarantine
+    tests:
+      - {text: "guaranteed profit", expect: quarantine}
+"""

@@ -85,6 +85,9 @@ def _lines(rep: dict[str, object], indent: str = "") -> str:
         if isinstance(v, dict):
             out.append(f"{indent}{k}:")
             out.append(_lines(v, indent + "  "))
+        elif isinstance(v, (list, tuple)):
+            out.append(f"{indent}{k}:" + ("" if v else " none"))
+            out += [f"{indent}  - {json.dumps(x, ensure_ascii=False, sort_keys=True)}" for x in v]
         else:
             out.append(f"{indent}{k}: {v}")
     return "\n".join(out)
