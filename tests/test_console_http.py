@@ -84,6 +84,11 @@ async def test_every_page_answers_and_holds_need_a_supervisor(tmp_path: Path) ->
             async with carol.get(base + "/console/queue", params={"rule": "F-001"}) as r:
                 html = await r.text()
                 assert flagged in html and held not in html and "1 item(s)" in html
+            async with carol.get(base + "/console/queue", params={"desk": "desk", "channel": "clients", "sort": "due"}) as r:
+                html = await r.text()
+                assert flagged in html and held in html and html.index(held) < html.index(flagged)  # 24h before 72h
+            async with carol.get(base + "/console/queue", params={"desk": "nope"}) as r:
+                assert r.status == 400 and "no desk &#x27;nope&#x27; (desks: desk)" in await r.text()
             async with carol.get(base + "/console/queue", params={"older": "soon"}) as r:
                 assert r.status == 400 and "older than" in await r.text()
             async with carol.get(base + f"/console/item/{flagged}") as r:
