@@ -39,6 +39,8 @@ def parse(data: str, allowed: tuple[str, ...]) -> Frame:
         frame = json.loads(data)
     except ValueError as exc:
         raise FrameError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("not a frame: JSON nested too deeply; a frame is one flat JSON object") from None
     if not isinstance(frame, dict):
         raise FrameError("a frame must be a JSON object")
     raw_id = frame.get("id")

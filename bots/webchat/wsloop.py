@@ -40,6 +40,9 @@ async def run_socket(ws: web.WebSocketResponse, handle: Handler) -> None:
                 reply = await handle(msg.data)
             except FrameError as exc:
                 reply = error(str(exc), exc.frame_id)
+            except Exception as exc:  # one bad frame must not end the socket for its later frames
+                log.error("frame refused by an unexpected %s; socket kept open", type(exc).__name__)
+                reply = error("frame not handled (server error); not accepted, please retry")
         elif msg.type == WSMsgType.BINARY:
             reply = error("binary frames are not supported; send JSON text frames")
         else:
