@@ -41,6 +41,7 @@ from bots.telegram_format import (
 )
 from bots.telegram_sender import TelegramSender, delivery_error, retry_seconds
 from bots.telegram_topics import TopicMap
+from bots.webhook_body import TELEGRAM_MAX_BODY, BodyTooLarge, Refusals, read_body
 from relay.model import Attachment, Inbound, Outgoing, Party
 
 log = logging.getLogger("relay.telegram")
@@ -183,6 +184,7 @@ class TelegramChannel:
         self.name = name
         self.cfg = cfg
         self.ctx = ctx
+        self._refusals = Refusals()
         timeout = cfg.request_timeout
         self.bot = Bot(
             cfg.token,
@@ -229,6 +231,7 @@ class TelegramChannel:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._refusals.drop()
         tasks = [a.timer for a in self._albums.values() if a.timer]
         if self._task:
             tasks.append(self._task)
@@ -426,14 +429,18 @@ class TelegramChannel:
         )
         log.info("%s: webhook set to %s", self.name, url)
 
-    async def _on_webhook(self, request: web.Request) -> web.Response:
+    async def _on_webhook(self, request: web.Request) -> web.StreamResponse:
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), self.cfg.webhook_secret.encode()):
             return web.json_response({"ok": False, "error": "wrong secret token"}, status=401)
         if self._deliver is None or self._stopping:
             return web.json_response({"ok": False, "error": "channel not started"}, status=503)
         try:
-            update = json.loads(await request.read())
+            body = await read_body(request, "Telegram", TELEGRAM_MAX_BODY, "application/json")
+        except BodyTooLarge as exc:
+            return await self._refusals.answer(request, exc)
+        try:
+            update = json.loads(body)
         except ValueError:
             return web.json_response({"ok": False, "error": "body is not JSON"}, status=400)
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
