@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bots.telegram import create as create_telegram
-from bots.webhook_body import TELEGRAM_MAX_BODY, WECHAT_MAX_BODY, WHATSAPP_MAX_BODY
+from bots.webhooks.body import TELEGRAM_MAX_BODY, WECHAT_MAX_BODY, WHATSAPP_MAX_BODY
 from bots.wechat import create as create_wechat
 from bots.whatsapp import create as create_whatsapp
 from fake_telegram import SECRET_HEADER, FakeTelegram

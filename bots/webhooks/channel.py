@@ -16,9 +16,9 @@ import aiohttp
 from aiohttp import web
 
 from bots.base import ChannelContext, Deliver, Permanent
-from bots.service_window import ServiceWindow
-from bots.webhook_body import Refusals
-from bots.webhook_intake import Intake, Item, MediaRef
+from bots.webhooks.service_window import ServiceWindow
+from bots.webhooks.intake import Intake, Item, MediaRef
+from bots.webhooks.body import Refusals
 from relay.model import Attachment, Outgoing
 
 
