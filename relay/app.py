@@ -159,7 +159,10 @@ class RelayApp:
         self.router = Router(cfg, self.journal)
         await self.router.load()
         self.router.on_change = self._employee_changed
-        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay)
+        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay,
+                             give_up_after=cfg.outbox_give_up_after,
+                             channel_give_up={n: c.give_up_after for n, c in cfg.channels.items()
+                                              if c.give_up_after is not None})
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
         if offline:

@@ -44,6 +44,8 @@ class ChannelSettings:
     side: str
     welcome: str | None
     settings: Mapping[str, Any]
+    give_up_after: float | None = None
+    """Seconds after which the outbox stops retrying a delivery to this channel (None: outbox default)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Config:
     employees: Mapping[str, Employee]
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
+    outbox_give_up_after: float = 86400.0
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def employee_by_address(self, channel: str, address: str) -> Employee | None:
@@ -172,8 +175,10 @@ def config_from_dict(
     for name, block in data["channels"].items():
         if block.get("enabled", True) is False:
             continue
-        rest = {k: v for k, v in block.items() if k not in ("network", "side", "welcome", "enabled")}
-        channels[name] = ChannelSettings(name, block["network"], block["side"], block.get("welcome"), rest)
+        rest = {k: v for k, v in block.items() if k not in ("network", "side", "welcome", "enabled", "give_up_after")}
+        give_up = block.get("give_up_after")
+        channels[name] = ChannelSettings(name, block["network"], block["side"], block.get("welcome"), rest,
+                                         None if give_up is None else float(give_up))
 
     employees: dict[str, Employee] = {}
     for eid, block in (data.get("employees") or {}).items():
@@ -242,5 +247,6 @@ def config_from_dict(
         employees=employees,
         desks=desks,
         log_level=data.get("log_level", "INFO"),
+        outbox_give_up_after=float(ob.get("give_up_after", 86400.0)),
         raw=data,
     )
