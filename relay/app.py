@@ -23,6 +23,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.channel_check import check_channels
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -135,6 +136,8 @@ class RelayApp:
 
         cfg = self.config
         self.offline = offline
+        if not offline:
+            check_channels(cfg)  # before anything is written: a wrong block is a config line, not a traceback
         self._lock_fd = _lock(cfg.data_dir)
         self.journal = await Journal.open(
             cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
