@@ -97,3 +97,14 @@ def _form(data: bytes) -> aiohttp.FormData:
     form = aiohttp.FormData()
     form.add_field("file", data, filename="ok.txt", content_type="text/plain")
     return form
+
+
+async def test_error_frames_say_whether_a_retry_can_help(h: Harness) -> None:
+    ws = await h.visitor("retry1")
+    await ws.send_json({"type": "message", "id": "p1", "text": "x" * 70_000})
+    refused = await frame_of_type(ws, "error")
+    assert refused["id"] == "p1" and refused["retry"] is False
+    h.recorder.fail = RuntimeError("journal down")
+    await ws.send_json({"type": "message", "id": "t1", "text": "hello"})
+    transient = await frame_of_type(ws, "error")
+    assert transient == {"type": "error", "id": "t1", "error": "not accepted, please retry", "retry": True}

@@ -78,8 +78,10 @@ def encode(frame: Frame) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def error(message: str, frame_id: str | None = None) -> Frame:
-    frame: Frame = {"type": "error", "error": message}
+def error(message: str, frame_id: str | None = None, *, retry: bool = False) -> Frame:
+    """An error frame; `retry` says whether sending the same frame again can succeed (the page
+    offers "click to retry" only then), false for a frame the server will always refuse."""
+    frame: Frame = {"type": "error", "error": message, "retry": retry}
     if frame_id is not None:
         frame["id"] = frame_id
     return frame
