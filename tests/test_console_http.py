@@ -309,3 +309,13 @@ rules:
     tests:
       - {text: "guaranteed profit", expect: quarantine}
 """
+
+
+async def test_a_bad_trusted_proxy_is_a_config_error(tmp_path: Path) -> None:
+    import pytest
+
+    from relay.app import RelayApp
+    from relay.config import ConfigError
+
+    with pytest.raises(ConfigError, match="web.trusted_proxies: 'proxy.internal' is not an IP address"):
+        await RelayApp.start(console_config(tmp_path / "data", web={"trusted_proxies": ["proxy.internal"]}))
