@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -91,6 +92,11 @@ async def test_every_page_answers_and_holds_need_a_supervisor(tmp_path: Path) ->
                 assert r.status == 400 and "no desk &#x27;nope&#x27; (desks: desk)" in await r.text()
             async with carol.get(base + "/console/queue", params={"older": "soon"}) as r:
                 assert r.status == 400 and "older than" in await r.text()
+            for _ in range(600):  # the outbox delivers the flagged message in the background
+                if await relay.journal.fetchall("SELECT 1 FROM deliveries WHERE message_id = ? AND state = 'delivered'",
+                                                (flagged,)):
+                    break
+                await asyncio.sleep(0.05)
             async with carol.get(base + f"/console/item/{flagged}") as r:
                 html = await r.text()
                 assert "<mark title='F-001'>guaranteed</mark>" in html and "Promissory language" in html
@@ -154,7 +160,6 @@ async def test_admin_reveal_is_journaled(tmp_path: Path) -> None:
 
 
 async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: Path) -> None:
-    import asyncio
 
     cfg = console_config(tmp_path / "data")
     cfg["compliance"]["sla"]["flag"] = "1s"
@@ -180,7 +185,7 @@ async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: 
                 assert late in html and fresh not in html
 
             (policies / "test.yaml").write_text((policies / "test.yaml").read_text() + "  - id: BROKEN\n    match: [\n")
-            for _ in range(200):  # the watcher keeps the errors, then journals them
+            for _ in range(600):  # the watcher keeps the errors, then journals them
                 if relay.watcher.last_errors and await relay.journal.fetchall(
                         "SELECT 1 FROM events WHERE kind = 'admin.action' AND body_json LIKE '%policy.reload_failed%'"):
                     break
@@ -195,7 +200,6 @@ async def test_sla_filter_escalation_refusal_and_policy_reload_errors(tmp_path: 
 
 
 async def test_export_over_http_is_one_verified_zip(tmp_path: Path) -> None:
-    import asyncio
     import io
     import re
     import zipfile
@@ -212,7 +216,7 @@ async def test_export_over_http_is_one_verified_zip(tmp_path: Path) -> None:
                                   allow_redirects=False) as r:
                 assert r.status == 303
                 job = r.headers["Location"].rsplit("/", 1)[1]
-            for _ in range(200):
+            for _ in range(1200):
                 async with carol.get(base + f"/console/exports/{job}") as r:
                     html = await r.text()
                 if "id='export-state'>done<" in html or "id='export-state'>failed<" in html:
