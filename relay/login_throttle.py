@@ -1,7 +1,8 @@
 """Password-guessing brakes shared by the web desk and the compliance console.
 
 Failures are counted per (account, client address), so a guesser slows only themselves: after
-`limit` failures each further attempt from that pair waits twice as long (capped). An account
+`limit` failures that pair waits `base_delay` (30 s), twice as long after each further failure
+(capped at `max_delay`). An account
 guessed at from many addresses gets a per-account cap: every address then waits `account_delay`
 before its first attempt, so the right password from a new address still gets through after that
 delay, while the guesses as a whole slow down. Behind a reverse proxy the client address comes
@@ -65,7 +66,7 @@ def request_address(request: Any, trusted: tuple[Network, ...]) -> str:
 class LoginThrottle:
     """Per (account, address) backoff plus a per-account cap; memory bounded by `MAX_KEYS`."""
 
-    def __init__(self, limit: int = 5, window: float = 900.0, base_delay: float = 1.0, max_delay: float = 300.0,
+    def __init__(self, limit: int = 5, window: float = 900.0, base_delay: float = 30.0, max_delay: float = 300.0,
                  account_limit: int = 20, account_delay: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
