@@ -25,6 +25,7 @@ from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
+from relay.channel_check import check_channels
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -137,6 +138,8 @@ class RelayApp:
 
         cfg = self.config
         self.offline = offline
+        if not offline:
+            check_channels(cfg)  # before anything is written: a wrong block is a config line, not a traceback
         self._lock_fd = _lock(cfg.data_dir)
         self.journal = await open_journal(
             cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
@@ -162,7 +165,10 @@ class RelayApp:
         self.router = Router(cfg, self.journal)
         await self.router.load()
         self.router.on_change = self._employee_changed
-        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay)
+        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay,
+                             give_up_after=cfg.outbox_give_up_after,
+                             channel_give_up={n: c.give_up_after for n, c in cfg.channels.items()
+                                              if c.give_up_after is not None})
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
         if offline:
@@ -180,7 +186,8 @@ class RelayApp:
                 name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
                 wake=lambda address, _n=name: self.outbox.wake(_n, address),
-                employees=employees, public_url=cfg.public_url, extra={"relay": self},
+                employees=employees, public_url=cfg.public_url,
+                extra={"relay": self, "trusted_proxies": (cfg.raw.get("web") or {}).get("trusted_proxies") or ()},
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
         leased = exclusive_names(self.channels) if getattr(self.journal, "shared", False) else []

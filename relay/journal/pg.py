@@ -362,7 +362,7 @@ class PgJournal(Submitting, GroupCommitWriter):
                     " AND NOT (channel = ANY($4::text[]))"
                     " ORDER BY seq FOR UPDATE SKIP LOCKED) c WHERE d.delivery_id = c.delivery_id"
                     " RETURNING d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json,"
-                    " d.attempts, d.seq",
+                    " d.attempts, d.seq, (SELECT e.ts FROM events e WHERE e.seq = d.seq) AS queued_ts",
                     self.relay_id, include_own, self.lease_seconds, sorted(exclude_channels),
                 )
             return sorted(rows, key=lambda r: r["seq"])
