@@ -81,7 +81,7 @@ class MemoryChannel:
         return await self._deliver(inbound)
 
 
-SETTINGS = ("latency", "send_window")
+SETTINGS = ("latency", "send_window", "exclusive")
 
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> MemoryChannel:
