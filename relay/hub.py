@@ -25,6 +25,7 @@ from relay.model import Attachment, Inbound, Party, Receipt, Verdict, conversati
 from relay.outbox import Delivery, Outbox, party_json
 from relay.policy import PolicySet, apply_verdict
 from relay.routing import Conversation, Router, RoutingError
+from relay.valid_input import valid_inbound
 
 log = logging.getLogger("relay.hub")
 
@@ -72,6 +73,7 @@ class Hub(HubReview):
         """Journal an inbound item (deduplicated) and queue what it leads to."""
         if inbound.channel not in self.config.channels:
             raise ValueError(f"unknown channel {inbound.channel!r}")
+        inbound = valid_inbound(inbound)
         mid = message_id_for(inbound.channel, inbound.platform_id)
         seen = self._recent.get(mid)
         if seen is not None:
