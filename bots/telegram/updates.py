@@ -86,7 +86,8 @@ class UpdateReader:
         except (TelegramError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            log.warning("%s: update %d is not shaped as documented (%r); journaled as an event", self.name, unit.first_id, exc)
+            log.warning("%s: update %d is not shaped as documented (%s); journaled as an event", self.name, unit.first_id,
+                        type(exc).__name__)
             raw = json.dumps(unit.updates, ensure_ascii=False).encode()
             return Inbound(
                 channel=self.name, platform_id=f"update:{unit.first_id}", sender=Party(self.name, ""),

@@ -92,7 +92,7 @@ class WebhookIntake:
         try:
             await self._hook_update(update)
         except Exception as exc:
-            log.warning("%s: webhook update %s not delivered: %r", self.name, update.get("update_id"), exc)
+            log.warning("%s: webhook update %s not delivered: %s", self.name, update.get("update_id"), type(exc).__name__)
             return web.json_response({"ok": False, "error": "not journaled, send again"}, status=500)
         return web.json_response({"ok": True})
 

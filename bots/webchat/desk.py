@@ -90,7 +90,7 @@ class WebDeskChannel(SocketChannel):
         remote = request.remote or ""
         wait = self.throttle.retry_after(login, remote)
         if wait > 0:
-            log.warning("desk %s: login for %r from %s refused: too many failures", self.name, login[:100], remote)
+            log.warning("desk %s: a login from %s refused: too many failures", self.name, remote)
             return web.json_response({"error": f"too many failed logins; try again in {int(wait) + 1} s"},
                                      status=429, headers={"Retry-After": str(int(wait) + 1)})
         employee = self._find(login) if login else None
@@ -98,7 +98,9 @@ class WebDeskChannel(SocketChannel):
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if employee is None or not employee.active or not stored or not ok:
             self.throttle.failed(login, remote)
-            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], remote)
+            # what was typed is never logged: it may be a password typed in the wrong field
+            log.warning("desk %s: failed login for %s from %s", self.name,
+                        employee.address if employee is not None else "an unknown name", remote)
             return web.json_response({"error": BAD_LOGIN}, status=401)
         self.throttle.succeeded(login, remote)
         session = self.sessions.open(employee.address)

@@ -278,7 +278,7 @@ def apply_events(db: sqlite3.Connection, events: Sequence[Record]) -> int:
         except DATA_ERRORS as exc:
             db.execute("ROLLBACK TO projection_one")
             errors += 1
-            log.warning("projection of seq %d (%s) failed: %r", ev[0], ev[2], exc)
+            log.warning("projection of seq %d (%s) failed: %s", ev[0], ev[2], type(exc).__name__)
         db.execute("RELEASE projection_one")
     db.execute("RELEASE projections")
     return errors
