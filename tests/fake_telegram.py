@@ -66,6 +66,8 @@ class FakeBot:
     webhook_max_connections: int = 40
     webhook_task: asyncio.Task[None] | None = None
     webhook_posts: list[tuple[int, int]] = field(default_factory=list)
+    webhook_bodies: dict[int, bytes] = field(default_factory=dict)
+    """update_id → the exact body posted for it (the bytes relay must journal as the raw)."""
 
 
 @dataclass
@@ -609,7 +611,10 @@ class FakeTelegram:
             async with limit:
                 try:
                     headers = {SECRET_HEADER: bot.webhook_secret} if bot.webhook_secret else {}
-                    async with self._session.post(bot.webhook_url, json=update, headers=headers) as resp:  # type: ignore[union-attr]
+                    headers["Content-Type"] = "application/json"
+                    body = json.dumps(update).encode()
+                    bot.webhook_bodies[update["update_id"]] = body
+                    async with self._session.post(bot.webhook_url, data=body, headers=headers) as resp:  # type: ignore[union-attr]
                         bot.webhook_posts.append((update["update_id"], resp.status))
                         return resp.status == 200
                 except Exception:

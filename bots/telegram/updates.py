@@ -45,6 +45,18 @@ class Unit:
 
     updates: list[dict[str, Any]]
     chat: str
+    received: dict[int, bytes] = field(default_factory=dict)
+    """update_id → the bytes Telegram sent (a webhook's POST body); empty for polled updates."""
+
+    def raw(self) -> bytes:
+        """The unit as received: a webhook body byte for byte (an album: a JSON array of its
+        bodies); polled updates compactly encoded, as getUpdates sends them."""
+        if self.received and all(u["update_id"] in self.received for u in self.updates):
+            parts = [self.received[u["update_id"]] for u in self.updates]
+            return parts[0] if len(parts) == 1 else b"[" + b",".join(parts) + b"]"
+        if len(self.updates) == 1:
+            return raw_bytes(self.updates[0])
+        return json.dumps(self.updates, ensure_ascii=False).encode()
 
     @property
     def first_id(self) -> int:
@@ -88,7 +100,7 @@ class UpdateReader:
         except Exception as exc:
             log.warning("%s: update %d is not shaped as documented (%s); journaled as an event", self.name, unit.first_id,
                         type(exc).__name__)
-            raw = json.dumps(unit.updates, ensure_ascii=False).encode()
+            raw = unit.raw()
             return Inbound(
                 channel=self.name, platform_id=f"update:{unit.first_id}", sender=Party(self.name, ""),
                 chat=unit.chat if self.side == "client" else "", kind="event",
@@ -107,7 +119,7 @@ class UpdateReader:
     async def _inbound(self, unit: Unit) -> Inbound:
         first = unit.updates[0]
         kind = update_kind(first)
-        raw = raw_bytes(first) if len(unit.updates) == 1 else json.dumps(unit.updates, ensure_ascii=False).encode()
+        raw = unit.raw()
         if kind not in MESSAGE_UPDATES:
             return await self._event(first, raw, f"[telegram {kind}]")
         msg = update_payload(first)
