@@ -223,12 +223,15 @@ class Hub(HubReview):
         if inb.kind == "event":
             refused = None
         body = received_body(inb, mid, "outbound", attachments, raw_sha, conv, emp.id if emp else None, refused)
-        events.append(("message.received", body, cid))
+        events.append(("message.received", body, conv.id if conv else None))  # no bogus conversation row
         deliveries: list[Delivery] = []
         if refused is not None:
             self.stats.refused += 1
             log.warning("refused %s from %s: %s", inb.platform_id, inb.sender.user, refused)
-            text = f"{self.config.notices['refused']} ({refused})"
+            if conv is None:
+                text = self.config.notices["unknown_conversation"]
+            else:
+                text = f"{self.config.notices['refused']} ({refused})"
             deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
             return events, deliveries, cid
         if inb.kind == "event":

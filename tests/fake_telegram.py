@@ -168,6 +168,22 @@ class FakeTelegram:
         self.topics[chat_id] = {}
         return chat
 
+    def add_topic(self, chat_id: int, name: str) -> int:
+        """A topic a person opened in the forum (relay's bot did not create it)."""
+        thread = self._new_message_id(chat_id)
+        self.messages[(chat_id, thread)] = {"message_id": thread, "chat": self.chats[chat_id], "date": int(time.time()),
+                                            "message_thread_id": thread, "is_topic_message": True,
+                                            "forum_topic_created": {"name": name, "icon_color": 7322096}}
+        self.topics[chat_id][thread] = name
+        return thread
+
+    def delete_topic(self, chat_id: int, thread: int) -> None:
+        """An admin deleted the topic in the app: it and its messages are gone; sending into it
+        is answered 400 "Bad Request: message thread not found", as Telegram does."""
+        del self.topics[chat_id][thread]
+        for key in [k for k, m in self.messages.items() if k[0] == chat_id and m.get("message_thread_id") == thread]:
+            del self.messages[key]
+
     def add_group(self, chat_id: int, title: str) -> dict[str, Any]:
         chat = {"id": chat_id, "type": "group", "title": title}
         self.chats[chat_id] = chat
@@ -596,6 +612,14 @@ class FakeTelegram:
         service["is_topic_message"] = True
         self.topics[chat["id"]][thread] = name
         return {"message_thread_id": thread, "name": name, "icon_color": color}
+
+    async def _m_deleteForumTopic(self, bot: FakeBot, p: _Params, files: dict[str, tuple[str, bytes]]) -> Any:
+        chat = self._chat(bot, p)
+        thread = p.int("message_thread_id")
+        if thread not in self.topics.get(chat["id"], {}):
+            raise ApiError(400, "Bad Request: message thread not found")
+        self.delete_topic(chat["id"], thread)
+        return True
 
     # ----- webhook delivery -----
 

@@ -33,7 +33,7 @@ from bots.telegram.format import (
     update_sender,
 )
 from bots.telegram.settings import TelegramSettings
-from bots.telegram.topics import TopicMap
+from bots.telegram.topics import TopicMap, unknown_topic
 from relay.model import Attachment, Inbound, Party
 
 log = logging.getLogger("relay.telegram")
@@ -134,9 +134,12 @@ class UpdateReader:
                 return await self._event(first, raw, f"[telegram {kind} outside the staff group]")
             thread = msg.get("message_thread_id") if msg.get("is_topic_message") else None
             found = await self._conversation_of(thread) if thread is not None else None
-            if found is None:
+            if found is None and not (thread is not None and kind == "message" and is_supported(msg)
+                                      and not (msg.get("from") or {}).get("is_bot")):
                 return await self._event(first, raw, f"[telegram {kind} outside a conversation topic]")
-            conversation = found
+            # a message in a topic relay does not know goes to the hub, which refuses it and
+            # answers the writer in that topic (`unknown_topic`), as it answers a non-employee
+            conversation = found if found is not None else unknown_topic(int(thread))
         messages = [update_payload(u) for u in unit.updates]
         if not any(is_supported(m) for m in messages):
             return await self._event(first, raw, f"[telegram {content_key(msg)}]")
