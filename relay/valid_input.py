@@ -59,24 +59,33 @@ def _valid_time(value: object) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _already_valid(inb: Inbound) -> bool:
+    """One pass over every text field at once: the common case costs a join and a flag check."""
+    s = inb.sender
+    parts = [inb.text, inb.platform_id, inb.chat, s.channel, s.user, s.display, inb.reply_to or "", inb.edits or ""]
+    for a in inb.attachments:
+        parts += (a.name, a.mime, a.platform_ref, a.refused)
+    joined = "".join(parts)
+    if not joined.isascii():
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return inb.sent_at is None or _valid_time(inb.sent_at) is inb.sent_at
+
+
 def valid_inbound(inb: Inbound) -> Inbound:
-    """`inb` itself when every field is already valid (the common case costs a few flag checks)."""
-    sender = _valid_party(inb.sender)
-    attachments = tuple(_valid_attachment(a) for a in inb.attachments)
-    fields = {
-        "platform_id": valid_id(inb.platform_id),
-        "chat": valid_id(inb.chat),
-        "text": valid_text(inb.text),
-        "reply_to": None if inb.reply_to is None else valid_id(inb.reply_to),
-        "edits": None if inb.edits is None else valid_id(inb.edits),
-    }
-    sent_at = inb.sent_at if inb.sent_at is None else _valid_time(inb.sent_at)
-    same = (
-        sender is inb.sender
-        and all(new is old for new, old in zip(attachments, inb.attachments))
-        and all(value is getattr(inb, name) for name, value in fields.items())
-        and sent_at is inb.sent_at
-    )
-    if same:
+    """`inb` itself when every field is already valid; else a copy with each field made valid."""
+    if _already_valid(inb):
         return inb
-    return replace(inb, sender=sender, attachments=attachments, sent_at=sent_at, **fields)
+    return replace(
+        inb,
+        sender=_valid_party(inb.sender),
+        attachments=tuple(_valid_attachment(a) for a in inb.attachments),
+        platform_id=valid_id(inb.platform_id),
+        chat=valid_id(inb.chat),
+        text=valid_text(inb.text),
+        reply_to=None if inb.reply_to is None else valid_id(inb.reply_to),
+        edits=None if inb.edits is None else valid_id(inb.edits),
+        sent_at=None if inb.sent_at is None else _valid_time(inb.sent_at),
+    )
