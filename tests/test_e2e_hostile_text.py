@@ -29,7 +29,11 @@ async def test_lone_surrogates_never_fail_other_clients_messages(tmp_path: Path)
     async with running(web_config(tmp_path / "data")) as relay:
         honest = [await client_socket(relay.base_url, f"honest{i}") for i in range(6)]
         hostile = [await client_socket(relay.base_url, f"hostile{i}") for i in range(4)]
-        results = await asyncio.gather(*(_honest(s, 25) for s in honest), *(_hostile(s, 25) for s in hostile))
+        try:
+            results = await asyncio.gather(*(_honest(s, 25) for s in honest), *(_hostile(s, 25) for s in hostile))
+        finally:
+            for s in honest + hostile:
+                await s.close()
         honest_replies = [r for rs in results[: len(honest)] for r in rs]
         assert [r["type"] for r in honest_replies] == ["ack"] * 150
         # the hostile frames are journaled too, made valid: U+FFFD in the text, the frame as received as raw
@@ -49,5 +53,17 @@ async def test_lone_surrogates_never_fail_other_clients_messages(tmp_path: Path)
         body = json.loads(event["body_json"])
         assert base64.b64decode(body["raw_inline"]) == (BAD_FRAME % "b0").encode()
         assert (await relay.journal.verify()).ok
-        for s in honest + hostile:
-            await s.close()
+
+
+async def test_a_lone_surrogate_in_a_frame_id_is_acked_and_the_socket_stays_open(tmp_path: Path) -> None:
+    async with running(web_config(tmp_path / "data")) as relay:
+        client = await client_socket(relay.base_url, "v9")
+        try:
+            await client.ws.send_str('{"type":"message","id":"x\\ud800","text":"hello"}')
+            ack = await client.wait_for(lambda f: f.get("type") in ("ack", "error"))
+            assert ack == {"type": "ack", "id": "x\ud800"}  # the id as sent, so the page can match it
+            assert (await client.say("next", "still here"))["type"] == "ack"
+        finally:
+            await client.close()
+        rows = await relay.journal.fetchall("SELECT platform_id FROM messages WHERE sender_user = 'v9' ORDER BY seq")
+        assert [r["platform_id"] for r in rows] == ["v9:x\\ud800", "v9:next"]
