@@ -131,7 +131,7 @@ class GroupCommitWriter:
             while self._queue:
                 unit = self._queue.popleft()
                 if not unit.future.done():
-                    unit.future.set_exception(JournalError(f"journal writer stopped: {exc!r}"))
+                    unit.future.set_exception(JournalError(f"journal writer stopped: {type(exc).__name__}"))
             raise
 
     async def _commit_next(self) -> None:
