@@ -153,8 +153,11 @@ class RelayApp:
         if offline:
             return
 
+        from relay.desk_history import JournalHistory
+
         self.admin_token = secrets.token_urlsafe(32)
         setup_web(self)
+        history = JournalHistory(self.journal)
         for name, ch in cfg.channels.items():
             employees = {
                 e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, self.router.is_active(e.id))
@@ -166,6 +169,7 @@ class RelayApp:
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
                 wake=lambda address, _n=name: self.outbox.wake(_n, address),
                 employees=employees, public_url=cfg.public_url, extra={"relay": self},
+                history=history if ch.side == "staff" else None,
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
         resumed = await self.outbox.resume()

@@ -26,6 +26,7 @@ DEFAULT_NOTICES: dict[str, str] = {
     "handover": "Your conversation has been handed over to a colleague, who has your history.",
     "undeliverable": "Your message could not be delivered: {reason}",
     "rejected": "Your message was reviewed by compliance and will not be delivered.",
+    "held": "Your message is held for a compliance review before it is delivered.",
 }
 
 

@@ -411,14 +411,28 @@ class Hub:
             "rules": list(verdict.rules) if verdict else [],
         }
         if verdict is not None and verdict.action == "block":
-            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"])]
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"], about="blocked")]
         delivery = self._queue(events, mid, conv, to, out)
         if verdict is not None and verdict.action == "quarantine":
             self._held[mid] = delivery
-            return []
+            if self._silent(verdict):
+                return []
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["held"], about="held")]
         if direction == "outbound" and kind == "message":
             conv.has_outbound = True
         return [delivery]
+
+    def _silent(self, v: Verdict) -> bool:
+        """A quarantining rule with `silent: true` holds the message without telling its sender."""
+        policies = self.policies()
+        for hit in v.matched:
+            if hit.action == "quarantine":
+                try:
+                    if policies.rule(hit.rule).silent:
+                        return True
+                except KeyError:  # the set was swapped since: keep quiet rather than tip anyone off
+                    return True
+        return False
 
     def _count(self, v: Verdict) -> None:
         if v.action == "block":
@@ -440,9 +454,12 @@ class Hub:
         return Delivery(did, mid, cid, to.channel, to, out)
 
     def _notice(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, text: str,
-                conversation: str | None = None) -> Delivery:
+                conversation: str | None = None, about: str = "") -> Delivery:
+        """A notice from the relay; `about` (held, rejected…) makes it answer message `mid` of `to`."""
         out = {"kind": "notice", "text": text, "attachments": [], "origin": party_json(SYSTEM),
                "client": party_json(conv.client) if conv else None, "action": "allow", "rules": []}
+        if about:
+            out.update(about=about, reply_to=mid)
         d = self._queue(events, mid, conv, to, out)
         if conversation and not d.conversation:
             d.conversation = conversation
@@ -532,7 +549,7 @@ class Hub:
         if r["sender_channel"] in self.config.channels:
             sender = Party(r["sender_channel"], r["sender_user"], r["sender_display"] or "")
             deliveries.append(self._notice(events, message_id, conv, sender, self.config.notices["rejected"],
-                                           conversation=r["conversation"]))
+                                           conversation=r["conversation"], about="rejected"))
         await self.journal.append_many(events)
         self._held.pop(message_id, None)
         for d in deliveries:
@@ -579,7 +596,7 @@ class Hub:
         events: list[Event] = []
         text = self.config.notices["undeliverable"].replace("{reason}", reason)
         n = self._notice(events, message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
-                         text, conversation=r["conversation"])
+                         text, conversation=r["conversation"], about="undeliverable")
         await self.journal.append_many(events)
         self.outbox.enqueue(n)
 

@@ -224,6 +224,10 @@ class Outbox:
         known = self._platform_ids.get((message_id, channel))
         if known is not None:
             return known
+        own = await self.journal.fetchall(  # a notice answering a sender's own message
+            "SELECT platform_id FROM messages WHERE id = ? AND channel = ?", (message_id, channel))
+        if own and own[0]["platform_id"]:
+            return own[0]["platform_id"]
         rows = await self.journal.fetchall(
             "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
             "ORDER BY seq LIMIT 1",
@@ -250,6 +254,7 @@ class Outbox:
             client=party_of(o.get("client")),
             action=o.get("action", "allow"),
             rules=tuple(o.get("rules") or ()),
+            about=str(o.get("about") or ""),
         )
 
     async def _attempt(self, d: Delivery) -> float | None:
