@@ -339,7 +339,8 @@ class Outbox:
             return self._delay(d.attempts, None)
         # The lane moves on while `message.delivered` commits (it was sent; a crash before the
         # commit means one re-send after restart, never a loss); commits keep submission order.
-        self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
+        if d.out.get("kind") != "notice":  # a notice about a message is not where that message is
+            self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
         if len(self._platform_ids) > 100_000:
             self._platform_ids.pop(next(iter(self._platform_ids)))
         task = asyncio.create_task(self._journal_delivered(d, {**base, "platform_id": str(platform_id)}))
