@@ -3,7 +3,7 @@
 Each message appears as its recipient received it (the delivered, redacted text) with its verdict
 and how far it got (delivered, pending, held, rejected, blocked); what policy held back is shown
 only to the employee who wrote it. Content under a data-subject erasure request is withheld as
-in search and export (relay.evidence.restricted), erased content is gone. Only the conversations
+in search and export (relay.compliance.restricted), erased content is gone. Only the conversations
 assigned to the asking employee are answered.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping
 
+from relay.compliance.holds import restricted_clients
+from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.evidence.collect import client_key, is_restricted
-from relay.evidence.restricted import RESTRICTED_NOTE
 from relay.journal import Journal
 from relay.journal.projections import rows_to_events
 from relay.model import Attachment, ConversationItem, HistoryItem, HistoryPage, HistoryRefused, HistoryState, Party
-from relay.retention import restricted_clients
 
 MAX_LIMIT = 100
 """The most items one answer holds, whatever the caller asks for."""

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.admin import run_action_async
+from relay.compliance.holds import request_erasure
+from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.config import config_from_dict
-from relay.evidence.restricted import RESTRICTED_NOTE
-from relay.retention import request_erasure
 from tests.e2e_support import Socket, client_socket, desk_socket, running, web_config
 
 RECORDING = "This conversation is recorded for regulatory purposes."
