@@ -7,17 +7,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from relay.admin import run_action_async
+from relay.config import config_from_dict
 from tests.e2e_support import client_socket, running, web_config
 from tests.webchat_cdp_support import CHROMIUM, Page, chromium
 
 BODIES = "[...document.querySelectorAll('#messages .msg')].map(e => e.textContent).join('\\n')"
 
 
-async def log_in(desk: Page, base: str) -> None:
+async def log_in(desk: Page, base: str, employee: str = "alice") -> None:
     await desk.goto(base + "/desk")
     await desk.wait_for("!document.getElementById('login').classList.contains('hidden')")
-    await desk.type_into("login-employee", "alice")
-    await desk.type_into("login-password", "alice-pw")
+    await desk.type_into("login-employee", employee)
+    await desk.type_into("login-password", f"{employee}-pw")
     await desk.click("login-submit")
     await desk.wait_for("!document.getElementById('desk').classList.contains('hidden')")
 
@@ -42,7 +44,8 @@ async def sees_the_whole_history(desk: Page) -> None:
 
 async def test_the_desk_remembers_across_logins_and_browser_profiles(tmp_path: Path) -> None:
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing; .ci/run installs it"
-    async with running(web_config(tmp_path / "data")) as relay, chromium() as browser:
+    cfg = web_config(tmp_path / "data")
+    async with running(cfg) as relay, chromium() as browser:
         client = await browser.new_page()
         await client.goto(relay.base_url + "/chat")
         await client.wait_for("document.getElementById('status').textContent === 'connected'")
@@ -84,3 +87,17 @@ async def test_the_desk_remembers_across_logins_and_browser_profiles(tmp_path: P
         await log_in(other_profile, relay.base_url)
         await sees_the_whole_history(other_profile)
         assert "Vera" in await other_profile.evaluate("document.querySelector('.conv .who').textContent")
+
+        bob = await browser.new_page()  # open while the conversation is handed to him
+        await log_in(bob, relay.base_url, "bob")
+        assert await bob.evaluate("document.querySelectorAll('.conv').length") == 0
+        await run_action_async(config_from_dict(cfg), "handover", {"employee": "alice", "to": "bob", "actor": "erin"})
+        await bob.wait_for("document.querySelector('.conv .who')?.textContent.includes('Vera')")
+        await bob.wait_for("[...document.querySelectorAll('#messages .msg.them')].some(e => e.textContent.includes('filler 34'))")
+        staff = await bob.evaluate("[...document.querySelectorAll('#messages .msg.staff')].map(e => e.textContent).join('|')")
+        assert "handed over to a colleague" in staff  # what the client was told, inside the conversation
+        await bob.evaluate("(() => { const b = document.getElementById('messages'); b.scrollTop = 0;"
+                           " b.dispatchEvent(new Event('scroll')); })()")
+        await bob.wait_for("[...document.querySelectorAll('#messages .msg.staff')]"
+                           ".some(e => e.textContent.includes('never send card numbers'))")
+        assert await bob.evaluate("document.querySelectorAll('.conv').length") == 1

@@ -33,8 +33,8 @@
     requests[frame.id] = what;
     ws.send(JSON.stringify(frame));
   }
-  const askConversations = (before, page) =>
-    ask(before ? { type: "conversations", before } : { type: "conversations" }, { kind: "conversations", page });
+  const askConversations = (before, page, all) =>
+    ask(before ? { type: "conversations", before } : { type: "conversations" }, { kind: "conversations", page, all });
   function askHistory(c, older) {
     if (c.loading) return;
     c.loading = true;
@@ -66,8 +66,11 @@
     rest.sort((a, b) => (state.convs[b].last || 0) - (state.convs[a].last || 0));
     state.order = [...rest, ...relay];
     if (!current || !state.convs[current]) current = state.order[0] || null;
-    for (const x of f.conversations) { state.convs[x.conversation].loading = false; askHistory(state.convs[x.conversation], false); }
-    if (f.more && what.page + 1 < MAX_CONVERSATION_PAGES) askConversations(f.before, what.page + 1);
+    for (const x of f.conversations) {  // on connect all of them; later only those new to this page
+      const c = state.convs[x.conversation];
+      if (what.all || !c.loaded) { c.loading = false; c.loaded = true; askHistory(c, false); }
+    }
+    if (f.more && what.page + 1 < MAX_CONVERSATION_PAGES) askConversations(f.before, what.page + 1, what.all);
   }
 
   function onHistory(f, what) {
@@ -252,7 +255,7 @@
       c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
         from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
       touch(cid);
-      if (!known && f.conversation) askHistory(c, false);  // e.g. just handed over: its history comes with it
+      if (!known && f.conversation) askConversations(null, 0, false);  // e.g. just handed over: its client and history
     } else if (f.type === "edit" || f.type === "delete") {
       const [, e] = locate(f.id);
       if (!e) return;
@@ -271,7 +274,8 @@
       setStatus(true);
       requests = {};
       for (const cid of state.order) state.convs[cid].loading = false;
-      askConversations(null, 0);
+      for (const cid of state.order) state.convs[cid].loaded = false;
+      askConversations(null, 0, true);
       for (const cid of state.order) {
         for (const e of state.convs[cid].entries) if (e.who === "me" && e.state === "sending") transmit(e);
       }
