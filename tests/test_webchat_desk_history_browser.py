@@ -94,8 +94,6 @@ async def test_the_desk_remembers_across_logins_and_browser_profiles(tmp_path: P
         await run_action_async(config_from_dict(cfg), "handover", {"employee": "alice", "to": "bob", "actor": "erin"})
         await bob.wait_for("document.querySelector('.conv .who')?.textContent.includes('Vera')")
         await bob.wait_for("[...document.querySelectorAll('#messages .msg.them')].some(e => e.textContent.includes('filler 34'))")
-        staff = await bob.evaluate("[...document.querySelectorAll('#messages .msg.staff')].map(e => e.textContent).join('|')")
-        assert "handed over to a colleague" in staff  # what the client was told, inside the conversation
         await bob.evaluate("(() => { const b = document.getElementById('messages'); b.scrollTop = 0;"
                            " b.dispatchEvent(new Event('scroll')); })()")
         await bob.wait_for("[...document.querySelectorAll('#messages .msg.staff')]"

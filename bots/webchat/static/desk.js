@@ -86,8 +86,8 @@
       const local = c.entries.filter((e) => !ids.has(e.id) && (e.who === "notice" || e.state === "sending" || e.state === "failed"));
       c.entries = [...incoming, ...local];
     }
-    if (!what.older || f.messages.length) { c.more = f.more; c.before = f.before; }
-    if (!what.older && !f.messages.length) c.more = false;
+    c.more = f.more;
+    if (f.messages.length) c.before = f.before;
   }
   const findEntry = (c, id) => c.entries.find((e) => e.id === id);
   function locate(id) {
