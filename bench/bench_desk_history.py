@@ -2,7 +2,9 @@
 
 Baseline in the same run: the same page of a conversation of 100 messages; measured: the newest
 and a middle page of a conversation of 10,000 messages, and an employee's conversation list (a
-page of 50) with 2,000 conversations against one with 60. Paging by index keeps each ratio near 1.
+page of 50) with 2,000 conversations against one with 60. Pages of a conversation are read by
+index (ratio near 1); the list sorts the employee's conversations by latest activity (the index is
+on the employee alone, so the hot path, every message's append, does not pay to keep it sorted).
 """
 
 from __future__ import annotations
