@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkabl
 
 from aiohttp import web
 
-from relay.model import ConversationItem, HistoryItem, HistoryPage, Inbound, Outgoing, Receipt
+from relay.model import Attachment, ConversationItem, HistoryItem, HistoryPage, Inbound, Outgoing, Receipt
 
 Deliver = Callable[[Inbound], Awaitable[Receipt]]
 """Hand an inbound to the hub; returns only after it is durably journaled (or deduplicated)."""
@@ -68,6 +68,9 @@ class History(Protocol):
 
     async def message(self, employee: str, message_id: str) -> HistoryItem | None:
         """One message by relay id, if it is in a conversation assigned to `employee`."""
+
+    async def attachment(self, employee: str, message_id: str, sha256: str) -> Attachment | None:
+        """A file of that message as its item shows it, bytes included (None if not shown or gone)."""
 
 
 @dataclass(frozen=True)

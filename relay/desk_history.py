@@ -112,6 +112,14 @@ class JournalHistory:
         items = await self._items(employee, client, rows)
         return items[0] if items else None
 
+    async def attachment(self, employee: str, message_id: str, sha256: str) -> Attachment | None:
+        item = await self.message(employee, message_id)
+        found = next((a for a in item.attachments if a.sha256 == sha256), None) if item is not None else None
+        if found is None:
+            return None
+        data = await self.journal.get_blob(sha256)
+        return None if data is None else Attachment(found.name, found.mime, len(data), sha256, data=data)
+
     async def _items(self, employee: str, client: dict[str, str], rows: list[Any]) -> list[HistoryItem]:
         if not rows:
             return []

@@ -9,6 +9,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from relay.admin import run_action_async
 from relay.compliance.holds import request_erasure
 from relay.compliance.restricted import RESTRICTED_NOTE
@@ -215,3 +217,33 @@ async def test_content_under_an_erasure_request_is_withheld(tmp_path: Path) -> N
         await client.close()
         await desk.close()
 
+
+
+async def test_a_file_in_the_history_comes_from_the_journal_for_the_assigned_employee_only(tmp_path: Path) -> None:
+    async with running(web_config(tmp_path / "data")) as relay:
+        client = await client_socket(relay.base_url, "v8", "Quin")
+        form = aiohttp.FormData()
+        form.add_field("file", b"%PDF-1.4 statement", filename="statement.pdf", content_type="application/pdf")
+        async with client.session.post(f"{relay.base_url}/chat/upload", params={"visitor": "v8"}, data=form) as resp:
+            upload = await resp.json()
+        assert (await client.say("c1", "my statement", attachments=[upload["upload"]]))["type"] == "ack"
+        alice = await desk_socket(relay.base_url, "alice")
+        await alice.wait_for(lambda f: f.get("type") == "message" and f.get("text") == "my statement")
+        store = tmp_path / "data" / "uploads" / "files"
+        for path in store.glob(upload["sha256"] + "*"):  # as on a relay whose web store lost the file
+            path.unlink()
+        cid = await only_conversation(alice)
+        [entry] = (await ask(alice, {"type": "history", "conversation": cid}))["messages"]
+        [att] = entry["attachments"]
+        assert att["name"] == "statement.pdf" and att["url"] == f"/desk/history/{entry['message']}/{upload['sha256']}"
+        async with alice.session.get(relay.base_url + att["url"]) as resp:
+            assert resp.status == 200 and await resp.read() == b"%PDF-1.4 statement"
+            assert resp.headers["Content-Type"] == "application/pdf"
+        bob = await desk_socket(relay.base_url, "bob")
+        async with bob.session.get(relay.base_url + att["url"]) as resp:
+            assert resp.status == 404
+        async with aiohttp.ClientSession() as anonymous:
+            async with anonymous.get(relay.base_url + att["url"]) as resp:
+                assert resp.status == 401
+        for sock in (client, alice, bob):
+            await sock.close()

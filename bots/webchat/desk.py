@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSCloseCode, web
 
@@ -60,6 +61,7 @@ class WebDeskChannel(SocketChannel):
         app.router.add_post(f"{self.prefix}/login", self._login)
         app.router.add_post(f"{self.prefix}/logout", self._logout)
         app.router.add_get(f"{self.prefix}/session", self._session_info)
+        app.router.add_get(f"{self.prefix}/history/{{message}}/{{sha256}}", self._history_file)
         self._add_socket_routes(app)
 
     def _push_frame(self, out: Outgoing, urls: list[str | None]) -> frames.Frame:
@@ -218,8 +220,25 @@ class WebDeskChannel(SocketChannel):
                 "more": more, "before": entries[0]["seq"] if entries else None}
 
     async def _entry(self, item: HistoryItem, employee: EmployeeInfo) -> frames.Frame:
-        urls = [None if item.withheld else await self._file_url(a, employee.address) for a in item.attachments]
+        urls: list[str | None] = []
+        for att in item.attachments:
+            url = None if item.withheld or not att.sha256 else await self._file_url(att, employee.address)
+            if url is None and att.sha256 and not item.withheld:  # fetched from the journal when asked for
+                url = f"{self.prefix}/history/{quote(item.id, safe='')}/{att.sha256}"
+            urls.append(url)
         return frames.history_entry(item, employee.address, urls)
+
+    async def _history_file(self, request: web.Request) -> web.StreamResponse:
+        """A file of a history message not (or no longer) in the web store: from the journal's blobs,
+        for the employee the conversation is assigned to; then kept in the store like a pushed file."""
+        _, employee = self._require(request)
+        sha = request.match_info["sha256"]
+        found = None
+        if self.ctx.history is not None and len(sha) == 64 and len(request.match_info["message"]) <= frames.MAX_ID:
+            found = await self.ctx.history.attachment(employee.id, request.match_info["message"], sha)
+        if found is None or await self.uploads.keep(found, self._owner(employee.address)) is None:
+            return web.json_response({"error": "no such file for you"}, status=404)
+        return await self.uploads.serve(sha, self._owner(employee.address))
 
     async def _acked(self, reply: frames.Frame, receipt: Receipt, key: str) -> frames.Frame:
         """A reply's ack says what the client is sent (redacted, with disclaimers) and the verdict."""
