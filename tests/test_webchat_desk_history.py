@@ -210,10 +210,11 @@ async def test_content_under_an_erasure_request_is_withheld(tmp_path: Path) -> N
         desk = await desk_socket(relay.base_url, "alice")
         listing = await ask(desk, {"type": "conversations"})
         [conv] = listing["conversations"]
-        assert conv["client"]["name"] == "v7" and conv["withheld"] == RESTRICTED_NOTE
+        assert conv["client"] == {"name": "", "channel": "webchat"} and conv["withheld"] == RESTRICTED_NOTE
         [entry] = (await ask(desk, {"type": "history", "conversation": conv["conversation"]}))["messages"]
         assert entry["withheld"] == RESTRICTED_NOTE and entry["text"] == "" and entry["attachments"] == []
-        assert "Pia" not in str(entry) and "Main St" not in str(listing) + str(entry)
+        assert entry["from"]["name"] == ""
+        assert "Pia" not in str(entry) and "Main St" not in str(listing) + str(entry) and "v7" not in str(listing)
         await client.close()
         await desk.close()
 

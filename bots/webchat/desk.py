@@ -186,7 +186,6 @@ class WebDeskChannel(SocketChannel):
         )
         return await self._deliver_with_uploads(inbound, ids, who, frame_id)
 
-
     def _history(self, frame_id: str) -> History:
         if self.ctx.history is None:
             raise frames.FrameError("this desk keeps no history on the server", frame_id)

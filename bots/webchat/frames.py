@@ -164,7 +164,8 @@ def desk_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
 def conversation_entry(item: ConversationItem) -> Frame:
     """One assigned conversation in a `conversations` answer."""
     entry: Frame = {"conversation": item.id, "client": _party(item.client), "last": item.last_seq}
-    if item.withheld:
+    if item.withheld:  # not even the user id in place of the name (a web visitor's id is their key)
+        entry["client"] = {"name": "", "channel": item.client.channel}
         entry["withheld"] = item.withheld
     return entry
 
@@ -179,7 +180,8 @@ def history_entry(item: HistoryItem, employee: str, urls: Sequence[str | None]) 
         "seq": item.seq,
         "ts": item.ts,
         "who": "me" if item.mine else "them" if item.direction == "inbound" else "staff",
-        "from": {"name": item.sender.display or item.sender.user, "channel": item.sender.channel},
+        "from": {"name": "" if item.withheld and item.direction == "inbound" else item.sender.display or item.sender.user,
+                 "channel": item.sender.channel},
         "text": item.text,
         "verdict": {"action": item.action or "allow", "rules": list(item.rules)},
         "state": item.state,
