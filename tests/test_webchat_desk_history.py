@@ -152,6 +152,14 @@ async def test_a_held_message_is_shown_as_held_and_its_rejection_names_it(tmp_pa
         [entry] = (await ask(desk, {"type": "history", "conversation": cid}))["messages"]
         assert entry["state"] == "rejected" and entry["text"] == ""
         assert not [f for f in desk.frames if "guaranteed" in str(f)]
+
+        ack = await desk.reply(cid, "r9", "Yes, a guaranteed return of 20%.")  # the employee's own, held
+        assert ack["message"]["state"] == "held" and ack["message"]["text"] == "Yes, a guaranteed return of 20%."
+        told = await desk.wait_for(lambda f: f.get("type") == "notice" and f.get("answers") == "r9")
+        assert told["about"] == "held" and told["conversation"] == cid
+        mine = (await ask(desk, {"type": "history", "conversation": cid}))["messages"][-1]
+        assert (mine["id"], mine["who"], mine["state"]) == ("r9", "me", "held")
+        assert not [f for f in client.frames if "guaranteed" in str(f)]
         await client.close()
         await desk.close()
 
