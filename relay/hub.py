@@ -227,7 +227,7 @@ class Hub(HubReview):
             self.stats.refused += 1
             log.warning("refused %s from %s: %s", inb.platform_id, inb.sender.user, refused)
             text = f"{self.config.notices['refused']} ({refused})"
-            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
+            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid, about="refused"))
             return events, deliveries, cid
         if inb.kind == "event":
             events += await receipt_events(self.journal, inb, mid)

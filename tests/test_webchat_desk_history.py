@@ -205,6 +205,9 @@ async def test_after_a_handover_the_history_is_inside_the_conversation(tmp_path:
         assert answered["text"].startswith(RECORDING) and answered["text"].endswith("Happy to help.")
         assert (await ask(first, {"type": "conversations"}))["conversations"] == []
         assert (await ask(first, {"type": "history", "conversation": cid}))["type"] == "error"
+        assert (await first.reply(cid, "r2", "Still there?"))["type"] == "ack"  # journaled, not forwarded
+        refused = await first.wait_for(lambda f: f.get("type") == "notice" and f.get("answers") == "r2")
+        assert refused["about"] == "refused" and f"assigned to {other}" in refused["text"]
         for sock in (client, first, second):
             await sock.close()
 

@@ -104,7 +104,7 @@
 
   const MINE = { delivered: "sent · delivered · edit", held: "held for compliance review, not delivered",
     rejected: "rejected by compliance, not delivered", blocked: "blocked by policy, not delivered",
-    failed: "not delivered", undeliverable: "not delivered" };
+    failed: "not delivered", undeliverable: "not delivered", refused: "not forwarded" };
   const HELD_BACK = { held: "held for compliance review", rejected: "rejected by compliance", blocked: "blocked by policy" };
 
   function badge(text, cls) {
@@ -244,6 +244,7 @@
       const e = findEntry(state.convs[f.conversation], f.answers);  // a notice about one of my replies
       e.delivery = f.about || e.delivery;
       e.note = f.text || "";
+      if (f.about === "refused") askConversations(null, 0, false);  // e.g. handed to a colleague meanwhile
     } else if (f.type === "message" || f.type === "notice") {
       const cid = f.conversation || "relay";
       const known = !!state.convs[cid];
