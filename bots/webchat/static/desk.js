@@ -159,9 +159,9 @@
       if (e.who === "me") {
         const st = document.createElement("span");
         st.className = "state";
-        st.textContent = e.state === "sent" ? (MINE[e.delivery] || "sent · edit") : e.state === "failed" ? "not sent: " + (e.error || "") + " (click to retry)" : "sending…";
+        st.textContent = e.state === "sent" ? (MINE[e.delivery] || "sent · edit") : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
         st.addEventListener("click", () => {
-          if (e.state === "failed") { e.state = "sending"; save(); renderMessages(); transmit(e); }
+          if (e.state === "failed" && e.retry) { e.state = "sending"; save(); renderMessages(); transmit(e); }
           else if (e.state === "sent") editReply(c, e);
         });
         div.append(st);
@@ -223,7 +223,7 @@
             e.text = m.text; e.verdict = m.verdict; e.message = m.message; e.seq = m.seq;
             if (!e.delivery || e.delivery === "pending") e.delivery = m.delivery;
           }
-        } else { e.state = "failed"; e.error = f.error; }
+        } else { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; }
       } else {
         for (const cid of state.order) {
           const edits = state.convs[cid].pendingEdits || [];
