@@ -2,6 +2,7 @@
 
 `messages.rowid` is the event seq (as is `messages_fts.rowid`), so joins and range scans by seq
 need no extra index; the partial indexes hold only open work (queued deliveries, open reviews).
+`events_conversation` lets a conversation's whole timeline (console, transcript) be read without a scan.
 The desk's history reads a message's deliveries and edits and an employee's conversations by index
 (by employee alone: `last_seq` changes with every message, an index on it would too).
 """
@@ -14,6 +15,7 @@ CORE = """
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, conversation TEXT,
   body_json TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, seq);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv(namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
   PRIMARY KEY(namespace, key));
