@@ -34,8 +34,10 @@ def setup(parser: argparse.ArgumentParser) -> None:
         p.set_defaults(handler=_reporting(handler))
         return p
 
-    p = verb("verify", "recompute the hash chain, blob digests and checkpoints", cmd_verify)
+    p = verb("verify", "recompute the hash chain, blob digests and checkpoints (incremental from the last"
+             " verified checkpoint; --full for the whole chain)", cmd_verify)
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--full", action="store_true", help="the whole chain from seq 1, not only what is new since the last verify")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
 
     p = verb("show", "print events, one per line", cmd_show)
@@ -120,7 +122,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         else:
             journal = await _open(s)
             try:
-                report = await journal.verify()
+                report = await journal.verify_recorded(full=args.full)
             finally:
                 await journal.close()
         print(json.dumps(report.to_dict()) if args.json else report.line())

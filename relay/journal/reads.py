@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from relay.journal import checkpoints, projections, signing
+from relay.journal import checkpoints, projections, signing, verified
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import Event
+from relay.journal.chain import GENESIS, Event
 from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
 
 _SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
@@ -25,6 +26,7 @@ class JournalReads:
     """Mixed into `relay.journal.Journal`, which opens `_reader` and sets these attributes."""
 
     path: Path
+    data_dir: Path
     blobs: BlobStore
     keys_dir: Path
     checkpoint_dir: Path
@@ -51,8 +53,10 @@ class JournalReads:
         """(seq, hash) of the last committed event."""
         return self._head_seq, self._head_hash
 
-    async def verify(self, chunk: int = 2000) -> VerifyReport:
-        """Whole chain from seq 1, every named blob, checkpoint signatures, checkpoint files."""
+    async def verify(self, chunk: int = 2000, *, since: tuple[int, str] | None = None) -> VerifyReport:
+        """The chain from seq 1 (or after `since`, an event already verified: (seq, hash)), every
+        blob named in that range, checkpoint signatures, checkpoint files."""
+        start = since or (0, GENESIS)
         known = await asyncio.to_thread(signing.load_public, self.keys_dir)
         known_keys = {known} if known else None
         records = await asyncio.to_thread(checkpoints.read_all, self.checkpoint_dir)
@@ -61,8 +65,13 @@ class JournalReads:
             return bad
         async with aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None) as db:
             await db.execute("BEGIN")
+            if since is not None:
+                gone = await _mark_problem(db, since)
+                if gone is not None:
+                    await db.execute("COMMIT")
+                    return gone
             erased_rows = await db.execute_fetchall(
-                "SELECT seq, body_json FROM events WHERE kind='retention.erased'"
+                "SELECT seq, body_json FROM events WHERE seq > ? AND kind='retention.erased'", (start[0],)
             )
             verifier = ChainVerifier(
                 key=self._hmac_key,
@@ -71,14 +80,29 @@ class JournalReads:
                 files=files,
                 known_keys=known_keys,
                 tombstones=erased_tombstones((r[0], r[1]) for r in erased_rows),
+                start=start,
             )
-            cursor = await db.execute(_SELECT_EVENTS + " ORDER BY seq")
+            cursor = await db.execute(_SELECT_EVENTS + " WHERE seq > ? ORDER BY seq", (start[0],))
             while rows := await cursor.fetchmany(chunk):
                 if not await asyncio.to_thread(verifier.feed, rows):
                     break
             await cursor.close()
             await db.execute("COMMIT")
         return verifier.finish()
+
+    async def verify_recorded(self, *, full: bool = False) -> VerifyReport:
+        """Incremental by default: from the checkpoint the last good verify recorded
+        (`verified.json`), or in full when there is none or `full`; a good result moves the mark."""
+        mark = await asyncio.to_thread(verified.load, self.data_dir)
+        since = None if full or mark is None else (mark.seq, mark.hash)
+        report = await self.verify(since=since)
+        if report.ok:
+            now = time.time()
+            seq, hash_ = report.last_checkpoint or ((mark.seq, mark.hash) if mark and since else (0, ""))
+            full_at = now if report.full else (mark.full_at if mark else None)
+            if seq:
+                await asyncio.to_thread(verified.save, self.data_dir, verified.VerifiedMark(seq, hash_, now, full_at))
+        return report
 
     async def iter_events(
         self, where: str = "", params: tuple[Any, ...] = (), limit: int | None = None, chunk: int = 1000
@@ -95,3 +119,16 @@ class JournalReads:
         finally:
             await cursor.close()
 
+
+
+async def _mark_problem(db: aiosqlite.Connection, since: tuple[int, str]) -> VerifyReport | None:
+    """The recorded checkpoint must still be there with the hash it was verified with."""
+    seq, want = since
+    rows = await db.execute_fetchall("SELECT hash FROM events WHERE seq = ?", (seq,))
+    if not rows:
+        return VerifyReport(False, 0, 0, seq, "truncated",
+                            f"seq {seq}, verified earlier (verified.json), is no longer in the journal", "", seq + 1)
+    if rows[0][0] != want:
+        return VerifyReport(False, 0, 0, seq, "hash mismatch",
+                            f"seq {seq} was verified with hash {want}, now has {rows[0][0]}", "", seq + 1)
+    return None
