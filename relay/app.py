@@ -22,6 +22,7 @@ from aiohttp import web
 from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
+from relay.health import Health
 from relay.journal import Journal
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
@@ -99,6 +100,8 @@ class RelayApp:
         self.watcher: PolicyWatcher | None = None
         self.shadow_watcher: PolicyWatcher | None = None
         self.admin_token = ""
+        self.health = Health()
+        """Checks and gauges the workflow's tasks report (journal verification…): /healthz, /metrics."""
         self._lock_fd: int | None = None
         self._started_channels: list[Channel] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -22,7 +22,10 @@ ACTIONS = ActionTable({
     "hold.release": "relay.compliance.holds_actions:hold_release",
     "erase.request": "relay.compliance.holds_actions:erase_request",
     "evidence.prepare": "relay.evidence.prepare:prepare",
+    "journal.verify": "relay.compliance.verification:verify_action",
 })
 
-WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",))
-"""What `relay run` hands the app: these actions, and the review queue's SLA sweeper."""
+WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",
+                                    "relay.compliance.verification:run_verifier"))
+"""What `relay run` hands the app: these actions, the review queue's SLA sweeper and the
+scheduled journal verification."""
