@@ -1,4 +1,10 @@
-"""Tamper-evident event journal: hash-chained SQLite events, blobs, signed checkpoints, projections."""
+"""Tamper-evident event journal: hash-chained SQLite events, blobs, signed checkpoints, projections.
+
+What lives where: `journal` (open, append, checkpoint, rebuild), `writer` (the group-commit
+writer task), `reads` (queries, iteration, verify), `opening` (writer lock, pragmas, schema,
+key check), `chain` (canonical JSON and hashes), `blobs`, `checkpoints` and `signing`,
+`projections` (derived tables), `verify`, `export`, `settings`.
+"""
 
 from relay.journal.chain import Event, canonical_json
 from relay.journal.journal import Journal
