@@ -142,6 +142,7 @@ class RelayApp:
         self.journal = await Journal.open(
             cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+            witnesses=cfg.witnesses,
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
                                      on_error=self._on_policy_error, interval=cfg.policies_reload)

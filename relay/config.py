@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from relay.journal import witness
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DEFAULT_NOTICES: dict[str, str] = {
@@ -90,6 +92,8 @@ class Config:
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
     raw: Mapping[str, Any] = field(default_factory=dict)
+    witnesses: tuple[Any, ...] = ()
+    """`journal.witnesses`, built (relay/journal/witness.py): where signed checkpoints are copied."""
 
     def employee_by_address(self, channel: str, address: str) -> Employee | None:
         for emp in self.employees.values():
@@ -216,6 +220,10 @@ def config_from_dict(
     listen = data.get("listen") or {}
     pol = data.get("policies") or {}
     jr = data.get("journal") or {}
+    try:
+        witnesses = tuple(witness.from_config(jr.get("witnesses"), root))
+    except witness.WitnessError as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
     ob = data.get("outbox") or {}
     host = listen.get("host", "127.0.0.1")
     port = int(listen.get("port", 8080))
@@ -243,4 +251,5 @@ def config_from_dict(
         desks=desks,
         log_level=data.get("log_level", "INFO"),
         raw=data,
+        witnesses=witnesses,
     )

@@ -17,6 +17,7 @@ from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
 from relay.journal.chain import canonical_json
+from relay.journal.witness import Witness, WitnessError, ad_hoc
 from relay.commands.common import journal_settings_of
 from relay.commands import evidence as evidence_commands
 from relay.compliance.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
@@ -38,6 +39,9 @@ def setup(parser: argparse.ArgumentParser) -> None:
              " verified checkpoint; --full for the whole chain)", cmd_verify)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--full", action="store_true", help="the whole chain from seq 1, not only what is new since the last verify")
+    p.add_argument("--witness", nargs="*", default=None, metavar="NAME|DIR|URL",
+                   help="also check against witnesses: the configured ones (journal.witnesses) when none is named;"
+                        " a name, a directory, an http(s) URL or syslog-file:PATH")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
 
     p = verb("show", "print events, one per line", cmd_show)
@@ -120,15 +124,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 directory=args.export, public_key=str(s.data_dir / "keys" / "journal_ed25519.pub")
                 if (s.data_dir / "keys" / "journal_ed25519.pub").exists() else None, json=args.json))
         else:
+            witnesses = _witnesses(s, args.witness)
             journal = await _open(s)
             try:
-                report = await journal.verify_recorded(full=args.full)
+                report = await journal.verify_recorded(full=args.full, witnesses=witnesses)
+            except WitnessError as exc:
+                raise CommandError(str(exc)) from None
             finally:
                 await journal.close()
         print(json.dumps(report.to_dict()) if args.json else report.line())
         return 0 if report.ok else 1
 
     return _run(go)
+
+
+def _witnesses(s: journal_settings.JournalSettings, specs: list[str] | None) -> list[Witness]:
+    if specs is None:
+        return []
+    if not specs:
+        if not s.witnesses:
+            raise CommandError("--witness: no journal.witnesses configured; name a directory or URL")
+        return list(s.witnesses)
+    named = {w.name: w for w in s.witnesses}
+    return [named.get(spec) or ad_hoc(spec, Path.cwd()) for spec in specs]
 
 
 def _summary(body: dict[str, Any], width: int = 140) -> str:

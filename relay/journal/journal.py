@@ -22,6 +22,7 @@ from relay.journal.blobs import BlobStore
 from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, canonical_str
 from relay.journal.opening import DB_NAME, LOCK_NAME, SYNCHRONOUS, JournalError
 from relay.journal.reads import JournalReads
+from relay.journal.witness import Witness
 from relay.journal.writer import GroupCommitWriter, Item, JournalStats, Unit
 
 
@@ -43,10 +44,12 @@ class Journal(JournalReads, GroupCommitWriter):
         synchronous: str = "FULL",
         read_only: bool = False,
         max_batch: int = 10000,
+        witnesses: Sequence[Witness] = (),
     ) -> Journal:
         """`read_only` opens an existing journal for queries and verify only (no writer, no keys made).
 
         `max_batch` caps events per transaction; 1 disables group commit (the benchmark baseline).
+        `witnesses` get a copy of every signed checkpoint (relay/journal/witness.py).
         """
         self = object.__new__(cls)
         data_dir = Path(data_dir)
@@ -81,6 +84,8 @@ class Journal(JournalReads, GroupCommitWriter):
         self._wal_mark = 0
         self._checkpoint_record: dict[str, Any] | None = None
         self._file_tasks: set[asyncio.Task[None]] = set()
+        self.witnesses = tuple(witnesses)
+        self._witness_pending: dict[str, list[dict[str, Any]]] = {}
         if read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")

@@ -28,6 +28,8 @@ class JournalSettings:
     checkpoint_seconds: float = 60.0
     checkpoint_dir: Path | None = None
     synchronous: str = "FULL"
+    witnesses: tuple[Any, ...] = ()
+    """`journal.witnesses`, built: what `verify --witness` reads back."""
 
     def open_kwargs(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,12 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
     key = text(block.get("hmac_key"), "journal.hmac_key")
     cp_text = text(block.get("checkpoint_dir"), "journal.checkpoint_dir")
     cp_dir = from_file(cp_text) if cp_text else None
+    from relay.journal.witness import WitnessError, from_config
+
+    try:
+        witnesses = tuple(from_config(block.get("witnesses"), base))
+    except WitnessError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
     try:
         return JournalSettings(
             data_dir=Path(root),
@@ -91,6 +99,7 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             checkpoint_seconds=float(block.get("checkpoint_seconds", 60.0)),
             checkpoint_dir=cp_dir,
             synchronous=str(block.get("synchronous", "FULL")),
+            witnesses=witnesses,
         )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{where}: journal: {exc}") from None

@@ -28,6 +28,7 @@ PROBLEMS = (
     "blob changed",
     "checkpoint signature invalid",
     "truncated",
+    "witness mismatch",
 )
 
 
@@ -127,6 +128,12 @@ def erased_tombstones(rows: Iterable[tuple[int, Any]]) -> dict[int, str]:
 class CheckpointFile:
     path: Path
     record: dict[str, Any]
+    witness: str | None = None
+    """The witness that holds this record; None for the journal's own checkpoint_dir."""
+
+    @property
+    def label(self) -> str:
+        return f"witness {self.witness}" if self.witness else self.path.name
 
 
 class ChainVerifier:
@@ -150,10 +157,12 @@ class ChainVerifier:
         self.erased = erased
         self.known_keys = known_keys
         self.files = files
-        self.expect: dict[int, tuple[str, CheckpointFile]] = {}
+        self.expect: dict[int, list[tuple[str, CheckpointFile]]] = {}
         for f in files:
-            self.expect[int(f.record["seq"])] = (str(f.record["hash"]), f)
-            self.expect.setdefault(int(f.record["upto_seq"]), (str(f.record["head_hash"]), f))
+            self.expect.setdefault(int(f.record["seq"]), []).append((str(f.record["hash"]), f))
+            self.expect.setdefault(int(f.record["upto_seq"]), []).append((str(f.record["head_hash"]), f))
+        self.agreed: int = start[0]
+        """Last seq whose hash a checkpoint record confirmed: a rewrite lies after it."""
         self.checked: set[str] = set()
         self.count = 0
         self.prev_seq, self.prev_hash = start
@@ -215,8 +224,8 @@ class ChainVerifier:
                 if not self._checkpoint_ok(seq, body):
                     return False
                 self.last_checkpoint = (seq, hash_)
-            if seq in self.expect and self.expect[seq][0] != hash_:
-                return self._expect_failed(seq, hash_)
+            if seq in self.expect and not self._expected(seq, hash_):
+                return False
             for sha in blob_refs(body):
                 if sha in self.checked or self.erased.get(sha, 0) > seq or self.blobs is None:
                     continue
@@ -231,16 +240,23 @@ class ChainVerifier:
 
     def _passed(self, seq: int, hash_: str) -> bool:
         """The common case: the row hashes as stored and names no blob."""
-        if seq in self.expect and self.expect[seq][0] != hash_:
-            return self._expect_failed(seq, hash_)
+        if seq in self.expect and not self._expected(seq, hash_):
+            return False
         self.count += 1
         self.prev_seq = seq
         self.prev_hash = hash_
         return True
 
-    def _expect_failed(self, seq: int, hash_: str) -> bool:
-        want, f = self.expect[seq]
-        return self._fail(seq, "truncated", f"{f.path.name} records hash {want} for seq {seq}, journal has {hash_}")
+    def _expected(self, seq: int, hash_: str) -> bool:
+        for want, f in self.expect[seq]:
+            if want != hash_:
+                if f.witness:
+                    return self._fail(seq, "witness mismatch",
+                                      f"{f.label} records hash {want} for seq {seq}, journal has {hash_}:"
+                                      f" rewritten after seq {self.agreed}")
+                return self._fail(seq, "truncated", f"{f.label} records hash {want} for seq {seq}, journal has {hash_}")
+        self.agreed = seq
+        return True
 
     def _slow_hash_ok(self, seq: int, ts: Any, kind: Any, conversation: Any, body: Any, prev_hash: str, hash_: str) -> bool:
         """Re-encode the parsed row (a stored body that is not canonical, or an erasure tombstone)."""
@@ -271,7 +287,7 @@ class ChainVerifier:
         """After the last row: a checkpoint file naming a later seq means the tail was cut."""
         if self.report is not None:
             return self.report
-        for f in self.files:
+        for f in sorted(self.files, key=lambda f: int(f.record["seq"])):
             seq = int(f.record["seq"])
             if seq > self.prev_seq:
                 return self._report_truncated(seq, f)
@@ -282,7 +298,7 @@ class ChainVerifier:
         self._fail(
             self.prev_seq + 1,
             "truncated",
-            f"{f.path.name} records seq {seq} (hash {f.record.get('hash')}) but the journal ends at seq {self.prev_seq}",
+            f"{f.label} records seq {seq} (hash {f.record.get('hash')}) but the journal ends at seq {self.prev_seq}",
         )
         assert self.report is not None
         return self.report
@@ -302,7 +318,7 @@ def _loads(body_json: str) -> Any:
 
 
 def load_checkpoint_files(
-    records: list[tuple[Path, dict[str, Any]]], known_keys: set[str] | None
+    records: list[tuple[Path, dict[str, Any]]], known_keys: set[str] | None, witness: str | None = None
 ) -> tuple[list[CheckpointFile], VerifyReport | None]:
     """Valid files, or a report naming the first file whose signature fails."""
     files: list[CheckpointFile] = []
@@ -312,6 +328,7 @@ def load_checkpoint_files(
             good = False
         if not good:
             seq = record.get("seq") if isinstance(record.get("seq"), int) else None
-            return [], VerifyReport(False, 0, 0, seq, "checkpoint signature invalid", f"{path} does not verify")
-        files.append(CheckpointFile(path, record))
+            where = f"witness {witness}: the record of seq {seq}" if witness else str(path)
+            return [], VerifyReport(False, 0, 0, seq, "checkpoint signature invalid", f"{where} does not verify")
+        files.append(CheckpointFile(path, record, witness))
     return files, None
