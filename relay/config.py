@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from relay.journal import witness
+from relay.journal import replica, witness
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -94,6 +94,8 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=dict)
     witnesses: tuple[Any, ...] = ()
     """`journal.witnesses`, built (relay/journal/witness.py): where signed checkpoints are copied."""
+    replica: Any = None
+    """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
 
     def employee_by_address(self, channel: str, address: str) -> Employee | None:
         for emp in self.employees.values():
@@ -222,7 +224,8 @@ def config_from_dict(
     jr = data.get("journal") or {}
     try:
         witnesses = tuple(witness.from_config(jr.get("witnesses"), root))
-    except witness.WitnessError as exc:
+        replica_target = replica.target_from_config(jr.get("replica"), root)
+    except (witness.WitnessError, replica.ReplicaError) as exc:
         raise ConfigError([f"{where}: {exc}"]) from None
     ob = data.get("outbox") or {}
     host = listen.get("host", "127.0.0.1")
@@ -252,4 +255,5 @@ def config_from_dict(
         log_level=data.get("log_level", "INFO"),
         raw=data,
         witnesses=witnesses,
+        replica=replica_target,
     )

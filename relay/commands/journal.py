@@ -16,6 +16,7 @@ from typing import Any
 from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
+from relay.journal import replica, signing
 from relay.journal.chain import canonical_json
 from relay.journal.witness import Witness, WitnessError, ad_hoc
 from relay.commands.common import journal_settings_of
@@ -43,6 +44,17 @@ def setup(parser: argparse.ArgumentParser) -> None:
                    help="also check against witnesses: the configured ones (journal.witnesses) when none is named;"
                         " a name, a directory, an http(s) URL or syslog-file:PATH")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
+    p.add_argument("--replica", default=None, metavar="DIR",
+                   help="verify the WORM copy (its chain, blobs, checkpoints) and that it agrees with the journal")
+
+    p = verb("replicate", "copy new events, blobs and checkpoints to the WORM copy (what relay run does on a schedule)",
+             cmd_replicate)
+    p.add_argument("--to", default=None, metavar="DIR", help="the copy (default: journal.replica.path)")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("restore", "rebuild a journal from a WORM copy into a new data directory (--data-dir)", cmd_restore)
+    p.add_argument("--from", dest="source", required=True, metavar="DIR", help="the copy")
+    p.add_argument("--json", action="store_true")
 
     p = verb("show", "print events, one per line", cmd_show)
     p.add_argument("--conversation", help="only this conversation id")
@@ -123,6 +135,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return evidence_commands.cmd_verify_export(argparse.Namespace(
                 directory=args.export, public_key=str(s.data_dir / "keys" / "journal_ed25519.pub")
                 if (s.data_dir / "keys" / "journal_ed25519.pub").exists() else None, json=args.json))
+        elif args.replica is not None:
+            journal = await _open(s)
+            try:
+                public = signing.load_public(s.data_dir / "keys")
+                report = await replica.verify_copy(replica.target_for(args.replica), s.hmac_key, journal.path, public)
+            except replica.ReplicaError as exc:
+                raise CommandError(str(exc)) from None
+            finally:
+                await journal.close()
         else:
             witnesses = _witnesses(s, args.witness)
             journal = await _open(s)
@@ -133,6 +154,57 @@ def cmd_verify(args: argparse.Namespace) -> int:
             finally:
                 await journal.close()
         print(json.dumps(report.to_dict()) if args.json else report.line())
+        return 0 if report.ok else 1
+
+    return _run(go)
+
+
+def _replica_target(s: journal_settings.JournalSettings, spec: str | None) -> replica.ReplicaTarget:
+    if spec is not None:
+        return replica.target_for(spec)
+    if s.replica is None:
+        raise CommandError("no copy named: pass --to DIR or set journal.replica.path")
+    return s.replica
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    target = _replica_target(s, args.to)
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            result = await replica.sync(journal, target)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            await journal.close()
+        print(json.dumps(result.to_dict()) if args.json else
+              f"copied {result.copied_events} events and {result.copied_blobs} blobs to {target.name}; copy head seq {result.head}")
+        return 0
+
+    return _run(go)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        raise CommandError("restore needs --data-dir NEW_DIR (a new, empty directory for the rebuilt journal)")
+    target = replica.target_for(args.source)
+
+    async def go() -> int:
+        try:
+            count = await replica.restore(target, args.data_dir)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        journal = await Journal.open(args.data_dir, read_only=True, hmac_key=_settings(args).hmac_key)
+        try:
+            report = await journal.verify_recorded(full=True)
+        finally:
+            await journal.close()
+        if args.json:
+            print(json.dumps({"restored": count, "verify": report.to_dict()}))
+        else:
+            print(f"restored {count} events into {args.data_dir}; verify: {report.line()}")
         return 0 if report.ok else 1
 
     return _run(go)

@@ -23,9 +23,11 @@ ACTIONS = ActionTable({
     "erase.request": "relay.compliance.holds_actions:erase_request",
     "evidence.prepare": "relay.evidence.prepare:prepare",
     "journal.verify": "relay.compliance.verification:verify_action",
+    "journal.replicate": "relay.compliance.replication:replicate_action",
 })
 
 WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",
-                                    "relay.compliance.verification:run_verifier"))
-"""What `relay run` hands the app: these actions, the review queue's SLA sweeper and the
-scheduled journal verification."""
+                                    "relay.compliance.verification:run_verifier",
+                                    "relay.compliance.replication:run_replicator"))
+"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, the
+scheduled journal verification and the WORM copy."""

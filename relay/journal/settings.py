@@ -30,6 +30,8 @@ class JournalSettings:
     synchronous: str = "FULL"
     witnesses: tuple[Any, ...] = ()
     """`journal.witnesses`, built: what `verify --witness` reads back."""
+    replica: Any = None
+    """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
 
     def open_kwargs(self) -> dict[str, Any]:
         return {
@@ -87,9 +89,12 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
     cp_dir = from_file(cp_text) if cp_text else None
     from relay.journal.witness import WitnessError, from_config
 
+    from relay.journal.replica import ReplicaError, target_from_config
+
     try:
         witnesses = tuple(from_config(block.get("witnesses"), base))
-    except WitnessError as exc:
+        replica = target_from_config(block.get("replica"), base)
+    except (WitnessError, ReplicaError) as exc:
         raise SettingsError(f"{where}: {exc}") from None
     try:
         return JournalSettings(
@@ -100,6 +105,7 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             checkpoint_dir=cp_dir,
             synchronous=str(block.get("synchronous", "FULL")),
             witnesses=witnesses,
+            replica=replica,
         )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{where}: journal: {exc}") from None

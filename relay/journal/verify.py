@@ -29,6 +29,7 @@ PROBLEMS = (
     "checkpoint signature invalid",
     "truncated",
     "witness mismatch",
+    "replica mismatch",
 )
 
 
@@ -55,7 +56,8 @@ class VerifyReport:
     def line(self) -> str:
         if self.ok:
             scope = "" if self.full else f" (incremental from seq {self.from_seq}; --full for the whole chain)"
-            return f"ok: {self.count} events, head seq {self.head} hash {self.head_hash}{scope}"
+            return f"ok: {self.count} events, head seq {self.head} hash {self.head_hash}{scope}" + (
+                f"; {self.detail}" if self.detail else "")
         return f"seq {self.first_bad_seq}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
 
     def to_dict(self) -> dict[str, Any]:
