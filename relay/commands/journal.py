@@ -45,7 +45,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
                         " a name, a directory, an http(s) URL or syslog-file:PATH")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
     p.add_argument("--replica", default=None, metavar="DIR",
-                   help="verify the WORM copy (its chain, blobs, checkpoints) and that it agrees with the journal")
+                   help="verify the WORM copy (DIR or s3://bucket/prefix: its chain, blobs, checkpoints) and that it agrees with the journal")
 
     p = verb("replicate", "copy new events, blobs and checkpoints to the WORM copy (what relay run does on a schedule)",
              cmd_replicate)
@@ -139,7 +139,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             journal = await _open(s)
             try:
                 public = signing.load_public(s.data_dir / "keys")
-                report = await replica.verify_copy(replica.target_for(args.replica), s.hmac_key, journal.path, public)
+                report = await replica.verify_copy(replica.target_for(args.replica, s.replica), s.hmac_key, journal.path, public)
             except replica.ReplicaError as exc:
                 raise CommandError(str(exc)) from None
             finally:
@@ -161,7 +161,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _replica_target(s: journal_settings.JournalSettings, spec: str | None) -> replica.ReplicaTarget:
     if spec is not None:
-        return replica.target_for(spec)
+        return replica.target_for(spec, s.replica)
     if s.replica is None:
         raise CommandError("no copy named: pass --to DIR or set journal.replica.path")
     return s.replica
@@ -189,7 +189,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise CommandError("restore needs --data-dir NEW_DIR (a new, empty directory for the rebuilt journal)")
-    target = replica.target_for(args.source)
+    target = replica.target_for(args.source, _settings(args).replica)
 
     async def go() -> int:
         try:

@@ -91,7 +91,80 @@ class DirectoryTarget:
         return sorted(str(p.relative_to(self.root)) for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def target_for(spec: str | Path) -> ReplicaTarget:
+YEAR = 365.25 * 86400
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(y|mo|w|d|h|m|s)\s*$")
+_UNITS = {"y": YEAR, "mo": YEAR / 12, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+RECORD_CLASSES = ("event", "blob", "checkpoint", "meta")
+DEFAULT_RETAIN = 6 * YEAR
+"""SEA 17a-4(b)(4) / FINRA 4511: six years; set `retain` to the longest period your records need."""
+
+
+def _duration(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ReplicaError(f"{where}: {value!r} is not a duration (e.g. 7y, 90d, 24h)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+class S3Target:
+    """An S3 bucket with Object Lock: each object is written once in COMPLIANCE mode with the
+    retain-until date of its record class (nobody, root account included, can delete or shorten
+    it before then). boto3 is the client: the SDK that speaks S3's signing and checksums."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
+                 access_key_id: str | None = None, secret_access_key: str | None = None,
+                 retain: dict[str, float] | None = None, mode: str = "COMPLIANCE") -> None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.name = f"s3://{bucket}/{self.prefix}"
+        self.retain = {c: DEFAULT_RETAIN for c in RECORD_CLASSES} | (retain or {})
+        self.mode = mode
+        self.connection = {"endpoint_url": endpoint_url, "region": region, "access_key_id": access_key_id,
+                           "secret_access_key": secret_access_key}
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+                                   aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+                                   config=BotoConfig(retries={"max_attempts": 5, "mode": "standard"}))
+
+    def put(self, key: str, data: bytes, record_class: str = "event") -> None:
+        import datetime
+
+        existing = self.get(key)
+        if existing is not None:
+            if existing == data:
+                return
+            raise ReplicaError(f"{self.name}{key} exists with other content: the copy is not this journal's")
+        until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=self.retain.get(record_class, DEFAULT_RETAIN))
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ObjectLockMode=self.mode,
+                               ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256")
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return resp["Body"].read()
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{prefix}/"):
+            keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", ())]
+        return sorted(keys)
+
+
+def target_for(spec: str | Path, configured: ReplicaTarget | None = None) -> ReplicaTarget:
+    """A directory, or `s3://bucket/prefix` (endpoint and keys from the configured S3 copy or
+    the usual AWS_* environment)."""
+    text = str(spec)
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[5:].partition("/")
+        if isinstance(configured, S3Target):
+            return S3Target(bucket, prefix, retain=configured.retain, **configured.connection)
+        return S3Target(bucket, prefix)
     return DirectoryTarget(Path(spec).expanduser().resolve())
 
 
@@ -102,8 +175,19 @@ def target_from_config(block: Any, base: Path, where: str = "journal.replica") -
     if not isinstance(block, dict):
         raise ReplicaError(f"{where} must be a mapping")
     kind = block.get("type", "directory")
+    if kind == "s3":
+        if not block.get("bucket"):
+            raise ReplicaError(f"{where}: an s3 copy needs bucket")
+        retain = {}
+        for cls, value in (block.get("retain") or {}).items():
+            if cls not in RECORD_CLASSES:
+                raise ReplicaError(f"{where}.retain.{cls}: not a record class ({', '.join(RECORD_CLASSES)})")
+            retain[cls] = _duration(value, f"{where}.retain.{cls}")
+        return S3Target(str(block["bucket"]), str(block.get("prefix", "")), endpoint_url=block.get("endpoint_url"),
+                        region=block.get("region"), access_key_id=block.get("access_key_id"),
+                        secret_access_key=block.get("secret_access_key"), retain=retain)
     if kind != "directory":
-        raise ReplicaError(f"{where}.type: {kind!r} is not supported (directory)")
+        raise ReplicaError(f"{where}.type: {kind!r} is not supported (directory, s3)")
     if not block.get("path"):
         raise ReplicaError(f"{where}: directory copy needs path")
     p = Path(str(block["path"])).expanduser()
