@@ -28,6 +28,7 @@ ACTIONS = ActionTable({
 
 WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",
                                     "relay.compliance.verification:run_verifier",
-                                    "relay.compliance.replication:run_replicator"))
+                                    "relay.compliance.replication:run_replicator",
+                                    "relay.compliance.archive_feed:run_archive"))
 """What `relay run` hands the app: these actions, the review queue's SLA sweeper, the
-scheduled journal verification and the WORM copy."""
+scheduled journal verification, the WORM copy and the archive feed."""
