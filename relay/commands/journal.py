@@ -78,6 +78,10 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--progress", type=int, default=10000, metavar="N",
                    help="a progress line on stderr every N events and every N messages (default 10000; 0: none)")
+    p.add_argument("--index", action="store_true",
+                   help="also index.csv and index.json: one row per exported message (seq, time, conversation,"
+                        " parties, channel, verdict, file)")
+    p.add_argument("--zip", action="store_true", help="also pack the export as DIR.zip (verify with verify --export DIR.zip)")
     evidence_commands.add_export_filters(p)
 
     p = verb("verify-export", "check an export offline: signature, every file's digest, events, checkpoint",
