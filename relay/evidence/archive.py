@@ -3,8 +3,8 @@ by SMTP journaling to the firm's existing archive (Smarsh, Global Relay, Mimecas
 
 At least once and in journal order (so in order per conversation): a cursor in the journal's
 kv store moves past a message only after the SMTP server accepted it and `archive.sent`
-(with the server's reply) is journaled; a crash in between re-sends it with the same
-`Message-ID`, which archives deduplicate on. A refused or failed send is retried with capped
+(with the server's reply) is journaled, for a batch of sends at a time; a crash in between
+re-sends them with the same `Message-ID`, which archives deduplicate on. A refused or failed send is retried with capped
 exponential backoff, holding the messages behind it; the first failure of a streak is
 journaled (`archive.failed`), alerts compliance and turns the `archive` check red.
 A message is sent once its verdict is journaled, or `settle` seconds after it was received.
@@ -146,18 +146,24 @@ class ArchiveFeed:
             batch = await pending(journal, cursor, self.s.batch, time.time() - self.s.settle)
             if not batch:
                 return count
-            for m in batch:
-                eml = render_eml(m, await self._blobs(m))
-                smtp = await self._connect()
-                _, reply = await smtp.sendmail(self.s.sender, list(self.s.to), eml)
-                await journal.append("archive.sent", {
-                    "message_id": m.id, "seq": m.seq, "conversation": m.conversation,
-                    "eml_message_id": f"<{m.id}@relay.invalid>", "to": list(self.s.to), "reply": reply,
-                    "server": f"{self.s.host}:{self.s.port}"}, m.conversation)
-                await journal.kv_put(*KV, str(m.seq))
-                cursor = m.seq
-                count += 1
-                self.sent += 1
+            accepted: list[tuple[str, dict[str, Any], str | None]] = []
+            try:
+                for m in batch:
+                    eml = render_eml(m, await self._blobs(m))
+                    smtp = await self._connect()
+                    _, reply = await smtp.sendmail(self.s.sender, list(self.s.to), eml)
+                    accepted.append(("archive.sent", {
+                        "message_id": m.id, "seq": m.seq, "conversation": m.conversation,
+                        "eml_message_id": f"<{m.id}@relay.invalid>", "to": list(self.s.to), "reply": reply,
+                        "server": f"{self.s.host}:{self.s.port}"}, m.conversation))
+                    cursor = m.seq
+            finally:
+                if accepted:
+                    # the sends of a batch are journaled and the cursor moved in one commit; a
+                    # crash before it re-sends them (same Message-ID), never skips one
+                    await asyncio.gather(journal.append_many(accepted), journal.kv_put(*KV, str(cursor)))
+                    count += len(accepted)
+                    self.sent += len(accepted)
 
     async def step(self) -> float:
         """One run; returns the seconds to wait before the next (backoff after a failure)."""
