@@ -1,7 +1,8 @@
 """Scheduled journal verification (SEC 17a-4(f)(2)(i)(B): the system verifies its own storage).
 
 `relay run` verifies incrementally every `journal.verify_every` (default 1h) and in full every
-`journal.verify_full_every` (default 7d); each run is journaled as `journal.verified`, shown on
+`journal.verify_full_every` (default 7d), against the configured witnesses too; each run is
+journaled as `journal.verified`, shown on
 `/healthz` and `/metrics`, and a failure alerts compliance (`compliance.alerts`).
 """
 
@@ -63,7 +64,7 @@ class Verifier:
             full = full_due(app, schedule_of(app.config.raw), started)
         t0 = time.perf_counter()
         try:
-            report = await app.journal.verify_recorded(full=full)
+            report = await app.journal.verify_recorded(full=full, witnesses=app.config.witnesses)
             result = report.to_dict()
         except Exception as exc:  # an unreadable database or blob store is a failed verification too
             log.exception("journal verification could not run")
