@@ -18,8 +18,6 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from relay.journal import replica, witness
-
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DEFAULT_NOTICES: dict[str, str] = {
@@ -306,6 +304,8 @@ def config_from_dict(
     listen = data.get("listen") or {}
     pol = data.get("policies") or {}
     jr = data.get("journal") or {}
+    from relay.journal import replica, witness  # here, not at the top: `relay review list --help` stays light
+
     try:
         witnesses = tuple(witness.from_config(jr.get("witnesses"), root))
         replica_target = replica.target_from_config(jr.get("replica"), root)
