@@ -83,6 +83,9 @@ class ChannelContext:
     employees: Mapping[str, EmployeeInfo] = field(default_factory=dict)
     public_url: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    reopened: Callable[[str, str], Awaitable[None]] | None = None
+    """`reopened(address, conversation)`: the staff-side place of a conversation (a forum topic)
+    was lost and opened anew for `address`; the relay sends the recent history there, journaled."""
 
 
 @runtime_checkable

@@ -102,7 +102,10 @@ class HubNotices(HubPolicy):
         r = rows[0]
         conv = await self.router.get(r["conversation"]) if r["conversation"] else None
         events: list[Event] = []
-        text = self.config.notices["undeliverable"].replace("{reason}", reason)
+        if self.config.channels[r["sender_channel"]].side == "client":  # internal errors stay internal
+            text = self.config.notices["undeliverable_client"]
+        else:
+            text = self.config.notices["undeliverable"].replace("{reason}", reason)
         n = self._notice(events, message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
                          text, conversation=r["conversation"])
         await self.journal.append_many(events)

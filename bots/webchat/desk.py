@@ -19,8 +19,9 @@ from bots.base import ChannelContext, EmployeeInfo
 from bots.webchat import frames
 from bots.webchat.channel import SETTINGS, SocketChannel, create_channel
 from bots.webchat.pages import add_page_routes
-from bots.webchat.sessions import LoginThrottle, Session, Sessions
+from bots.webchat.sessions import Session, Sessions
 from bots.webchat.uploads import malformed_reason
+from relay.login_throttle import LoginThrottle, parse_proxies, request_address
 from relay.model import Attachment, Inbound, Outgoing, Party
 from relay.passwords import hash_password, verify_password
 
@@ -45,6 +46,7 @@ class WebDeskChannel(SocketChannel):
         super().__init__(name, ctx, prefix)
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
+        self.trusted_proxies = parse_proxies(ctx.extra.get("trusted_proxies"))
         self._secure = ctx.public_url.startswith("https://")
 
     def add_routes(self, app: web.Application) -> None:
@@ -92,10 +94,10 @@ class WebDeskChannel(SocketChannel):
             return web.json_response({"error": f"malformed login form: {malformed_reason(exc)}"}, status=400)
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
-        remote = request.remote or ""
+        remote = request_address(request, self.trusted_proxies)
         wait = self.throttle.retry_after(login, remote)
         if wait > 0:
-            log.warning("desk %s: login for %r from %s refused: too many failures", self.name, login[:100], remote)
+            log.warning("desk %s: a login from %s refused: too many failures", self.name, remote)
             return web.json_response({"error": f"too many failed logins; try again in {int(wait) + 1} s"},
                                      status=429, headers={"Retry-After": str(int(wait) + 1)})
         employee = self._find(login) if login else None
@@ -103,7 +105,9 @@ class WebDeskChannel(SocketChannel):
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if employee is None or not employee.active or not stored or not ok:
             self.throttle.failed(login, remote)
-            log.warning("desk %s: failed login for %r from %s", self.name, login[:100], remote)
+            # what was typed is never logged: it may be a password typed in the wrong field
+            log.warning("desk %s: failed login for %s from %s", self.name,
+                        employee.address if employee is not None else "an unknown name", remote)
             return web.json_response({"error": BAD_LOGIN}, status=401)
         self.throttle.succeeded(login, remote)
         session = self.sessions.open(employee.address)

@@ -75,7 +75,13 @@ def upload_ids(frame: Frame) -> list[str]:
 
 
 def encode(frame: Frame) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate a sender put in an id: echoed as its JSON escape
+            return json.dumps(frame, separators=(",", ":"))
+    return text
 
 
 def error(message: str, frame_id: str | None = None, *, retry: bool = False) -> Frame:

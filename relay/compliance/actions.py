@@ -29,6 +29,8 @@ ACTIONS = ActionTable({
 WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",
                                     "relay.compliance.verification:run_verifier",
                                     "relay.compliance.replication:run_replicator",
-                                    "relay.compliance.archive_feed:run_archive"))
-"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, the
-scheduled journal verification, the WORM copy and the archive feed."""
+                                    "relay.compliance.archive_feed:run_archive"),
+                    reopened="relay.compliance.handover:reopened_history")
+"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, the scheduled
+journal verification, the WORM copy, the archive feed, and the history an employee gets in a
+conversation's reopened topic."""
