@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class DirectoryTarget:
             if path.read_bytes() == data:
                 return  # a batch repeated after a crash: the same bytes
             raise ReplicaError(f"{path} exists with other content: the copy is not this journal's (WORM: not overwritten)")
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
@@ -72,8 +73,13 @@ class DirectoryTarget:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.link(tmp, path)  # fails if another writer got there first: never replaces a file
-        os.unlink(tmp)
+        try:
+            os.link(tmp, path)  # fails if another copier got there first: never replaces a file
+        except FileExistsError:
+            if path.read_bytes() != data:
+                raise ReplicaError(f"{path} was written with other content meanwhile (WORM: not overwritten)") from None
+        finally:
+            os.unlink(tmp)
         os.chmod(path, 0o400)
         fsync_dir(path.parent)
 
