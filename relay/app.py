@@ -186,8 +186,11 @@ class RelayApp:
         if offline:
             return
 
+        from relay.desk_history import JournalHistory
+
         self.admin_token = secrets.token_urlsafe(32)
         setup_web(self)
+        history = JournalHistory(self.journal)
         for name, ch in cfg.channels.items():
             employees = {
                 e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, self.router.is_active(e.id))
@@ -201,6 +204,7 @@ class RelayApp:
                 employees=employees, public_url=cfg.public_url,
                 extra={"relay": self, "trusted_proxies": (cfg.raw.get("web") or {}).get("trusted_proxies") or ()},
                 reopened=lambda address, conversation, _n=name: self._reopened(_n, address, conversation),
+                history=history if ch.side == "staff" else None,
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
         resumed = await self.outbox.resume()

@@ -30,6 +30,7 @@ DEFAULT_NOTICES: dict[str, str] = {
     "unknown_conversation": "This message was not forwarded: it is not part of a conversation the relay knows."
                             " Answer a client in that client's own topic or thread.",
     "rejected": "Your message was reviewed by compliance and will not be delivered.",
+    "held": "Your message is held for a compliance review before it is delivered.",
 }
 
 

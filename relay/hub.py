@@ -232,7 +232,7 @@ class Hub(HubReview):
                 text = self.config.notices["unknown_conversation"]
             else:
                 text = f"{self.config.notices['refused']} ({refused})"
-            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
+            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid, about="refused"))
             return events, deliveries, cid
         if inb.kind == "event":
             events += await receipt_events(self.journal, inb, mid)
@@ -280,11 +280,13 @@ class Hub(HubReview):
             "rules": list(verdict.rules) if verdict else [],
         }
         if verdict is not None and verdict.action == "block":
-            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"])]
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"], about="blocked")]
         delivery = self._queue(events, mid, conv, to, out)
         if verdict is not None and verdict.action == "quarantine":
             self._held[mid] = delivery
-            return []
+            if self._silent(verdict):
+                return []
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["held"], about="held")]
         if direction == "outbound" and kind == "message":
             conv.has_outbound = True
         return [delivery]
