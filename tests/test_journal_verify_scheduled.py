@@ -96,3 +96,23 @@ def test_schedule_defaults_and_errors() -> None:
     assert schedule_of({"journal": {"verify_every": "15m", "verify_full_every": "1d"}}).every == 900.0
     with pytest.raises(VerificationError, match="journal.verify_every"):
         schedule_of({"journal": {"verify_every": "soon"}})
+
+
+async def test_a_fault_before_the_recorded_checkpoint_stands_until_a_full_verify_passes(relay: RelayApp) -> None:
+    from relay.compliance.verification import verify_action
+
+    await relay.channels["clients"].inject("u1", "a statement please", "u1:0", display="Una")
+    await wait_runs(relay, lambda rs: any(r["ok"] for r in rs) and verified.load(relay.config.data_dir) is not None)
+    rows = await relay.journal.fetchall("SELECT seq FROM events WHERE kind='message.received' ORDER BY seq LIMIT 1")
+    bad = rows[0]["seq"]
+    assert bad < verified.load(relay.config.data_dir).seq  # type: ignore[union-attr]
+    with sqlite3.connect(relay.config.data_dir / "journal.sqlite3") as db:
+        db.execute("UPDATE events SET body_json=replace(body_json, 'statement', 'invoice') WHERE seq=?", (bad,))
+    failed = await verify_action(relay, {"full": True})
+    assert (failed["ok"], failed["first_bad_seq"], failed["mode"]) == (False, bad, "full")
+    passed = await verify_action(relay, {"full": False})
+    assert passed["ok"] and passed["mode"] == "incremental"
+    check = relay.health.checks["journal_verify"]
+    assert check.ok is False and "stands until a full verify passes" in check.detail
+    found = await wait_runs(relay, lambda rs: rs[-1]["mode"] == "full" and not rs[-1]["ok"])  # the schedule goes full
+    assert found[-1]["first_bad_seq"] == bad

@@ -50,7 +50,9 @@ def full_due(app: Any, schedule: VerifySchedule, now: float) -> bool:
 
 
 class Verifier:
-    """One per running relay: remembers the last failure alerted, so a fault alerts once."""
+    """One per running relay: remembers the last failure alerted, so a fault alerts once. After a
+    failure every run is full until one passes: an incremental run starts after the recorded
+    checkpoint and could pass while the fault found before it is still there."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -61,7 +63,7 @@ class Verifier:
         app = self.app
         started = time.time()
         if full is None:
-            full = full_due(app, schedule_of(app.config.raw), started)
+            full = self.alerted is not None or full_due(app, schedule_of(app.config.raw), started)
         t0 = time.perf_counter()
         try:
             report = await app.journal.verify_recorded(full=full, witnesses=app.config.witnesses)
@@ -80,15 +82,19 @@ class Verifier:
         await app.journal.append("journal.verified", body)
         detail = (f"{body['mode']} seq {body['from_seq']}..{body['to_seq']} ok" if body["ok"] else
                   f"seq {body['first_bad_seq']}: {body['problem']} ({body['detail']})")
-        app.health.set_check(CHECK, body["ok"], detail, started)
-        app.health.set_gauge("relay_journal_verified_seq", float(body["to_seq"] or 0) if body["ok"] else 0.0,
+        # an incremental pass does not clear a fault a full run found before the recorded checkpoint
+        healthy = body["ok"] and (full or self.alerted is None)
+        if body["ok"] and not healthy:
+            detail = f"{detail}; the fault found earlier stands until a full verify passes"
+        app.health.set_check(CHECK, healthy, detail, started)
+        app.health.set_gauge("relay_journal_verified_seq", float(body["to_seq"] or 0) if healthy else 0.0,
                              "Last seq the scheduled journal verification found good (0 after a failure).")
         app.health.set_gauge("relay_journal_verify_seconds", duration, "Duration of the last journal verification.")
-        app.health.set_gauge("relay_journal_verify_failures", float(not body["ok"]),
+        app.health.set_gauge("relay_journal_verify_failures", float(not healthy),
                              "1 while the last journal verification failed.")
-        if body["ok"]:
+        if healthy:
             self.alerted = None
-        else:
+        elif not body["ok"]:
             fault = (body["first_bad_seq"], body["problem"])
             log.error("journal verification failed: seq %s: %s", *fault)
             if self.alerted != fault:
