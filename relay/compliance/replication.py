@@ -62,6 +62,11 @@ async def run_replicator(app: Any) -> None:
     """Background task for `relay run` (does nothing without `journal.replica`)."""
     if app.config.replica is None:
         return
+    if not hasattr(app.journal, "path"):
+        log.error("journal.replica: the WORM copy reads the SQLite journal; on PostgreSQL use the database's own"
+                  " backups (not copied)")
+        app.health.set_check(CHECK, False, "journal.replica is not supported on the PostgreSQL journal yet", time.time())
+        return
     every = interval_of(app.config.raw)
     r = Replicator(app)
     while True:

@@ -32,6 +32,8 @@ class JournalSettings:
     """`journal.witnesses`, built: what `verify --witness` reads back."""
     replica: Any = None
     """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
+    url: str | None = None
+    """`postgresql://user@host:port/db`: the journal is on PostgreSQL (password from ${ENV})."""
 
     def open_kwargs(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             synchronous=str(block.get("synchronous", "FULL")),
             witnesses=witnesses,
             replica=replica,
+            url=text(block.get("url"), "journal.url"),
         )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{where}: journal: {exc}") from None
