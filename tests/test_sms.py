@@ -221,3 +221,13 @@ async def test_unreachable_api_is_retryable() -> None:
             await channel.send(out("hi"))
     finally:
         await channel.stop()
+
+
+async def test_oversized_body_is_refused_unread(rig: Rig) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(rig.url, data=b"Body=" + b"x" * 70_000,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 413 and "at most 65536 bytes" in await resp.text()
+    assert rig.hub.journal == []
