@@ -12,8 +12,9 @@ from relay.config import config_from_dict
 from tests.webhook_support import Host
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = {"sms": "client"}
-ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+BLOCKS = {"sms": "client", "slack": "staff"}
+ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token",
+       "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "secret"}
 
 
 def uncommented_example() -> dict[str, object]:
@@ -43,4 +44,4 @@ def test_example_blocks_make_working_channels() -> None:
         channel = load_factory(block.network)(name, dict(block.settings), host.ctx(name, side=side))
         assert channel.name == name
     paths = {r.resource.canonical for r in host.app.router.routes() if r.resource is not None}
-    assert {"/webhooks/sms", "/webhooks/sms/status"} <= paths
+    assert {"/webhooks/sms", "/webhooks/sms/status", "/slack/slack/events"} <= paths
