@@ -183,7 +183,8 @@ class RelayApp:
                 name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
                 wake=lambda address, _n=name: self.outbox.wake(_n, address),
-                employees=employees, public_url=cfg.public_url, extra={"relay": self},
+                employees=employees, public_url=cfg.public_url,
+                extra={"relay": self, "trusted_proxies": (cfg.raw.get("web") or {}).get("trusted_proxies") or ()},
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
         resumed = await self.outbox.resume()

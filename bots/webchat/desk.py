@@ -19,8 +19,9 @@ from bots.base import ChannelContext, EmployeeInfo
 from bots.webchat import frames
 from bots.webchat.channel import SETTINGS, SocketChannel, create_channel
 from bots.webchat.pages import add_page_routes
-from bots.webchat.sessions import LoginThrottle, Session, Sessions
+from bots.webchat.sessions import Session, Sessions
 from bots.webchat.uploads import malformed_reason
+from relay.login_throttle import LoginThrottle, parse_proxies, request_address
 from relay.model import Attachment, Inbound, Outgoing, Party
 from relay.passwords import hash_password, verify_password
 
@@ -45,6 +46,7 @@ class WebDeskChannel(SocketChannel):
         super().__init__(name, ctx, prefix)
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
+        self.trusted_proxies = parse_proxies(ctx.extra.get("trusted_proxies"))
         self._secure = ctx.public_url.startswith("https://")
 
     def add_routes(self, app: web.Application) -> None:
@@ -92,7 +94,7 @@ class WebDeskChannel(SocketChannel):
             return web.json_response({"error": f"malformed login form: {malformed_reason(exc)}"}, status=400)
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
-        remote = request.remote or ""
+        remote = request_address(request, self.trusted_proxies)
         wait = self.throttle.retry_after(login, remote)
         if wait > 0:
             log.warning("desk %s: login for %r from %s refused: too many failures", self.name, login[:100], remote)

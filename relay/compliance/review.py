@@ -186,6 +186,12 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     """The review queue from the events (`message_id` limits it to one item)."""
     one = " AND json_extract(body_json, '$.message_id') = ?" if message_id else ""
     params: tuple[Any, ...] = (message_id,) if message_id else ()
+    in_conv = ""
+    if message_id:  # one item: read only its conversation's events (the events_conversation index)
+        conv = await reader.fetchall("SELECT conversation FROM messages WHERE id = ?", (message_id,))
+        if conv and conv[0]["conversation"] is not None:
+            in_conv, params = " AND conversation = ?", (conv[0]["conversation"], message_id)
+            one = in_conv + one
     rows = await reader.fetchall(
         "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict'"
         " AND json_extract(body_json, '$.review') AND json_extract(body_json, '$.shadow') IS NULL" + one
@@ -199,6 +205,7 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     if not items:
         return items
     msg_one = " AND json_extract(body_json, '$.id') = ?" if message_id else ""
+    msg_one = in_conv + msg_one
     for r in await reader.fetchall("SELECT seq, body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("id")))

@@ -2,6 +2,7 @@
 
 `messages.rowid` is the event seq (as is `messages_fts.rowid`), so joins and range scans by seq
 need no extra index; the partial indexes hold only open work (queued deliveries, open reviews).
+`events_conversation` lets a conversation's whole timeline (console, transcript) be read without a scan.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ CORE = """
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, conversation TEXT,
   body_json TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, seq);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv(namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
   PRIMARY KEY(namespace, key));
