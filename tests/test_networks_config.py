@@ -12,7 +12,7 @@ from relay.config import config_from_dict
 from tests.webhook_support import Host
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = {"sms": "client", "slack": "staff"}
+BLOCKS = {"sms": "client", "slack": "staff", "signal": "client"}
 ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token",
        "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "secret"}
 
