@@ -142,3 +142,13 @@ async def test_journal_failure_is_retried_not_skipped(rig: Rig) -> None:
     await rig.cli.push(rig.cli.text(CLIENT, "eventually"))
     await rig.until(lambda: len(rig.hub.journal) == 1, "the retried delivery")
     assert rig.hub.journal[0].text == "eventually" and rig.hub.calls == 3
+
+
+async def test_each_clients_messages_keep_their_order_while_clients_go_side_by_side(rig: Rig) -> None:
+    clients = [f"+4915100000{c:03d}" for c in range(3)]
+    for i in range(20):
+        for c in clients:
+            await rig.cli.push(rig.cli.text(c, f"{c} {i:02d}"))
+    await rig.until(lambda: len(rig.hub.journal) == 60, "sixty messages")
+    for c in clients:
+        assert [i.text for i in rig.hub.journal if i.chat == c] == [f"{c} {i:02d}" for i in range(20)]

@@ -68,6 +68,8 @@ class SignalChannel:
         self._connected = asyncio.Event()
         self._queue: asyncio.Queue[tuple[dict[str, Any], bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lanes: dict[str, asyncio.Queue[list[Item]]] = {}
+        self._lane_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.reconnects = 0
 
@@ -78,14 +80,16 @@ class SignalChannel:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
+        tasks = self._tasks + list(self._lane_tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        self._lanes.clear()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -132,10 +136,28 @@ class SignalChannel:
     # --- receiving -------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        """Journal each envelope in order; a failing journal is retried, never skipped."""
+        """Hand each envelope to its sender's lane: one chat in arrival order, chats side by side
+        (so the journal's group commit serves many clients at once)."""
         while True:
             params, raw = await self._queue.get()
             items = parse_envelope(self.name, self.settings.account, params.get("envelope"), raw)
+            chat = items[0].inbound.chat
+            lane = self._lanes.get(chat)
+            if lane is None:
+                lane = self._lanes[chat] = asyncio.Queue()
+                task = asyncio.create_task(self._lane(chat, lane))
+                self._lane_tasks.add(task)
+                task.add_done_callback(self._lane_tasks.discard)
+            lane.put_nowait(items)
+
+    async def _lane(self, chat: str, lane: asyncio.Queue[list[Item]]) -> None:
+        """Journal one chat's envelopes in order; a failing journal is retried, never skipped."""
+        while True:
+            try:
+                items = lane.get_nowait()
+            except asyncio.QueueEmpty:
+                del self._lanes[chat]
+                return
             for item in items:
                 delay = 0.1
                 while True:
