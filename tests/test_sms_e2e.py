@@ -92,16 +92,36 @@ async def test_sms_client_to_desk_and_back_with_redaction_receipts_and_stop(tmp_
 
         assert [r["s"] for r in await until(receipts, "two receipts")] == ["status:sent", "status:delivered"]
 
+        assert (await desk.reply(got["conversation"], "r1b", "Your card is blocked now."))["type"] == "ack"
+        async def two() -> list[dict[str, str]]:
+            return twilio.sent[:2] if len(twilio.sent) >= 2 else []
+
+        (_, second) = await until(two, "the second reply")
+
+        async def second_delivered() -> list[Any]:
+            return await rows(relay, "SELECT 1 FROM deliveries WHERE channel = 'sms' AND platform_id = ?", (second["_sid"],))
+
+        await until(second_delivered, "the second delivery journaled")
+        assert await twilio.deliver_statuses(second["_sid"], "sent", "undelivered", error_code="30003") == [200, 200]
+
+        async def failures() -> list[Any]:
+            return await rows(relay, "SELECT json_extract(body_json, '$.reason') AS r FROM events "
+                                     "WHERE kind = 'delivery.failed' AND json_extract(body_json, '$.permanent') = 1")
+
+        (undelivered,) = await until(failures, "the undelivered status as a failure")
+        assert "undelivered" in undelivered["r"] and "30003" in undelivered["r"]
+
         assert (await twilio.post(url, twilio.inbound(CLIENT, "STOP")))[0] == 200
         await desk.wait_for(lambda f: f.get("type") == "message" and f.get("text") == "STOP")
         assert (await desk.reply(got["conversation"], "r2", "Are you still there?"))["type"] == "ack"
 
         async def failed() -> list[Any]:
-            return await rows(relay, "SELECT body_json FROM events WHERE kind = 'delivery.failed'")
+            return await rows(relay, "SELECT body_json FROM events WHERE kind = 'delivery.failed' "
+                                     "AND json_extract(body_json, '$.reason') LIKE '%opted out%'")
 
         (failure,) = await until(failed, "the opted-out delivery to fail")
         assert "opted out" in json.loads(failure["body_json"])["reason"]
         notice = await desk.wait_for(lambda f: f.get("type") == "notice" and "opted out" in f.get("text", ""))
         assert notice["conversation"] == got["conversation"]
-        assert len(twilio.sent) == 1
+        assert len(twilio.sent) == 2
         await desk.close()

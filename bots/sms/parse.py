@@ -16,7 +16,6 @@ from relay.model import Inbound, Party
 
 MAX_MEDIA = 10
 """Twilio delivers at most 10 media items with one MMS."""
-FAILED = frozenset({"failed", "undelivered"})
 NETWORK_USER = "twilio"
 
 
@@ -77,4 +76,4 @@ def parse_form(channel: str, form: Mapping[str, str], raw: bytes) -> Item:
     return parse_message(channel, form, raw)
 
 
-__all__ = ["FAILED", "keyword", "parse_form", "parse_message", "parse_status", "status_text"]
+__all__ = ["keyword", "parse_form", "parse_message", "parse_status", "status_text"]
