@@ -48,7 +48,7 @@ class FakeTwilio(FakeServer):
     auth_token: str = "twilio-auth-token"
     number: str = "+15005550006"
     unsubscribed: set[str] = field(default_factory=set)
-    sent: list[dict[str, str]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     media: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
@@ -82,20 +82,31 @@ class FakeTwilio(FakeServer):
                 return web.Response(status=fault.status, text="Internal Server Error")
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
             return self.error(fault.status, fault.code or 20429, "Too Many Requests", headers)
-        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        posted = await request.post()
+        form = {k: v for k, v in posted.items() if isinstance(v, str)}
+        media_urls = [v for v in posted.getall("MediaUrl", []) if isinstance(v, str)]
         to, body = form.get("To", ""), form.get("Body", "")
         if not E164.match(to):
             return self.error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not form.get("From") and not form.get("MessagingServiceSid"):
             return self.error(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required")
-        if not body and not form.get("MediaUrl"):
+        if not body and not media_urls:
             return self.error(400, 21602, "Message body is required.")
         if len(body) > 1600:
             return self.error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         if to in self.unsubscribed:
             return self.error(400, 21610, "Attempt to send to unsubscribed recipient")
-        sid = "SM" + secrets.token_hex(16)
-        self.sent.append({**form, "_sid": sid})
+        if len(media_urls) > 10:
+            return self.error(400, 21623, "Number of media files exceeds allowed limit")
+        fetched: list[tuple[str, bytes]] = []
+        assert self._session is not None
+        for media_url in media_urls:  # Twilio fetches each MediaUrl when it accepts the message
+            async with self._session.get(media_url) as resp:
+                if resp.status != 200:
+                    return self.error(400, 11200, f"HTTP retrieval failure: {media_url} answered {resp.status}")
+                fetched.append((resp.content_type, await resp.read()))
+        sid = ("MM" if media_urls else "SM") + secrets.token_hex(16)
+        self.sent.append({**form, "_sid": sid, "_media": fetched})  # type: ignore[dict-item]
         return web.json_response({"sid": sid, "account_sid": self.account_sid, "to": to, "from": form.get("From"),
                                   "body": body, "status": "queued", "num_segments": "1", "error_code": None,
                                   "api_version": "2010-04-01"}, status=201)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -204,9 +205,24 @@ async def test_permanent_errors_name_the_code_and_21610_opts_out(rig: Rig) -> No
     assert rig.twilio.requests == before
 
 
-async def test_files_and_deletes_are_refused_with_a_reason(rig: Rig) -> None:
-    with pytest.raises(Permanent, match="sends no files"):
-        await rig.channel.send(out("see file", attachments=(Attachment.of("a.pdf", "application/pdf", b"%PDF"),)))
+async def test_files_go_as_mms_that_twilio_fetches_from_the_relay(rig: Rig) -> None:
+    photo = Attachment.of("a.png", "image/png", b"\x89PNG" + b"i" * 300)
+    pdf = Attachment.of("b.pdf", "application/pdf", b"%PDF-1.4")
+    sid = await rig.channel.send(out("see files", attachments=(photo, pdf)))
+    (sent,) = rig.twilio.sent
+    assert sid == sent["_sid"] and sid.startswith("MM") and sent["Body"] == "see files"
+    assert sent["_media"] == [("image/png", photo.data), ("application/pdf", pdf.data)]
+    assert await rig.channel.send(out("", message_id="m-2", attachments=(pdf,)))
+    assert rig.twilio.sent[1]["Body"] == "" and rig.twilio.sent[1]["_media"] == [("application/pdf", pdf.data)]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(rig.url + "/media/guess") as resp:
+            assert resp.status == 404
+
+
+async def test_too_many_files_and_deletes_are_refused_with_a_reason(rig: Rig) -> None:
+    files = tuple(Attachment.of(f"{i}.png", "image/png", b"x") for i in range(11))
+    with pytest.raises(Permanent, match="at most 10 files"):
+        await rig.channel.send(out("many", attachments=files))
     with pytest.raises(Permanent, match="cannot delete"):
         await rig.channel.send(out("", kind="delete", edits="SM1"))
     assert rig.twilio.sent == []
@@ -224,8 +240,6 @@ async def test_unreachable_api_is_retryable() -> None:
 
 
 async def test_oversized_body_is_refused_unread(rig: Rig) -> None:
-    import aiohttp
-
     async with aiohttp.ClientSession() as session:
         async with session.post(rig.url, data=b"Body=" + b"x" * 70_000,
                                 headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:

@@ -22,6 +22,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from bots.base import Channel, ChannelContext, DeliveryError, Permanent, Retryable
+from bots.sms.media import MMS_MAX_BYTES, MMS_MAX_FILES, MediaShelf
 from bots.sms.optout import OptOuts, keyword
 from bots.sms.parse import parse_form, parse_status
 from bots.sms.segments import messages
@@ -72,6 +73,7 @@ class SmsChannel(WebhookChannel):
         base = settings.webhook_url or (ctx.public_url.rstrip("/") + settings.path if ctx.public_url else "")
         self.webhook_url = base
         self.status_url = f"{base}/status" if base else ""
+        self.media = MediaShelf()
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -172,18 +174,33 @@ class SmsChannel(WebhookChannel):
         if why:
             raise Permanent(why)
         text, files = content_to_send(out)
-        if files:
-            raise Permanent(f"{files[0].name}: this SMS channel sends no files (MMS needs a public media URL); "
-                            "send the text alone")
-        sids = [await self._post_once(f"sent:{out.message_id}:{i}", out.to.user, part)
-                for i, part in enumerate(messages(text, self.settings.max_segments))]
+        media = self._media_urls(files)
+        bodies = messages(text, self.settings.max_segments) or [""]
+        sids = [await self._post_once(f"sent:{out.message_id}:{i}", out.to.user, part, media if i == 0 else [])
+                for i, part in enumerate(bodies)]
         return sids[0]
 
-    async def _post_once(self, key: str, to: str, body: str) -> str:
+    def _media_urls(self, files: list[Attachment]) -> list[str]:
+        """URLs Twilio fetches the files of an MMS from; Permanent when they cannot go as one."""
+        if not files:
+            return []
+        if not self.webhook_url:
+            raise Permanent(f"{files[0].name}: MMS needs `public_url` (or `webhook_url`) so Twilio can fetch the file")
+        if len(files) > MMS_MAX_FILES or sum(f.size or len(f.data) for f in files) > MMS_MAX_BYTES:
+            raise Permanent(f"MMS takes at most {MMS_MAX_FILES} files and {MMS_MAX_BYTES} bytes in all; "
+                            f"this message has {len(files)} files")
+        missing = [f.name for f in files if not f.data]
+        if missing:
+            raise Permanent(f"{missing[0]}: attachment bytes are not available")
+        return [f"{self.webhook_url}/media/{self.media.put(f.data, f.mime or 'application/octet-stream')}" for f in files]
+
+    async def _post_once(self, key: str, to: str, body: str, media: list[str]) -> str:
         done = await self.ctx.state.get(key)
         if done is not None:
             return done
         form: dict[str, object] = {"To": to, "Body": body}
+        if media:
+            form["MediaUrl"] = media
         if self.settings.messaging_service_sid:
             form["MessagingServiceSid"] = self.settings.messaging_service_sid
         else:
@@ -212,7 +229,7 @@ class SmsChannel(WebhookChannel):
         url = self.settings.api_url + path
         try:
             async with asyncio.timeout(self.settings.timeout):
-                resp = await self._twilio().request_async(method, url, data=dict(data))
+                resp = await self._twilio().request_async(method, url, data=_form(data))  # type: ignore[arg-type]
         except TimeoutError as exc:
             raise Retryable(f"Twilio API timed out after {self.settings.timeout} s") from exc
         except aiohttp.ClientError as exc:
@@ -229,6 +246,15 @@ class SmsChannel(WebhookChannel):
         raise twilio_failure(resp.status_code, doc, headers.get("Retry-After"))
 
 
+def _form(data: Mapping[str, object]) -> MultiDict[str]:
+    """The request form, a list value as the repeated parameter Twilio expects (`MediaUrl`)."""
+    form: MultiDict[str] = MultiDict()
+    for key, value in data.items():
+        for one in value if isinstance(value, list) else [value]:
+            form.add(key, str(one))
+    return form
+
+
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -243,4 +269,5 @@ def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> Chann
     channel = SmsChannel(name, SmsSettings.parse(name, settings), ctx)
     ctx.app.router.add_post(channel.settings.path, channel.handle_message)
     ctx.app.router.add_post(channel.settings.path + "/status", channel.handle_status)
+    ctx.app.router.add_get(channel.settings.path + "/media/{token}", channel.media.handle)
     return channel
