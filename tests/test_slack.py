@@ -117,7 +117,12 @@ async def test_reply_edit_and_delete_in_the_thread_become_inbounds(rig: Rig) -> 
     assert (await rig.slack.post_event(rig.url, rig.slack.envelope(echo)))[0] == 200
     top = rig.slack.message(ALICE, "lunch anyone?", None)
     assert (await rig.slack.post_event(rig.url, rig.slack.envelope(top)))[0] == 200
-    assert [i.kind for i in rig.hub.journal] == ["message", "edit", "delete", "event"]
+    reaction = {"type": "reaction_added", "user": ALICE, "reaction": "thumbsup",
+                "item": {"type": "message", "channel": rig.slack.channel, "ts": reply["ts"]}}
+    assert (await rig.slack.post_event(rig.url, rig.slack.envelope(reaction)))[0] == 200
+    assert (await rig.slack.post_event(rig.url, b"not json at all"))[0] == 200
+    assert [i.kind for i in rig.hub.journal] == ["message", "edit", "delete", "event", "event", "event"]
+    assert rig.hub.journal[-1].raw == b"not json at all"
 
 
 async def test_journal_failure_answers_500_so_slack_retries(rig: Rig) -> None:

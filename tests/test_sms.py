@@ -158,7 +158,10 @@ async def test_stop_opts_the_number_out_until_start(rig: Rig) -> None:
     assert rig.twilio.sent == []
     assert (await rig.twilio.post(rig.url, rig.twilio.inbound(CLIENT, "start")))[0] == 200
     assert await rig.channel.send(out("welcome back", message_id="m-2"))
-    assert [s["Body"] for s in rig.twilio.sent] == ["welcome back"]
+    assert (await rig.twilio.post(rig.url, rig.twilio.inbound(CLIENT, "HELP")))[0] == 200
+    assert rig.hub.journal[-1].text == "HELP" and rig.hub.journal[-1].kind == "message"
+    assert await rig.channel.send(out("How can we help?", message_id="m-3"))
+    assert [s["Body"] for s in rig.twilio.sent] == ["welcome back", "How can we help?"]
 
 
 # --- sending -------------------------------------------------------------------------------
