@@ -156,6 +156,16 @@ async def test_files_both_ways_within_the_limit(rig: Rig) -> None:
     assert platform_id == f"{rig.slack.channel}:{text_post['ts']}"
 
 
+async def test_a_text_over_slacks_limit_goes_as_several_posts_in_the_thread(rig: Rig) -> None:
+    text = "a" * 40000 + "b" * 10
+    first = await rig.channel.send(out(text))
+    root, one, two = rig.slack.posts
+    assert one["text"] == "a" * 40000 and two["text"] == "b" * 10 and one["thread_ts"] == two["thread_ts"] == root["ts"]
+    assert first.endswith(one["ts"])
+    with pytest.raises(Permanent, match="40000-character"):
+        await rig.channel.send(out(text, message_id="m-2", kind="edit", edits=first))
+
+
 async def test_outgoing_edit_and_delete_update_the_posted_message(rig: Rig) -> None:
     platform_id = await rig.channel.send(out("first version"))
     await rig.channel.send(out("second version", message_id="m-2", kind="edit", edits=platform_id))

@@ -31,6 +31,8 @@ MAX_LINE = 1 << 20
 """A notification line (one envelope, attachments by id) is far smaller than 1 MiB."""
 RETRY_TYPES = frozenset({"NETWORK_FAILURE", "RATE_LIMIT_FAILURE"})
 RATE_LIMIT_WAIT = 60.0
+SEND_MAX_BYTES = 100 * 1000 * 1000
+"""Signal refuses attachments over 100 MB."""
 
 
 def send_failure(results: Any) -> DeliveryError | None:
@@ -238,6 +240,9 @@ class SignalChannel:
         if not text and not files:
             raise Permanent("nothing to send: empty text and no attachments")
         params: dict[str, Any] = {"recipient": [to], "message": text}
+        big = [a for a in files if len(a.data) > SEND_MAX_BYTES]
+        if big:
+            raise Permanent(f"{big[0].name}: {len(big[0].data)} bytes is over Signal's {SEND_MAX_BYTES}-byte attachment limit")
         if files:
             params["attachments"] = [f"data:{a.mime or 'application/octet-stream'};filename={a.name};base64,"
                                      + base64.b64encode(a.data).decode() for a in files if a.data]

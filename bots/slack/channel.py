@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SLACK_MAX_BODY = 1024 * 1024
 """An Events API body is one event (message text up to 40,000 characters, files by URL)."""
 TEXT_LIMIT = 40000
+"""Slack truncates a message past 40,000 characters; a longer text goes as several posts."""
 RETRY_ERRORS = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
                           "request_timeout"})
 
@@ -175,7 +176,7 @@ class SlackChannel(WebhookChannel):
                 lines.append(f"[file not delivered: {escape(att.name)} ({escape(att.refused or 'no content')})]")
         if out.text:
             lines.append(("(edited) " if out.kind == "edit" else "") + escape(out.text))
-        return "\n".join(lines)[:TEXT_LIMIT]
+        return "\n".join(lines)
 
     async def _thread(self, out: Outgoing) -> str | None:
         if not out.conversation:
@@ -200,7 +201,10 @@ class SlackChannel(WebhookChannel):
             raise Permanent(f"slack {out.kind}: nothing to send (no text and no files)")
         ids: list[str] = []
         if text.strip():
-            ids.append(await self._once(f"sent:{out.message_id}:{out.kind}:text", lambda: self._post_text(text, thread)))
+            chunks = [text[i:i + TEXT_LIMIT] for i in range(0, len(text), TEXT_LIMIT)]
+            for n, chunk in enumerate(chunks):
+                key = f"sent:{out.message_id}:{out.kind}:text" + (f"{n}" if n else "")
+                ids.append(await self._once(key, lambda c=chunk: self._post_text(c, thread)))
         for i, file in enumerate(files):
             ids.append(await self._once(f"sent:{out.message_id}:{out.kind}:file{i}", lambda f=file: self._upload(f, thread)))
         return ids[0]
@@ -239,6 +243,8 @@ class SlackChannel(WebhookChannel):
     async def _update(self, out: Outgoing) -> str:
         channel, ts = self._target(out.edits)
         text = self._compose(out).replace("(edited) ", "", 1)
+        if len(text) > TEXT_LIMIT:
+            raise Permanent(f"slack edit: {len(text)} characters is over Slack's {TEXT_LIMIT}-character message limit")
         await self._web().chat_update(channel=channel, ts=ts, text=text or "(empty)")
         return pid(channel, ts)
 
