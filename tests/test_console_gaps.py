@@ -1,0 +1,54 @@
+"""The console's gaps of issue #11 closed: the last reload as the watcher saw it, exports listed
+from disk after a restart, every decision counted per reviewer."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from tests.console_support import console_config, login, running
+
+
+async def _until(check: object, tries: int = 1200) -> None:
+    for _ in range(tries):
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_policies_page_shows_the_last_reload_attempt_as_the_watcher_saw_it(tmp_path: Path) -> None:
+    cfg = console_config(tmp_path / "data")
+    policies = Path(cfg["policies"]["dir"])
+    good = (policies / "test.yaml").read_text()
+    async with running(cfg) as relay:
+        base = relay.base_url
+        carol, _, _ = await login(base, "carol")
+        try:
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+            assert "id='reload-attempt-result'>loaded<" in html
+            loads = len(await relay.journal.fetchall("SELECT 1 FROM events WHERE kind = 'policy.loaded'"))
+
+            (policies / "test.yaml").write_text(good + "  - id: BROKEN\n    match: [\n")
+            await _until(lambda: relay.watcher.last_reload is not None and relay.watcher.last_reload.result == "rejected")
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+            assert "id='reload-attempt-result'>rejected<" in html
+            errors = re.search(r"<ul id='reload-attempt-errors'>(.*?)</ul>", html).group(1)
+            assert re.search(r"test\.yaml:\d+", errors), errors
+            rejected_at = float(re.search(r"id='reload-attempt-at' data-at='([\d.]+)'", html).group(1))
+
+            # Reverting the edit compiles to the active set again: nothing new is journaled
+            # (no policy.loaded), yet the page must say the last attempt succeeded, and when.
+            (policies / "test.yaml").write_text(good)
+            await _until(lambda: relay.watcher.last_reload.result == "unchanged")
+            async with carol.get(base + "/console/policies") as r:
+                html = await r.text()
+            assert "id='reload-attempt-result'>unchanged<" in html and "reload-attempt-errors" not in html
+            assert float(re.search(r"id='reload-attempt-at' data-at='([\d.]+)'", html).group(1)) >= rejected_at
+            assert relay.policies.version in html
+            assert len(await relay.journal.fetchall("SELECT 1 FROM events WHERE kind = 'policy.loaded'")) == loads
+        finally:
+            await carol.close()
