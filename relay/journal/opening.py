@@ -49,7 +49,14 @@ async def prepare_writer(db: aiosqlite.Connection, path: Path, sync: str, hmac_k
     await db.execute(f"PRAGMA synchronous={sync}")
     await db.execute("PRAGMA wal_autocheckpoint=0")
     await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
+    had_decisions = bool(await db.execute_fetchall(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review_decisions'"))
+    had_events = bool(await db.execute_fetchall(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"))
     await db.executescript(schema.CORE + schema.PROJECTIONS)
+    if had_events and not had_decisions:
+        await db.execute(schema.BACKFILL_DECISIONS)
+        await db.commit()
     meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
     if not meta:
         await db.executemany("INSERT INTO meta(key, value) VALUES(?, ?)", list(meta_for_key(hmac_key).items()))

@@ -174,7 +174,8 @@ def delivery_failed(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
 
 
 def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
-    """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
+    """An annotation leaves the item as it was; an escalation keeps it open for supervisors.
+    `review_decisions` counts every decision (annotations too) per reviewer, for the dashboard."""
     db.executemany(
         "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
@@ -184,6 +185,11 @@ def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
             for seq, _, _, _, b, _, _, _ in evs
             if b.get("decision") != "annotate"
         ],
+    )
+    db.executemany(
+        "INSERT INTO review_decisions(reviewer, decision, n) VALUES(?, ?, 1)"
+        " ON CONFLICT(reviewer, decision) DO UPDATE SET n = n + 1",
+        [(str(b.get("reviewer") or ""), str(b.get("decision") or "")) for _, _, _, _, b, _, _, _ in evs],
     )
 
 

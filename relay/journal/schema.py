@@ -39,10 +39,18 @@ CREATE TABLE IF NOT EXISTS review_queue(
   message_id TEXT PRIMARY KEY, seq INTEGER, conversation TEXT, action TEXT, rules_json TEXT,
   state TEXT, decided_by TEXT, decision TEXT, reason TEXT, decided_seq INTEGER);
 CREATE INDEX IF NOT EXISTS review_queue_open ON review_queue(seq) WHERE state='open';
+CREATE TABLE IF NOT EXISTS review_decisions(
+  reviewer TEXT NOT NULL, decision TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(reviewer, decision));
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, tokenize='trigram');
 """
 
-PROJECTION_TABLES = ("messages", "conversations", "deliveries", "review_queue", "messages_fts")
+PROJECTION_TABLES = ("messages", "conversations", "deliveries", "review_queue", "review_decisions", "messages_fts")
+
+# A journal written before `review_decisions` existed: count its decisions once, when the table is made.
+BACKFILL_DECISIONS = (
+    "INSERT INTO review_decisions(reviewer, decision, n) SELECT"
+    " COALESCE(json_extract(body_json, '$.reviewer'), ''), COALESCE(json_extract(body_json, '$.decision'), ''),"
+    " COUNT(*) FROM events WHERE kind = 'review.decided' GROUP BY 1, 2")
 
 
 def create_all(db: sqlite3.Connection) -> None:
