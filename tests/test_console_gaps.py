@@ -7,6 +7,7 @@ import asyncio
 import re
 from pathlib import Path
 
+from relay.console.state import CONSOLE_KEY
 from tests.console_support import console_config, login, running
 
 
@@ -94,4 +95,55 @@ async def test_dashboard_counts_every_decision_per_reviewer_also_after_an_upgrad
             async with dave.get(relay.base_url + "/console/dashboard") as r:
                 assert table(await r.text()) == want
         finally:
+            await dave.close()
+
+
+async def test_finished_exports_are_listed_from_disk_after_a_restart(tmp_path: Path) -> None:
+    import io
+    import stat
+    import zipfile
+
+    from tests.console_support import client_says
+
+    cfg = console_config(tmp_path / "data")
+    async with running(cfg) as relay:
+        base = relay.base_url
+        await client_says(relay, "walt", "a guaranteed profit for you")
+        carol, _, csrf = await login(base, "carol")
+        try:
+            async with carol.post(base + "/console/exports/start", data={"format": ["jsonl", "html"], "csrf": csrf},
+                                  allow_redirects=False) as r:
+                assert r.status == 303
+                job = r.headers["Location"].rsplit("/", 1)[1]
+            exports = relay.web[CONSOLE_KEY].exports
+            await _until(lambda: exports[job].state != "running")
+            assert exports[job].state == "done"
+        finally:
+            await carol.close()
+    root = Path(cfg["data_dir"]) / "console-exports"
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert (root / f"{job}.json").is_file() and (root / f"{job}.zip").is_file()
+
+    async with running(cfg) as relay:
+        base = relay.base_url
+        carol, _, _ = await login(base, "carol")
+        dave, _, _ = await login(base, "dave")
+        try:
+            async with carol.get(base + "/console/exports") as r:
+                html = await r.text()
+            assert f"href='/console/exports/{job}'" in html and f"id='download-{job}'" in html
+            assert "<td>done</td>" in html
+            async with carol.get(base + f"/console/exports/{job}") as r:
+                html = await r.text()
+            assert "id='export-state'>done<" in html and re.search(r"id='verify-result'[^>]*>ok:", html)
+            async with carol.get(base + f"/console/exports/{job}/download") as r:
+                assert r.status == 200
+                names = zipfile.ZipFile(io.BytesIO(await r.read())).namelist()
+            assert f"{job}/manifest.json" in names
+            async with dave.get(base + f"/console/exports/{job}") as r:  # someone else's export stays theirs
+                assert r.status == 404
+        finally:
+            await carol.close()
             await dave.close()
