@@ -147,3 +147,39 @@ async def test_finished_exports_are_listed_from_disk_after_a_restart(tmp_path: P
         finally:
             await carol.close()
             await dave.close()
+
+
+class _Recording:
+    """The real journal, with the SQL its reads ran kept (to ask SQLite how it answered them)."""
+
+    def __init__(self, journal: object) -> None:
+        self.journal = journal
+        self.sql: list[tuple[str, object]] = []
+
+    async def fetchall(self, sql: str, params: object = ()) -> list[object]:
+        self.sql.append((sql, params))
+        return await self.journal.fetchall(sql, params)  # type: ignore[attr-defined]
+
+
+async def test_holds_and_erasure_requests_are_read_without_walking_the_journal(tmp_path: Path) -> None:
+    from relay.compliance.holds import add_hold, load_state, request_erasure
+    from relay.journal import Journal
+    from tests.compliance_support import History, party
+
+    j = await Journal.open(tmp_path / "data")
+    try:
+        h = History(j)
+        ann = party("webchat", "ann", "Ann")
+        for i in range(40):
+            await h.message(f"m{i}", "c-ann", "inbound", f"message {i}", client=ann)
+        await add_hold(j, "conversation", "c-ann", "SEC inquiry", "dave")
+        await request_erasure(j, "webchat:ann", "DSAR-1", "erin")
+        rec = _Recording(j)
+        holds, restricted = await load_state(rec)  # type: ignore[arg-type]
+        assert [x.value for x in holds.values()] == ["c-ann"] and set(restricted) == {"webchat:ann"}
+        assert rec.sql
+        for sql, params in rec.sql:
+            plan = " ".join(str(r[3]) for r in await j.fetchall("EXPLAIN QUERY PLAN " + sql, params))
+            assert "USING INDEX events_conversation (conversation=?" in plan, plan
+    finally:
+        await j.close()
