@@ -140,8 +140,14 @@ class Config:
     employees: Mapping[str, Employee]
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
+    journal_url: str | None = None
+    journal_lease_seconds: float = 10.0
     outbox_give_up_after: float = 86400.0
     raw: Mapping[str, Any] = field(default_factory=dict)
+    witnesses: tuple[Any, ...] = ()
+    """`journal.witnesses`, built (relay/journal/witness.py): where signed checkpoints are copied."""
+    replica: Any = None
+    """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
     lines: Lines = field(default_factory=dict)
 
     def where(self, *path: str) -> str:
@@ -304,6 +310,13 @@ def config_from_dict(
     listen = data.get("listen") or {}
     pol = data.get("policies") or {}
     jr = data.get("journal") or {}
+    from relay.journal import replica, witness  # here, not at the top: `relay review list --help` stays light
+
+    try:
+        witnesses = tuple(witness.from_config(jr.get("witnesses"), root))
+        replica_target = replica.target_from_config(jr.get("replica"), root)
+    except (witness.WitnessError, replica.ReplicaError) as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
     ob = data.get("outbox") or {}
     host = listen.get("host", "127.0.0.1")
     port = int(listen.get("port", 8080))
@@ -322,6 +335,8 @@ def config_from_dict(
         checkpoint_seconds=float(jr.get("checkpoint_seconds", 60.0)),
         checkpoint_dir=rel(jr.get("checkpoint_dir")),
         synchronous=jr.get("synchronous", "FULL"),
+        journal_url=jr.get("url") or None,
+        journal_lease_seconds=float(jr.get("lease_seconds", 10.0)),
         max_attachment_bytes=int((data.get("limits") or {}).get("max_attachment_bytes", 25 * 1024 * 1024)),
         outbox_base_delay=float(ob.get("base_delay", 0.5)),
         outbox_max_delay=float(ob.get("max_delay", 60.0)),
@@ -332,5 +347,7 @@ def config_from_dict(
         log_level=data.get("log_level", "INFO"),
         outbox_give_up_after=float(ob.get("give_up_after", 86400.0)),
         raw=data,
+        witnesses=witnesses,
+        replica=replica_target,
         lines=lines,
     )

@@ -16,7 +16,10 @@ from typing import Any
 from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
+from relay.journal import replica, signing
+from relay.journal.backend import open_journal
 from relay.journal.chain import canonical_json
+from relay.journal.witness import Witness, WitnessError, ad_hoc
 from relay.commands.common import journal_settings_of
 from relay.commands import evidence as evidence_commands
 from relay.compliance.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
@@ -38,9 +41,25 @@ def setup(parser: argparse.ArgumentParser) -> None:
         p.set_defaults(handler=_reporting(handler))
         return p
 
-    p = verb("verify", "recompute the hash chain, blob digests and checkpoints", cmd_verify)
+    p = verb("verify", "recompute the hash chain, blob digests and checkpoints (incremental from the last"
+             " verified checkpoint; --full for the whole chain)", cmd_verify)
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--full", action="store_true", help="the whole chain from seq 1, not only what is new since the last verify")
+    p.add_argument("--witness", nargs="*", default=None, metavar="NAME|DIR|URL",
+                   help="also check against witnesses: the configured ones (journal.witnesses) when none is named;"
+                        " a name, a directory, an http(s) URL or syslog-file:PATH")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
+    p.add_argument("--replica", default=None, metavar="DIR",
+                   help="verify the WORM copy (DIR or s3://bucket/prefix: its chain, blobs, checkpoints) and that it agrees with the journal")
+
+    p = verb("replicate", "copy new events, blobs and checkpoints to the WORM copy (what relay run does on a schedule)",
+             cmd_replicate)
+    p.add_argument("--to", default=None, metavar="DIR", help="the copy (default: journal.replica.path)")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("restore", "rebuild a journal from a WORM copy into a new data directory (--data-dir)", cmd_restore)
+    p.add_argument("--from", dest="source", required=True, metavar="DIR", help="the copy")
+    p.add_argument("--json", action="store_true")
 
     p = verb("show", "print events, one per line", cmd_show)
     p.add_argument("--conversation", help="only this conversation id")
@@ -66,6 +85,10 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--progress", type=int, default=10000, metavar="N",
                    help="a progress line on stderr every N events and every N messages (default 10000; 0: none)")
+    p.add_argument("--index", action="store_true",
+                   help="also index.csv and index.json: one row per exported message (seq, time, conversation,"
+                        " parties, channel, verdict, file)")
+    p.add_argument("--zip", action="store_true", help="also pack the export as DIR.zip (verify with verify --export DIR.zip)")
     evidence_commands.add_export_filters(p)
 
     p = verb("verify-export", "check an export offline: signature, every file's digest, events, checkpoint",
@@ -76,6 +99,12 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
     verb("rebuild", "drop and rebuild the projections from the events (stop relay first)", cmd_rebuild)
+
+    p = verb("migrate", "copy a SQLite journal into PostgreSQL, chain intact (stop relay first; resumable)", cmd_migrate)
+    p.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH", help="the data_dir (or its journal.sqlite3)")
+    p.add_argument("--to", dest="target", required=True, metavar="postgresql://…", help="the target database (${ENV} allowed)")
+    p.add_argument("--chunk", type=int, default=2000, metavar="N", help="events per transaction")
+    p.add_argument("--progress", type=int, default=10000, metavar="N", help="a progress line on stderr every N events (0: none)")
 
 
 def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -107,9 +136,15 @@ def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
         raise CommandError(str(exc)) from None
     except sqlite3.Error as exc:
         raise CommandError(f"cannot read the journal database: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # without importing it for SQLite users
+            raise CommandError(f"journal database (PostgreSQL): {exc}") from None
+        raise
 
 
 async def _open(s: journal_settings.JournalSettings, read_only: bool = True) -> Journal:
+    if s.url:
+        return await open_journal(s.data_dir, url=s.url, read_only=read_only, **s.open_kwargs())  # type: ignore[return-value]
     if not (s.data_dir / "journal.sqlite3").exists():
         raise JournalError(f"no journal at {s.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
     return await Journal.open(s.data_dir, read_only=read_only, **s.open_kwargs())
@@ -123,16 +158,90 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return evidence_commands.cmd_verify_export(argparse.Namespace(
                 directory=args.export, public_key=str(s.data_dir / "keys" / "journal_ed25519.pub")
                 if (s.data_dir / "keys" / "journal_ed25519.pub").exists() else None, json=args.json))
-        else:
+        elif args.replica is not None:
             journal = await _open(s)
             try:
-                report = await journal.verify()
+                public = signing.load_public(s.data_dir / "keys")
+                report = await replica.verify_copy(replica.target_for(args.replica, s.replica), s.hmac_key, journal.path, public)
+            except replica.ReplicaError as exc:
+                raise CommandError(str(exc)) from None
+            finally:
+                await journal.close()
+        else:
+            witnesses = _witnesses(s, args.witness)
+            journal = await _open(s)
+            try:
+                report = await journal.verify_recorded(full=args.full, witnesses=witnesses)
+            except WitnessError as exc:
+                raise CommandError(str(exc)) from None
             finally:
                 await journal.close()
         print(json.dumps(report.to_dict()) if args.json else report.line())
         return 0 if report.ok else 1
 
     return _run(go)
+
+
+def _replica_target(s: journal_settings.JournalSettings, spec: str | None) -> replica.ReplicaTarget:
+    if spec is not None:
+        return replica.target_for(spec, s.replica)
+    if s.replica is None:
+        raise CommandError("no copy named: pass --to DIR or set journal.replica.path")
+    return s.replica
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    target = _replica_target(s, args.to)
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            result = await replica.sync(journal, target)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            await journal.close()
+        print(json.dumps(result.to_dict()) if args.json else
+              f"copied {result.copied_events} events and {result.copied_blobs} blobs to {target.name}; copy head seq {result.head}")
+        return 0
+
+    return _run(go)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        raise CommandError("restore needs --data-dir NEW_DIR (a new, empty directory for the rebuilt journal)")
+    target = replica.target_for(args.source, _settings(args).replica)
+
+    async def go() -> int:
+        try:
+            count = await replica.restore(target, args.data_dir)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        journal = await Journal.open(args.data_dir, read_only=True, hmac_key=_settings(args).hmac_key)
+        try:
+            report = await journal.verify_recorded(full=True)
+        finally:
+            await journal.close()
+        if args.json:
+            print(json.dumps({"restored": count, "verify": report.to_dict()}))
+        else:
+            print(f"restored {count} events into {args.data_dir}; verify: {report.line()}")
+        return 0 if report.ok else 1
+
+    return _run(go)
+
+
+def _witnesses(s: journal_settings.JournalSettings, specs: list[str] | None) -> list[Witness]:
+    if specs is None:
+        return []
+    if not specs:
+        if not s.witnesses:
+            raise CommandError("--witness: no journal.witnesses configured; name a directory or URL")
+        return list(s.witnesses)
+    named = {w.name: w for w in s.witnesses}
+    return [named.get(spec) or ad_hoc(spec, Path.cwd()) for spec in specs]
 
 
 def _summary(body: dict[str, Any], width: int = 140) -> str:
@@ -206,6 +315,39 @@ async def _newest_window(journal: Journal, where: list[str], params: list[Any], 
 
 def cmd_search(args: argparse.Namespace) -> int:
     return evidence_commands.cmd_search(args, _settings(args))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copies, then verifies the target with the source's checkpoint files; exit 1 if it does not verify."""
+    s = _settings(args)
+    try:
+        target = journal_settings.expand_env(args.target, "--to")
+    except journal_settings.SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+    async def go() -> int:
+        from relay.journal.migrate import migrate, source_dir
+        from relay.journal.pg import PgJournal
+
+        source = source_dir(args.source)
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            if args.progress and (done - last[0] >= args.progress or done == total):
+                last[0] = done
+                print(f"relay: migrate: {done}/{total} events", file=sys.stderr, flush=True)
+
+        report = await migrate(source, target, hmac_key=s.hmac_key, chunk=max(1, args.chunk), progress=progress)
+        print(report.line())
+        journal = await PgJournal.open(target, data_dir=source, hmac_key=s.hmac_key, read_only=True)
+        try:
+            check = await journal.verify()
+        finally:
+            await journal.close()
+        print(f"target verify: {check.line()}")
+        return 0 if check.ok else 1
+
+    return _run(go)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

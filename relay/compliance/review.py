@@ -186,6 +186,9 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     """The review queue from the events (`message_id` limits it to one item)."""
     one = " AND json_extract(body_json, '$.message_id') = ?" if message_id else ""
     params: tuple[Any, ...] = (message_id,) if message_id else ()
+    # SQLite's json_extract gives JSON true as 1; PostgreSQL needs the boolean spelled out
+    review = ("(body_json::jsonb->'review') = 'true'::jsonb" if getattr(reader, "dialect", "sqlite") == "postgresql"
+              else "json_extract(body_json, '$.review')")
     in_conv = ""
     if message_id:  # one item: read only its conversation's events (the events_conversation index)
         conv = await reader.fetchall("SELECT conversation FROM messages WHERE id = ?", (message_id,))
@@ -194,7 +197,7 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
             one = in_conv + one
     rows = await reader.fetchall(
         "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict'"
-        " AND json_extract(body_json, '$.review') AND json_extract(body_json, '$.shadow') IS NULL" + one
+        f" AND {review} AND json_extract(body_json, '$.shadow') IS NULL" + one
         + " ORDER BY seq", params)
     items: dict[str, ReviewItem] = {}
     for r in rows:
