@@ -183,3 +183,35 @@ async def test_holds_and_erasure_requests_are_read_without_walking_the_journal(t
             assert "USING INDEX events_conversation (conversation=?" in plan, plan
     finally:
         await j.close()
+
+
+async def test_the_sla_sweep_finds_past_due_items_without_walking_the_journal(tmp_path: Path) -> None:
+    import time
+
+    from relay.compliance.review import ComplianceSettings, _past_due
+    from relay.journal import Journal
+    from tests.journal_support import received, verdict
+
+    j = await Journal.open(tmp_path / "data")
+    try:
+        for i in range(30):
+            mid = f"m{i}"
+            await j.append("message.received", received(mid, f"text {i}"), f"c-{i % 3}")
+            await j.append("policy.verdict", verdict(mid, "flag" if i % 2 else "allow", review=bool(i % 2),
+                                                     rules=["F-1"] if i % 2 else []), f"c-{i % 3}")
+        await j.append("review.decided", {"message_id": "m1", "decision": "compliant", "reviewer": "carol"}, "c-1")
+        await j.append("review.decided", {"message_id": "m3", "decision": "escalate", "reviewer": "relay",
+                                          "reason": "late", "sla_breach": True}, "c-0")
+        await j.append("review.decided", {"message_id": "m5", "decision": "annotate", "reviewer": "carol",
+                                          "reason": "looked"}, "c-2")
+        settings = ComplianceSettings(sla_flag=60.0)
+        rec = _Recording(j)
+        assert await _past_due(rec, settings, None, time.time() + 30) == []  # type: ignore[arg-type]
+        due = await _past_due(rec, settings, None, time.time() + 120)  # type: ignore[arg-type]
+        want = [f"m{i}" for i in range(5, 30, 2)]  # open flags; m1 closed, m3 already escalated for its SLA
+        assert [x.message_id for x in due] == want
+        for sql, params in rec.sql:
+            plan = " ".join(str(r[3]) for r in await j.fetchall("EXPLAIN QUERY PLAN " + sql, params))
+            assert "SCAN events" not in plan and "rowid>" not in plan, (sql, plan)
+    finally:
+        await j.close()

@@ -343,11 +343,8 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     policies = getattr(app, "policies", None)
     breached: list[str] = []
-    for item in (await load_items(app.journal)).values():
-        sla = item.sla(s, policies)
-        if sla is None or not item.is_open or item.sla_breached or now - item.ts <= sla:
-            continue
-        hours = sla / 3600
+    for item in await _past_due(app.journal, s, policies, now):
+        hours = (item.sla(s, policies) or 0) / 3600
         reason = f"review SLA of {hours:g}h breached (queued {iso(item.ts)})"
         await app.journal.append("review.decided", {"message_id": item.message_id, "decision": "escalate",
                                                     "reviewer": SYSTEM_REVIEWER, "reason": reason, "sla_breach": True},
@@ -358,6 +355,29 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
         breached.append(item.message_id)
     notified = await _notify_new_verdicts(app, s, policies, now)
     return {"sla_breaches": breached, "notified": notified}
+
+
+async def _past_due(reader: Reader, s: ComplianceSettings, policies: Any, now: float) -> list[ReviewItem]:
+    """Open items past their SLA and not yet escalated for it. The open items come from the
+    `review_queue` projection (not a read of every verdict); only those past due are read whole
+    (through their conversation) to settle their state from their decisions."""
+    rows = await reader.fetchall(
+        "SELECT rq.message_id, rq.seq, rq.conversation, rq.action, rq.rules_json, e.ts FROM review_queue rq"
+        " JOIN events e ON e.seq = rq.seq WHERE rq.state IN ('open', 'escalated')"
+        " AND NOT (COALESCE(rq.decided_by, '') = ? AND rq.decision = 'escalate') ORDER BY rq.seq", (SYSTEM_REVIEWER,))
+    due: list[ReviewItem] = []
+    for r in rows:
+        rules = json.loads(r["rules_json"] or "[]")
+        mid = str(r["message_id"])
+        brief = ReviewItem(mid, int(r["seq"]), float(r["ts"]), r["conversation"] or "", str(r["action"]),
+                           [x for x in rules if isinstance(x, dict)] if isinstance(rules, list) else [])
+        sla = brief.sla(s, policies)
+        if sla is None or now - brief.ts <= sla:
+            continue
+        item = (await load_items(reader, mid)).get(mid)
+        if item is not None and item.is_open and not item.sla_breached and now - item.ts > sla:
+            due.append(item)
+    return due
 
 
 async def _notify_new_verdicts(app: Any, s: ComplianceSettings, policies: Any, now: float) -> list[str]:
