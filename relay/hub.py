@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from bots.base import Deliver
 from relay.config import Config
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.model import Attachment, Inbound, Party, Receipt, RuleHit, Span, Verdict, conversation_id
 from relay.outbox import Delivery, Outbox, party_json, party_of
 from relay.policy import EvalInput, PolicySet, apply_verdict
@@ -352,9 +352,7 @@ class Hub:
         if not inb.reply_to or not status.startswith(RECEIPT_PREFIXES):
             return []
         rows = await self.journal.fetchall(
-            "SELECT delivery_id, message_id, conversation, platform_id FROM deliveries WHERE channel = ? "
-            "AND platform_id IN (?, ?) ORDER BY seq DESC LIMIT 1",
-            (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
+            lookups.RECEIPT_DELIVERY, (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
         if not rows:
             return []
         r = rows[0]
@@ -370,9 +368,7 @@ class Hub:
         """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""
         if inb.kind != "edit" or not inb.edits:
             return ()
-        rows = await self.journal.fetchall(
-            "SELECT body_json FROM events WHERE kind = 'policy.verdict' AND json_extract(body_json, '$.message_id') = ? "
-            "ORDER BY seq DESC LIMIT 1", (message_id_for(inb.channel, inb.edits),))
+        rows = await self.journal.fetchall(lookups.LATEST_VERDICT, (message_id_for(inb.channel, inb.edits),))
         return tuple(json.loads(rows[0]["body_json"]).get("disclaimers") or ()) if rows else ()
 
     def _evaluate_and_route(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
@@ -469,11 +465,8 @@ class Hub:
         d = self._held.get(message_id)
         if d is not None:
             return d
-        rows = await self.journal.fetchall("SELECT body_json, conversation FROM events WHERE kind = 'message.received' "
-                                           "AND json_extract(body_json, '$.id') = ? LIMIT 1", (message_id,))
-        vrows = await self.journal.fetchall("SELECT body_json FROM events WHERE kind = 'policy.verdict' "
-                                            "AND json_extract(body_json, '$.message_id') = ? ORDER BY seq DESC LIMIT 1",
-                                            (message_id,))
+        rows = await self.journal.fetchall(lookups.RECEIVED_EVENT, (message_id,))
+        vrows = await self.journal.fetchall(lookups.LATEST_VERDICT, (message_id,))
         if not rows or not vrows:
             return None
         body = json.loads(rows[0]["body_json"])
@@ -505,7 +498,7 @@ class Hub:
         d = await self.held_delivery(message_id)
         if d is None:
             raise LookupError(f"no held message {message_id!r}")
-        done = await self.journal.fetchall("SELECT 1 FROM deliveries WHERE delivery_id = ?", (d.delivery_id,))
+        done = await self.journal.fetchall(lookups.DELIVERY_EXISTS, (d.delivery_id,))
         events: list[Event] = [("review.decided", {"message_id": message_id, "decision": "release",
                                                    "reviewer": actor, "reason": reason}, d.conversation)]
         if not done:

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from bots.base import Channel, Permanent, Retryable
 from bots.send_order import WINDOW, Window
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.model import Attachment, Outgoing, Party
 
 log = logging.getLogger("relay.outbox")
@@ -114,10 +114,7 @@ class Outbox:
 
     async def resume(self) -> int:
         """Re-queue every delivery the journal has not seen finish; returns how many."""
-        rows = await self.journal.fetchall(
-            "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
-            "FROM deliveries WHERE state = 'queued' ORDER BY seq"
-        )
+        rows = await self.journal.fetchall(lookups.QUEUED_DELIVERIES)
         for r in rows:
             to = party_of(json.loads(r["to_json"])) or Party(r["channel"], "")
             self.enqueue(
@@ -224,11 +221,7 @@ class Outbox:
         known = self._platform_ids.get((message_id, channel))
         if known is not None:
             return known
-        rows = await self.journal.fetchall(
-            "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
-            "ORDER BY seq LIMIT 1",
-            (message_id, channel),
-        )
+        rows = await self.journal.fetchall(lookups.DELIVERED_PLATFORM_ID, (message_id, channel))
         return rows[0]["platform_id"] if rows else None
 
     async def build(self, d: Delivery) -> Outgoing:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from relay.evidence.collect import Ev, Reader, client_matches, iter_events
+from relay.evidence.collect import Ev, Reader, client_matches, iter_events, row_to_ev
+from relay.journal import lookups
 
 YEAR = 365.2425 * 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(y|mo|w|d|h|m|s)\s*$")
@@ -127,7 +128,7 @@ def restricted_clients(events: Iterable[Ev]) -> dict[str, int]:
 
 
 async def load_state(reader: Reader) -> tuple[dict[str, Hold], dict[str, int]]:
-    evs = await iter_events(reader, ("hold.added", "hold.released", "erasure.requested"))
+    evs = [row_to_ev(r) for r in await reader.fetchall(lookups.COMPLIANCE_STATE_EVENTS)]
     return active_holds(evs), restricted_clients(evs)
 
 

@@ -212,12 +212,13 @@ class Journal:
         await db.execute(f"PRAGMA synchronous={sync}")
         await db.execute("PRAGMA wal_autocheckpoint=0")
         await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
-        await db.executescript(schema.CORE + schema.PROJECTIONS)
+        await db.executescript(schema.CORE)
         meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
         if not meta:
             await db.executemany("INSERT INTO meta(key, value) VALUES(?, ?)", list(self._meta_for_key().items()))
         else:
             self._check_meta(meta)
+        await db._execute(projections.upgrade, db._conn)
         rows = await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         if rows:
             self._head_seq, self._head_hash = rows[0][0], rows[0][1]
@@ -244,7 +245,12 @@ class Journal:
 
     async def _check_meta_readonly(self) -> None:
         rows = await self._reader.execute_fetchall("SELECT key, value FROM meta")
-        self._check_meta({r[0]: r[1] for r in rows})
+        meta = {r[0]: r[1] for r in rows}
+        self._check_meta(meta)
+        if meta.get("projections") != schema.PROJECTIONS_VERSION:
+            raise JournalError(f"{self.path} has projections of an older relay (version {meta.get('projections', '1')},"
+                               f" this relay reads {schema.PROJECTIONS_VERSION}): run `relay journal rebuild` once,"
+                               " or start the relay, which upgrades them")
 
     # --- writing ------------------------------------------------------------------------
 

@@ -1,0 +1,294 @@
+"""Hot-path cost against journal length: each operation at 100k and at 1M events, ratio 1M/100k.
+
+The journals are bulk-built (a desk of 50 employees, ~4.4 events per message as the hub writes
+them: received, verdict, queued, delivered, some receipts, reviews and edits) with the
+journal's own chain and projection functions, so they verify and read like written ones, and
+are cached in bench/.cache (gitignored) between runs. Each operation is the production code
+(an offline RelayApp's hub, outbox, review and handover) against the same journal; the
+baseline of each ratio is the same operation on the 10x shorter journal, in the same run.
+Target: every ratio at most 1.5x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relay.hub import delivery_id_for, message_id_for
+from relay.journal import projections, schema
+from relay.journal.chain import GENESIS, canonical_json, canonical_parts, canonical_str, link_bytes
+from relay.model import Inbound, Party, conversation_id
+
+SIZES = (100_000, 1_000_000)
+REPEAT = 30
+BUILD_VERSION = "1"
+"""Bump when the generated history changes (the cache key also holds the projections version)."""
+CACHE = Path(__file__).resolve().parent / ".cache"
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+EMPLOYEES = [f"e{n:02d}" for n in range(50)]
+MESSAGES_PER_CONVERSATION = 12
+
+
+def _config(data_dir: Path) -> dict[str, Any]:
+    return {
+        "data_dir": str(data_dir),
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "policies": {"dir": str(POLICIES), "reload_seconds": 3600},
+        "journal": {"synchronous": "NORMAL"},
+        "channels": {"clients": {"network": "memory", "side": "client"},
+                     "staff": {"network": "memory", "side": "staff"}},
+        "employees": {e: {"name": e.upper(), "staff": {"channel": "staff", "address": e}, "groups": ["advisors"]}
+                      for e in EMPLOYEES},
+        "desks": {"desk": {"clients": ["clients"], "members": list(EMPLOYEES)}},
+        "reviewers": {"carol": {"role": "reviewer"}},
+    }
+
+
+class _Builder:
+    """Writes events straight into a new journal file: seq, chain and projections as the writer does."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.seq = 0
+        self.prev = GENESIS
+        self.ts = 1.7e9
+        self.rows: list[tuple[Any, ...]] = []
+        self.records: list[projections.Record] = []
+
+    def add(self, kind: str, body: dict[str, Any], conversation: str | None) -> None:
+        self.seq += 1
+        self.ts += 0.5
+        body_json = canonical_json(body)
+        head, tail = canonical_parts(self.ts, canonical_str(kind), "null" if conversation is None else canonical_str(conversation),
+                                     body_json)
+        h = hashlib.sha256(link_bytes(self.prev, head, self.seq, tail)).hexdigest()
+        self.rows.append((self.seq, self.ts, kind, conversation, body_json, self.prev, h))
+        self.records.append((self.seq, self.ts, kind, conversation, body, body_json, self.prev, h))
+        self.prev = h
+        if len(self.rows) >= 5000:
+            self.flush()
+
+    def flush(self) -> None:
+        self.db.executemany("INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash)"
+                            " VALUES(?,?,?,?,?,?,?)", self.rows)
+        errors = projections.apply_events(self.db, self.records)
+        assert errors == 0, errors
+        self.rows, self.records = [], []
+
+
+def _party(channel: str, user: str, display: str) -> dict[str, str]:
+    return {"channel": channel, "user": user, "display": display}
+
+
+def _build(path: Path, events: int) -> dict[str, Any]:
+    """A journal of about `events` events; returns the targets the operations look up."""
+    rnd = random.Random(12)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    schema.create_all(db)
+    db.executemany("INSERT INTO meta(key, value) VALUES(?, ?)", [("hash", "sha256")])
+    schema.mark_projections(db)
+    b = _Builder(db)
+    db.execute("BEGIN")
+    b.add("policy.loaded", {"version": "v" * 64, "files": {"fin.yaml": "f" * 64}, "dir": str(POLICIES)}, None)
+    conversations: list[tuple[str, dict[str, str], str]] = []
+    received: list[tuple[str, str, str]] = []  # (message id, channel, platform id) of outbound replies
+    delivered: list[str] = []  # platform ids the client network knows (receipt targets)
+    replied: list[str] = []  # message ids of delivered replies (reply lookups)
+    held: list[str] = []
+    n_msg = 0
+    while b.seq < events:
+        if not conversations or len(conversations) * MESSAGES_PER_CONVERSATION < n_msg:
+            k = len(conversations)
+            client = _party("clients", f"client-{k}", f"Client {k}")
+            conv = conversation_id("clients", f"chat-{k}")
+            emp = EMPLOYEES[k % len(EMPLOYEES)]
+            b.add("conversation.assigned", {"conversation": conv, "employee": emp, "previous": None, "actor": "relay",
+                                            "reason": "desk", "client": client}, conv)
+            conversations.append((conv, client, emp))
+        conv, client, emp = conversations[rnd.randrange(max(0, len(conversations) - 200), len(conversations))]
+        n_msg += 1
+        inbound = n_msg % 2 == 1
+        channel = "clients" if inbound else "staff"
+        pid = f"p-{n_msg}"
+        mid = message_id_for(channel, pid)
+        staff = _party("staff", emp, emp.upper())
+        sender = client if inbound else staff
+        kind = "message"
+        edits = None
+        if not inbound and received and rnd.random() < 0.03:
+            kind, edits = "edit", rnd.choice(received[-500:])[2]
+        text = f"message {n_msg}: the balance of account {rnd.randrange(10**6)} please, 谢谢"
+        b.add("message.received", {
+            "id": mid, "direction": "inbound" if inbound else "outbound", "channel": channel, "platform_id": pid,
+            "chat": conv, "kind": kind, "sender": sender, "text": text, "attachments": [], "reply_to": None,
+            "edits": message_id_for(channel, edits) if edits else None, "reply_to_platform": None,
+            "edits_platform": edits, "sent_at": b.ts, "raw_inline": "eyJ0ZXh0IjoiLi4uIn0=", "raw_digest": "ab" * 32,
+            "client": client, "employee": emp}, conv)
+        review = rnd.random() < 0.01
+        action = ("quarantine" if rnd.random() < 0.5 else "flag") if review else "allow"
+        rules = [{"rule": "MNPI-001", "policy": "fin", "action": action, "severity": "high", "title": "MNPI",
+                  "spans": [[0, 7]], "sampled": False}] if review else []
+        b.add("policy.verdict", {"message_id": mid, "action": action, "review": review, "rules": rules,
+                                 "disclaimers": ["This conversation is recorded."] if not inbound else [],
+                                 "redactions": [], "policy_version": "v" * 64}, conv)
+        if not inbound:
+            received.append((mid, channel, pid))
+        if action == "quarantine":
+            held.append(mid)
+            if rnd.random() < 0.9:
+                b.add("review.decided", {"message_id": mid, "decision": "reject", "reviewer": "carol", "reason": "mnpi"},
+                      conv)
+            continue
+        to = staff if inbound else client
+        did = delivery_id_for(mid, to["channel"], to["user"], kind)
+        b.add("delivery.queued", {"delivery_id": did, "message_id": mid, "channel": to["channel"], "to": to,
+                                  "out": {"kind": kind, "text": text, "attachments": [], "reply_to": None, "edits": None,
+                                          "origin": sender, "client": client, "action": action,
+                                          "rules": [r["rule"] for r in rules]}}, conv)
+        platform = f"w-{n_msg}"
+        b.add("message.delivered", {"delivery_id": did, "message_id": mid, "channel": to["channel"],
+                                    "platform_id": platform, "attempt": 1}, conv)
+        if not inbound:
+            delivered.append(platform)
+            replied.append(mid)
+            if rnd.random() < 0.4:
+                rid = message_id_for("clients", f"r-{n_msg}")
+                b.add("delivery.receipt", {"delivery_id": did, "message_id": mid, "channel": "clients",
+                                           "platform_id": platform, "status": "status:read", "event_id": rid}, conv)
+        if review and rnd.random() < 0.9:
+            b.add("review.decided", {"message_id": mid, "decision": "compliant", "reviewer": "carol", "reason": ""}, conv)
+    b.flush()
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    open_held = [m for m in held[-200:]]
+    return {"events": b.seq, "replies": received[-2000:], "delivered": delivered[-2000:], "replied": replied[-2000:], "held": open_held,
+            "conversations": [c for c, _, e in conversations[-400:] if e in ("e00", "e01")]}
+
+
+def _journal_dir(events: int) -> tuple[Path, dict[str, Any]]:
+    """The cached journal of this size (built on first use)."""
+    import json
+
+    key = f"scale-{events}-b{BUILD_VERSION}-p{schema.PROJECTIONS_VERSION}"
+    d = CACHE / key
+    meta = d / "targets.json"
+    if not meta.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        (d / "data").mkdir(parents=True)
+        t0 = time.perf_counter()
+        targets = _build(d / "data" / "journal.sqlite3", events)
+        meta.write_text(json.dumps(targets))
+        print(f"   built {targets['events']} events in {time.perf_counter() - t0:.0f} s ({d})", flush=True)
+    return d / "data", json.loads(meta.read_text())
+
+
+async def _time(fn: Callable[[int], Awaitable[Any]], repeat: int = REPEAT) -> float:
+    await fn(0)  # warm the page cache
+    times = []
+    for i in range(1, repeat + 1):
+        t0 = time.perf_counter()
+        await fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+async def _measure(data_dir: Path, t: dict[str, Any]) -> dict[str, float]:
+    from relay.app import RelayApp
+    from relay.handover import handover
+    from relay.review import decide, load_items
+
+    out: dict[str, float] = {}
+    apps: list[Any] = []
+
+    async def start(_: int) -> None:
+        app = await RelayApp.start(_config(data_dir), offline=True)
+        await app.outbox.journal.fetchall("SELECT 1")
+        await app.stop()
+
+    out["start-up (offline relay)"] = await _time(start, 5)
+    app = await RelayApp.start(_config(data_dir), offline=True)
+    apps.append(app)
+    try:
+        hub, outbox, journal = app.hub, app.outbox, app.journal
+
+        async def resume_rows(_: int) -> None:
+            from relay.journal import lookups
+            await journal.fetchall(lookups.QUEUED_DELIVERIES)
+
+        async def receipt(i: int) -> None:
+            pid = t["delivered"][-1 - i]
+            inb = Inbound(channel="clients", platform_id=f"rx-{i}", sender=Party("clients", "x", "x"), chat="x",
+                          kind="event", text="status:read", reply_to=pid)
+            assert await hub._receipt_events(inb, "m-x"), pid
+
+        async def held(i: int) -> None:
+            await hub.held_delivery(t["held"][-1 - (i % len(t["held"]))])
+
+        async def inherited(i: int) -> None:
+            _, channel, pid = t["replies"][-1 - i]
+            inb = Inbound(channel=channel, platform_id=f"ed-{i}", sender=Party(channel, "e00", "E00"), chat="x",
+                          kind="edit", text="fixed", edits=pid)
+            assert await hub._inherited_disclaimers(inb)
+
+        async def reply(i: int) -> None:
+            mid = t["replied"][-1 - i]
+            outbox._platform_ids.clear()
+            assert await outbox._platform_id_of(mid, "clients")
+
+        async def queue(_: int) -> None:
+            await load_items(journal, pending=True)
+
+        pending = [m for m, item in (await load_items(journal, pending=True)).items() if item.is_open]
+
+        async def review_decide(i: int) -> None:
+            await decide(app, pending[-1 - (i % len(pending))], "annotate", "carol", "bench note")
+
+        async def hand(i: int) -> None:
+            conv = t["conversations"][i % len(t["conversations"])]
+            current = (await app.router.get(conv)).employee
+            await handover(app, current, "e01" if current == "e00" else "e00", "bench", conv)
+
+        out["outbox resume query"] = await _time(resume_rows)
+        out["delivery receipt lookup"] = await _time(receipt)
+        out["held_delivery"] = await _time(held)
+        out["edit's inherited disclaimers"] = await _time(inherited)
+        out["reply lookup (platform id)"] = await _time(reply)
+        out["review queue load"] = await _time(queue)
+        out["review decide"] = await _time(review_decide)
+        out["handover (one conversation)"] = await _time(hand, 10)
+    finally:
+        for a in apps:
+            await a.stop()
+    return out
+
+
+def main() -> None:
+    results: dict[int, dict[str, float]] = {}
+    for size in SIZES:
+        data_dir, targets = _journal_dir(size)
+        results[size] = asyncio.run(_measure(data_dir, targets))
+    small, large = SIZES
+    worst = 0.0
+    for name in results[small]:
+        a, b = results[small][name], results[large][name]
+        worst = max(worst, b / a)
+        print(f"scale: {name:<30} {a * 1e3:8.2f} ms at {small // 1000}k, {b * 1e3:8.2f} ms at {large // 1000}k,"
+              f" ratio {b / a:.2f}x")
+    print(f"scale: worst ratio 1M/100k {worst:.2f}x (target <= 1.5x; median of {REPEAT} each)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
