@@ -247,10 +247,10 @@ class Journal:
         rows = await self._reader.execute_fetchall("SELECT key, value FROM meta")
         meta = {r[0]: r[1] for r in rows}
         self._check_meta(meta)
-        if meta.get("projections") != schema.PROJECTIONS_VERSION:
-            raise JournalError(f"{self.path} has projections of an older relay (version {meta.get('projections', '1')},"
-                               f" this relay reads {schema.PROJECTIONS_VERSION}): run `relay journal rebuild` once,"
-                               " or start the relay, which upgrades them")
+        if meta.get("projections") != schema.PROJECTIONS_VERSION:  # events, verify and export still work
+            log.warning("%s has projections of an older relay (version %s, this relay reads %s): reviews may not"
+                        " load until `relay journal rebuild` runs once, or the relay starts (it upgrades them)",
+                        self.path, meta.get("projections", "1"), schema.PROJECTIONS_VERSION)
 
     # --- writing ------------------------------------------------------------------------
 
