@@ -86,3 +86,20 @@ def test_date_header_line_equals_the_email_package(ts: float) -> None:
 
     value = format_datetime(datetime.fromtimestamp(ts, timezone.utc))
     assert header_line("Date", value) == POLICY.fold_binary(*POLICY.header_store_parse("Date", value))
+
+
+WORDS = st.one_of(st.sampled_from(["bond", "[inbound", "message]", "a", "株価", "債券", "取引", "é", "Grüße", "🎉", "x-y", "(c)"]),
+                  st.text(alphabet=st.characters(min_codepoint=0xa0, max_codepoint=0x2fff, exclude_categories=("Cs", "Zl", "Zp")),
+                          min_size=1, max_size=8))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["Subject", "X-Relay-Client", "References"]), st.lists(WORDS, min_size=1, max_size=20),
+       st.sampled_from([" ", "  ", "\t"]))
+def test_mixed_script_header_line_equals_the_email_package(name: str, words: list[str], sep: str) -> None:
+    value = (" " if sep != " " and len(words) > 3 else " ").join(words[:3]) + sep + " ".join(words[3:])
+    try:
+        expected = POLICY.fold_binary(*POLICY.header_store_parse(name, value.strip()))
+    except ValueError:
+        return
+    assert header_line(name, value.strip()) == expected

@@ -7,6 +7,7 @@ MIME parts with their original bytes.
 
 from __future__ import annotations
 
+import email._encoded_words as _ew
 import email.policy
 import re
 from email.headerregistry import Address
@@ -141,6 +142,10 @@ def header_line(name: str, value: str) -> bytes:
             and len(name) + 2 + len(value) <= POLICY.max_line_length) or (lower == "message-id" and _MSG_ID.match(value)) \
             or (lower == "date" and _DATE.match(value)):
         return f"{name}: {value}\r\n".encode("ascii")
+    if lower in _VERBATIM or lower.startswith("x-"):
+        mixed = _mixed_line(name, value)
+        if mixed is not None:
+            return mixed
     key = (name, value)
     line = _FOLDED.get(key)
     if line is None:
@@ -149,6 +154,40 @@ def header_line(name: str, value: str) -> bytes:
             _FOLDED.clear()
         _FOLDED[key] = line
     return line
+
+
+_ASCII_WORD = re.compile(r"[\x21-\x7e]+\Z")
+_WIDE = re.compile(r"[^\x00-\x9f]+\Z")
+"""A word the encoded word will carry: no ASCII or C1 control character, no space."""
+
+
+def _mixed_line(name: str, value: str) -> bytes | None:
+    """An unstructured header with non-ASCII words, as the email package folds it when it fits one
+    line: ASCII words stay as they are; from the first non-ASCII word to the last, all is one
+    RFC 2047 encoded word (its folder merges each further one into the encoded word before it).
+    None for anything else (tabs, runs of spaces, "=?", control characters, long lines)."""
+    words = value.split(" ")
+    first = last = -1
+    for i, word in enumerate(words):
+        if word.isascii():
+            if not _ASCII_WORD.match(word) or "=?" in word:
+                return None
+        elif _WIDE.match(word):
+            if first < 0:
+                first = i
+            last = i
+        else:
+            return None
+    if first < 0:
+        return None
+    try:
+        ew = _ew.encode(" ".join(words[first:last + 1]), charset="utf-8")
+    except UnicodeEncodeError:
+        return None
+    line = " ".join([f"{name}:", *words[:first], ew, *words[last + 1:]])
+    if len(line) > POLICY.max_line_length - 100:
+        return None
+    return (line + "\r\n").encode("ascii")
 
 
 _TEXT_PLAIN = {"7bit": b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n',
