@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from relay.hub import delivery_id_for, message_id_for
+from relay.hub_lookups import inherited_disclaimers, receipt_events
+from relay.hub_records import delivery_id_for, message_id_for
 from relay.journal import projections, schema
 from relay.journal.chain import GENESIS, canonical_json, canonical_parts, canonical_str, link_bytes
 from relay.model import Inbound, Party, conversation_id
@@ -206,8 +207,8 @@ async def _time(fn: Callable[[int], Awaitable[Any]], repeat: int = REPEAT) -> fl
 
 async def _measure(data_dir: Path, t: dict[str, Any]) -> dict[str, float]:
     from relay.app import RelayApp
-    from relay.handover import handover
-    from relay.review import decide, load_items
+    from relay.compliance.handover import handover
+    from relay.compliance.review import decide, load_items
 
     out: dict[str, float] = {}
     apps: list[Any] = []
@@ -231,7 +232,7 @@ async def _measure(data_dir: Path, t: dict[str, Any]) -> dict[str, float]:
             pid = t["delivered"][-1 - i]
             inb = Inbound(channel="clients", platform_id=f"rx-{i}", sender=Party("clients", "x", "x"), chat="x",
                           kind="event", text="status:read", reply_to=pid)
-            assert await hub._receipt_events(inb, "m-x"), pid
+            assert await receipt_events(journal, inb, "m-x"), pid
 
         async def held(i: int) -> None:
             await hub.held_delivery(t["held"][-1 - (i % len(t["held"]))])
@@ -240,7 +241,7 @@ async def _measure(data_dir: Path, t: dict[str, Any]) -> dict[str, float]:
             _, channel, pid = t["replies"][-1 - i]
             inb = Inbound(channel=channel, platform_id=f"ed-{i}", sender=Party(channel, "e00", "E00"), chat="x",
                           kind="edit", text="fixed", edits=pid)
-            assert await hub._inherited_disclaimers(inb)
+            assert await inherited_disclaimers(journal, inb)
 
         async def reply(i: int) -> None:
             mid = t["replied"][-1 - i]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from relay.journal import Journal, lookups, schema
-from relay.review import load_items
+from relay.compliance.review import load_items
 from tests.journal_support import jopen, party, queued, received, tamper, verdict  # noqa: F401  (jopen is a fixture)
 
 SMALL_PARTIAL = ("deliveries_queued", "review_queue_pending", "events_compliance_state")
