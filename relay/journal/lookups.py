@@ -93,6 +93,9 @@ kinds are written literally, as the partial index `events_compliance_state` says
 
 EMPLOYEE_CONVERSATIONS = "SELECT id FROM conversations WHERE employee = ? ORDER BY opened_seq"
 
+LAST_CHECKPOINT = "SELECT MAX(seq) FROM events WHERE kind = 'checkpoint'"
+"""Start-up: where the last signed checkpoint is (events since it are counted toward the next)."""
+
 HOT_PATH: dict[str, str] = {
     "receipt delivery": RECEIPT_DELIVERY,
     "latest verdict": LATEST_VERDICT,
@@ -112,6 +115,7 @@ HOT_PATH: dict[str, str] = {
     "conversation history": CONVERSATION_HISTORY,
     "queued in conversation": QUEUED_IN_CONVERSATION,
     "employee conversations": EMPLOYEE_CONVERSATIONS,
+    "last checkpoint": LAST_CHECKPOINT,
     "compliance state events": COMPLIANCE_STATE_EVENTS,
 }
 """Name -> SQL of every hot-path read, for the plan test and the scale benchmark."""

@@ -14,7 +14,7 @@ from typing import IO
 
 import aiosqlite
 
-from relay.journal import projections, schema
+from relay.journal import lookups, projections, schema
 from relay.journal.chain import GENESIS
 
 log = logging.getLogger("relay.journal")
@@ -62,11 +62,8 @@ async def prepare_writer(db: aiosqlite.Connection, path: Path, sync: str, hmac_k
     rows = await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
     if rows:
         head_seq, head_hash = rows[0][0], rows[0][1]
-    recent = await db.execute_fetchall(
-        "SELECT kind FROM events ORDER BY seq DESC LIMIT ?", (checkpoint_every + 1,)
-    )
-    kinds = [r[0] for r in recent]
-    since_cp = kinds.index("checkpoint") if "checkpoint" in kinds else min(len(kinds), checkpoint_every)
+    last_cp = await db.execute_fetchall(lookups.LAST_CHECKPOINT)
+    since_cp = min(head_seq - (last_cp[0][0] or 0), checkpoint_every)  # by index, not a walk back
     return head_seq, head_hash, since_cp
 
 

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, conversation TEXT,
   body_json TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_retention_erased ON events(seq) WHERE kind='retention.erased';
+CREATE INDEX IF NOT EXISTS events_checkpoint ON events(seq) WHERE kind='checkpoint';
 CREATE INDEX IF NOT EXISTS events_compliance_state ON events(seq)
   WHERE kind IN ('hold.added', 'hold.released', 'erasure.requested');
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS conversations(
   id TEXT PRIMARY KEY, client_channel TEXT, client_user TEXT, client_display TEXT,
   employee TEXT, opened_seq INTEGER, last_seq INTEGER, first_outbound_seq INTEGER);
 CREATE INDEX IF NOT EXISTS conversations_employee ON conversations(employee, opened_seq);
+CREATE INDEX IF NOT EXISTS conversations_client_channel ON conversations(client_channel);
 CREATE TABLE IF NOT EXISTS deliveries(
   delivery_id TEXT PRIMARY KEY, seq INTEGER, message_id TEXT, conversation TEXT, channel TEXT,
   to_json TEXT, out_json TEXT, state TEXT, platform_id TEXT, attempts INTEGER DEFAULT 0,
