@@ -132,7 +132,8 @@ _DATE = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (?:Jan|Feb|Mar|Apr|Ma
 _VERBATIM = frozenset({"subject", "in-reply-to", "references"})
 """Unstructured headers."""
 _FOLDED: dict[tuple[str, str], bytes] = {}
-_FOLDED_MAX = 4096
+_FOLDED_MAX = 256
+"""Distinct values kept (messages are written conversation by conversation: their parties repeat)."""
 
 
 def header_line(name: str, value: str) -> bytes:
