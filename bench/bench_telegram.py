@@ -4,7 +4,8 @@ Relay: two Telegram channels (client bot, staff bot in a forum group), journal w
 synchronous=FULL, the shipped policies, hub and outbox. Baseline: a bare python-telegram-bot
 `Application` whose only handler forwards each text into the staff group with the staff bot
 (no journal, no policy), with PTB's `concurrent_updates(True)` so its handlers run side by
-side as a forwarder's author would set it (PTB's default runs one update at a time).
+side as a forwarder's author would set it (PTB's default runs one update at a time), and a pool
+of 8 connections for its staff bot (PTB's default pool of one would time those handlers out).
 Both drain the same backlog (N messages from C clients) from a fake server that runs in its
 own process, so it does not compete for the measured event loop. The rate is taken between
 the first and the last message arriving in the staff group, median of several runs.
@@ -142,7 +143,12 @@ async def bare_rate(n: int, clients: int) -> float:
     from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
     fake = FakeProcess(n, clients, topics=True)
-    staff = Bot(STAFF_TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url)
+    from telegram.request import HTTPXRequest
+
+    # Concurrent handlers share the staff bot's connection pool: PTB's default pool of one
+    # connection times them out, so a user enabling concurrency gives it a few connections.
+    staff = Bot(STAFF_TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url,
+                request=HTTPXRequest(connection_pool_size=8, pool_timeout=60.0))
 
     async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         msg = update.effective_message

@@ -12,7 +12,6 @@ from typing import Any, Iterable, Mapping
 
 from relay.compliance.retention import RetentionError
 from relay.evidence.collect import Ev, Reader, client_matches, row_to_ev
-from relay.journal import lookups
 
 HOLD_SCOPES = ("conversation", "client", "employee")
 
@@ -60,6 +59,8 @@ def restricted_clients(events: Iterable[Ev]) -> dict[str, int]:
 
 
 async def load_state(reader: Reader) -> tuple[dict[str, Hold], dict[str, int]]:
+    from relay.journal import lookups  # here: CLI help must not load the journal
+
     evs = [row_to_ev(r) for r in await reader.fetchall(lookups.COMPLIANCE_STATE_EVENTS)]
     return active_holds(evs), restricted_clients(evs)
 

@@ -19,7 +19,6 @@ from relay.evidence.collect import Reader, is_restricted, iso
 from relay.compliance.restricted import RESTRICTED_NOTE, withheld_body
 from relay.compliance.holds import load_state
 from relay.compliance.retention import RetentionError, parse_duration
-from relay.journal import lookups
 
 
 log = logging.getLogger("relay.review")
@@ -187,6 +186,8 @@ async def load_items(reader: Reader, message_id: str | None = None, pending: boo
     """The review queue, read through its projections (`message_id` limits it to one item,
     `pending` to the items no decision has closed: a superset of the open ones, bounded by the
     reviewers' backlog rather than by the journal's length)."""
+    from relay.journal import lookups  # here: `relay review --help` must not load the journal
+
     where = lookups.REVIEW_WHERE["one" if message_id else "pending" if pending else "all"]
     params: tuple[Any, ...] = (message_id,) if message_id else ()
     items: dict[str, ReviewItem] = {}
