@@ -205,102 +205,114 @@ def _journal_dir(events: int) -> tuple[Path, dict[str, Any]]:
     return d / "data", json.loads(meta.read_text())
 
 
-async def _time(fn: Callable[[int], Awaitable[Any]], repeat: int = REPEAT) -> float:
-    """Median of `repeat` calls on different targets, after one untimed pass over the same
-    targets: the figure is the lookup's own cost with its pages cached, not the disk's."""
-    for i in range(1, repeat + 1):
-        await fn(i)
-    times = []
-    for i in range(1, repeat + 1):
-        t0 = time.perf_counter()
-        await fn(i)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+Op = Callable[[int], Awaitable[Any]]
 
 
-async def _measure(data_dir: Path, t: dict[str, Any]) -> dict[str, float]:
-    from relay.app import RelayApp
+async def _interleaved(ops: list[Op], repeat: int = REPEAT) -> list[float]:
+    """Median time of each op (one per journal size) over `repeat` calls on different targets,
+    after one untimed pass over the same targets (the figure is the lookup's own cost with its
+    pages cached, not the disk's). The sizes take turns call by call, so a change in the
+    machine's load hits both alike."""
+    for i in range(1, repeat + 1):
+        for op in ops:
+            await op(i)
+    times: list[list[float]] = [[] for _ in ops]
+    for i in range(1, repeat + 1):
+        for op, got in zip(ops, times):
+            t0 = time.perf_counter()
+            await op(i)
+            got.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+async def _operations(app: Any, t: dict[str, Any]) -> dict[str, tuple[Op, int]]:
+    """The hot-path operations on one relay's journal, each taking a target number."""
     from relay.compliance.handover import handover
     from relay.compliance.review import decide, load_items
+    from relay.journal import lookups
 
-    out: dict[str, float] = {}
-    apps: list[Any] = []
+    hub, outbox, journal = app.hub, app.outbox, app.journal
 
-    async def start(_: int) -> None:
-        app = await RelayApp.start(_config(data_dir), offline=True)
-        await app.outbox.journal.fetchall("SELECT 1")
-        await app.stop()
+    async def resume_rows(_: int) -> None:
+        await journal.fetchall(lookups.QUEUED_DELIVERIES)
 
-    out["start-up (offline relay)"] = await _time(start, 5)
-    app = await RelayApp.start(_config(data_dir), offline=True)
-    apps.append(app)
+    async def receipt(i: int) -> None:
+        pid = t["delivered"][-1 - i]
+        inb = Inbound(channel="clients", platform_id=f"rx-{i}", sender=Party("clients", "x", "x"), chat="x",
+                      kind="event", text="status:read", reply_to=pid)
+        assert await receipt_events(journal, inb, "m-x"), pid
+
+    async def held(i: int) -> None:
+        assert await hub.held_delivery(t["held"][-1 - (i % len(t["held"]))]) is not None
+
+    async def inherited(i: int) -> None:
+        _, channel, pid = t["replies"][-1 - i]
+        inb = Inbound(channel=channel, platform_id=f"ed-{i}", sender=Party(channel, "e00", "E00"), chat="x",
+                      kind="edit", text="fixed", edits=pid)
+        assert await inherited_disclaimers(journal, inb)
+
+    async def reply(i: int) -> None:
+        outbox._platform_ids.clear()
+        assert await outbox._platform_id_of(t["replied"][-1 - i], "clients")
+
+    async def queue(_: int) -> None:
+        assert await load_items(journal, pending=True)
+
+    pending = [m for m, item in (await load_items(journal, pending=True)).items() if item.is_open]
+
+    async def review_decide(i: int) -> None:
+        await decide(app, pending[-1 - (i % len(pending))], "annotate", "carol", "bench note")
+
+    async def hand(i: int) -> None:
+        conv = t["conversations"][i % len(t["conversations"])]
+        current = (await app.router.get(conv)).employee
+        await handover(app, current, "e01" if current == "e00" else "e00", "bench", conv)
+
+    return {
+        "outbox resume query": (resume_rows, REPEAT),
+        "delivery receipt lookup": (receipt, REPEAT),
+        "held_delivery": (held, REPEAT),
+        "edit's inherited disclaimers": (inherited, REPEAT),
+        "reply lookup (platform id)": (reply, REPEAT),
+        "review queue load": (queue, REPEAT),
+        "review decide": (review_decide, REPEAT),
+        "handover (one conversation)": (hand, 10),
+    }
+
+
+async def _measure(journals: list[tuple[Path, dict[str, Any]]]) -> dict[str, list[float]]:
+    from relay.app import RelayApp
+
+    def starter(data_dir: Path) -> Op:
+        async def start(_: int) -> None:
+            app = await RelayApp.start(_config(data_dir), offline=True)
+            await app.stop()
+        return start
+
+    out: dict[str, list[float]] = {}
+    out["start-up (offline relay)"] = await _interleaved([starter(d) for d, _ in journals], 5)
+    apps = []
     try:
-        hub, outbox, journal = app.hub, app.outbox, app.journal
-
-        async def resume_rows(_: int) -> None:
-            from relay.journal import lookups
-            await journal.fetchall(lookups.QUEUED_DELIVERIES)
-
-        async def receipt(i: int) -> None:
-            pid = t["delivered"][-1 - i]
-            inb = Inbound(channel="clients", platform_id=f"rx-{i}", sender=Party("clients", "x", "x"), chat="x",
-                          kind="event", text="status:read", reply_to=pid)
-            assert await receipt_events(journal, inb, "m-x"), pid
-
-        async def held(i: int) -> None:
-            await hub.held_delivery(t["held"][-1 - (i % len(t["held"]))])
-
-        async def inherited(i: int) -> None:
-            _, channel, pid = t["replies"][-1 - i]
-            inb = Inbound(channel=channel, platform_id=f"ed-{i}", sender=Party(channel, "e00", "E00"), chat="x",
-                          kind="edit", text="fixed", edits=pid)
-            assert await inherited_disclaimers(journal, inb)
-
-        async def reply(i: int) -> None:
-            mid = t["replied"][-1 - i]
-            outbox._platform_ids.clear()
-            assert await outbox._platform_id_of(mid, "clients")
-
-        async def queue(_: int) -> None:
-            await load_items(journal, pending=True)
-
-        pending = [m for m, item in (await load_items(journal, pending=True)).items() if item.is_open]
-
-        async def review_decide(i: int) -> None:
-            await decide(app, pending[-1 - (i % len(pending))], "annotate", "carol", "bench note")
-
-        async def hand(i: int) -> None:
-            conv = t["conversations"][i % len(t["conversations"])]
-            current = (await app.router.get(conv)).employee
-            await handover(app, current, "e01" if current == "e00" else "e00", "bench", conv)
-
-        out["outbox resume query"] = await _time(resume_rows)
-        out["delivery receipt lookup"] = await _time(receipt)
-        out["held_delivery"] = await _time(held)
-        out["edit's inherited disclaimers"] = await _time(inherited)
-        out["reply lookup (platform id)"] = await _time(reply)
-        out["review queue load"] = await _time(queue)
-        out["review decide"] = await _time(review_decide)
-        out["handover (one conversation)"] = await _time(hand, 10)
+        for d, _ in journals:
+            apps.append(await RelayApp.start(_config(d), offline=True))
+        ops = [await _operations(app, t) for app, (_, t) in zip(apps, journals)]
+        for name, (_, repeat) in ops[0].items():
+            out[name] = await _interleaved([o[name][0] for o in ops], repeat)
     finally:
-        for a in apps:
-            await a.stop()
+        for app in apps:
+            await app.stop()
     return out
 
 
 def main() -> None:
-    results: dict[int, dict[str, float]] = {}
-    for size in SIZES:
-        data_dir, targets = _journal_dir(size)
-        results[size] = asyncio.run(_measure(data_dir, targets))
+    results = asyncio.run(_measure([_journal_dir(size) for size in SIZES]))
     small, large = SIZES
     worst = 0.0
-    for name in results[small]:
-        a, b = results[small][name], results[large][name]
+    for name, (a, b) in results.items():
         worst = max(worst, b / a)
         print(f"scale: {name:<30} {a * 1e3:8.2f} ms at {small // 1000}k, {b * 1e3:8.2f} ms at {large // 1000}k,"
               f" ratio {b / a:.2f}x")
-    print(f"scale: worst ratio 1M/100k {worst:.2f}x (target <= 1.5x; median of {REPEAT} each)")
+    print(f"scale: worst ratio 1M/100k {worst:.2f}x (target <= 1.5x; medians of {REPEAT}, sizes interleaved)")
     sys.stdout.flush()
 
 
