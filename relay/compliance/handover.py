@@ -148,7 +148,10 @@ async def handover(app: Any, employee: str, to: str, actor: str, conversation: s
         raise HandoverError("hand over to someone else (--to names the same employee)")
     if not app.router.is_active(to):
         raise HandoverError(f"employee {to!r} is not active")
-    mine = await app.router.conversations_of(employee)
+    if conversation is not None:  # one conversation: one row, not the employee's whole history
+        mine = [r["id"] for r in await app.journal.fetchall(lookups.CONVERSATION_OF_EMPLOYEE, (conversation, employee))]
+    else:
+        mine = await app.router.conversations_of(employee)
     if conversation is not None:
         if conversation not in mine:
             conv = await app.router.get(conversation)

@@ -93,6 +93,9 @@ kinds are written literally, as the partial index `events_compliance_state` says
 
 EMPLOYEE_CONVERSATIONS = "SELECT id FROM conversations WHERE employee = ? ORDER BY opened_seq"
 
+CONVERSATION_OF_EMPLOYEE = "SELECT id FROM conversations WHERE id = ? AND employee = ?"
+"""Handover of one conversation: is it the employee's."""
+
 LAST_CHECKPOINT = "SELECT MAX(seq) FROM events WHERE kind = 'checkpoint'"
 """Start-up: where the last signed checkpoint is (events since it are counted toward the next)."""
 
@@ -115,6 +118,7 @@ HOT_PATH: dict[str, str] = {
     "conversation history": CONVERSATION_HISTORY,
     "queued in conversation": QUEUED_IN_CONVERSATION,
     "employee conversations": EMPLOYEE_CONVERSATIONS,
+    "conversation of employee": CONVERSATION_OF_EMPLOYEE,
     "last checkpoint": LAST_CHECKPOINT,
     "compliance state events": COMPLIANCE_STATE_EVENTS,
 }
