@@ -39,8 +39,9 @@ CONVERSATION_HAS_OUTBOUND = (
 )
 
 QUEUED_DELIVERIES = (
-    "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
-    "FROM deliveries WHERE state = 'queued' ORDER BY seq"
+    "SELECT d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json, d.attempts, "
+    "e.ts AS queued_ts FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.state = 'queued' "
+    "ORDER BY d.seq"
 )
 """Start-up: every delivery not finished (the partial index holds only those)."""
 
