@@ -183,8 +183,8 @@ def _build(path: Path, events: int) -> dict[str, Any]:
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
-    open_held = [m for m in held[-200:]]
-    return {"events": b.seq, "replies": received[-2000:], "delivered": delivered[-2000:], "replied": replied[-2000:], "held": open_held,
+    return {"events": b.seq, "replies": received[-2000:], "delivered": delivered[-2000:], "replied": replied[-2000:],
+            "held": held[-200:],
             "conversations": [c for c, _, e in conversations[-400:] if e in ("e00", "e01")]}
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from relay.journal import Journal, lookups, schema
+from relay.journal.chain import canonical_json
 from relay.compliance.review import load_items
-from tests.journal_support import jopen, party, queued, received, tamper, verdict  # noqa: F401  (jopen is a fixture)
+from tests.journal_support import jopen, queued, received, tamper, verdict  # noqa: F401  (jopen is a fixture)
 
 SMALL_PARTIAL = ("deliveries_queued", "review_queue_pending", "events_compliance_state")
 """Partial indexes holding only unfinished work (queued deliveries, undecided reviews) or rare
@@ -71,8 +72,6 @@ async def test_latest_verdict_and_received_event_follow_the_events(tmp_path: Pat
 
 
 def j_body(ev: Any) -> str:
-    from relay.journal.chain import canonical_json
-
     return canonical_json(ev.body)
 
 
