@@ -101,6 +101,17 @@ class RelayApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._channel_employees: dict[str, dict[str, EmployeeInfo]] = {}
 
+    async def _reopened(self, channel: str, address: str, conversation: str) -> None:
+        """A channel lost a conversation's topic and opened a new one: the workflow's history
+        (journaled like any notice), or a plain notice without a workflow."""
+        hook = self.workflow.reopened_function()
+        if hook is not None:
+            await hook(self, channel, address, conversation)
+            return
+        await self.hub.notify(channel, address, f"The topic of conversation {conversation} was deleted;"
+                              " it continues here.", conversation=conversation,
+                              key=f"reopened:{conversation}:{self.journal.head[0]}")
+
     @property
     def policies(self) -> PolicySet:
         assert self.watcher is not None
@@ -167,8 +178,11 @@ class RelayApp:
         if offline:
             return
 
+        from relay.desk_history import JournalHistory
+
         self.admin_token = secrets.token_urlsafe(32)
         setup_web(self)
+        history = JournalHistory(self.journal)
         for name, ch in cfg.channels.items():
             employees = {
                 e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, self.router.is_active(e.id))
@@ -179,7 +193,10 @@ class RelayApp:
                 name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
                 wake=lambda address, _n=name: self.outbox.wake(_n, address),
-                employees=employees, public_url=cfg.public_url, extra={"relay": self},
+                employees=employees, public_url=cfg.public_url,
+                extra={"relay": self, "trusted_proxies": (cfg.raw.get("web") or {}).get("trusted_proxies") or ()},
+                reopened=lambda address, conversation, _n=name: self._reopened(_n, address, conversation),
+                history=history if ch.side == "staff" else None,
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
         resumed = await self.outbox.resume()

@@ -26,7 +26,11 @@ DEFAULT_NOTICES: dict[str, str] = {
     "refused": "This message was not forwarded: you are not a configured employee of this desk.",
     "handover": "Your conversation has been handed over to a colleague, who has your history.",
     "undeliverable": "Your message could not be delivered: {reason}",
+    "undeliverable_client": "Your message could not be delivered. Please try again later.",
+    "unknown_conversation": "This message was not forwarded: it is not part of a conversation the relay knows."
+                            " Answer a client in that client's own topic or thread.",
     "rejected": "Your message was reviewed by compliance and will not be delivered.",
+    "held": "Your message is held for a compliance review before it is delivered.",
 }
 
 

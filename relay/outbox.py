@@ -236,6 +236,10 @@ class Outbox:
         known = self._platform_ids.get((message_id, channel))
         if known is not None:
             return known
+        own = await self.journal.fetchall(  # a notice answering a sender's own message
+            "SELECT platform_id FROM messages WHERE id = ? AND channel = ?", (message_id, channel))
+        if own and own[0]["platform_id"]:
+            return own[0]["platform_id"]
         rows = await self.journal.fetchall(lookups.DELIVERED_PLATFORM_ID, (message_id, channel))
         return rows[0]["platform_id"] if rows else None
 
@@ -258,6 +262,7 @@ class Outbox:
             client=party_of(o.get("client")),
             action=o.get("action", "allow"),
             rules=tuple(o.get("rules") or ()),
+            about=str(o.get("about") or ""),
         )
 
     async def _attempt(self, d: Delivery) -> float | None:
@@ -327,7 +332,8 @@ class Outbox:
             return await self._retry_later(d, base, f"adapter error: {exc!r}", None)
         # The lane moves on while `message.delivered` commits (it was sent; a crash before the
         # commit means one re-send after restart, never a loss); commits keep submission order.
-        self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
+        if d.out.get("kind") != "notice":  # a notice about a message is not where that message is
+            self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
         if len(self._platform_ids) > 100_000:
             self._platform_ids.pop(next(iter(self._platform_ids)))
         task = asyncio.create_task(self._journal_delivered(d, {**base, "platform_id": str(platform_id)}))

@@ -252,7 +252,7 @@ async def alert(app: Any, text: str, key: str, conversation: str | None = None) 
     """Send `text` to the configured compliance channel (journaled by the hub); False when none is set."""
     s = settings_of(app)
     if not s.alert_channel or s.alert_to is None:
-        log.warning("compliance alert not sent (no compliance.alerts configured): %s", text)
+        log.warning("compliance alert %s not sent: no compliance.alerts configured", key)
         return False
     await app.hub.notify(s.alert_channel, s.alert_to, text, conversation=conversation, key=key)
     return True

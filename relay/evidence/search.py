@@ -44,8 +44,8 @@ def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted:
         where.append("messages_fts MATCH ?")
         params.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in terms))
     else:
-        for t in terms:
-            where.append("m.text LIKE ? ESCAPE '\\'")
+        for t in terms:  # on the index's copy of the text, which a NUL does not cut short
+            where.append("m.rowid IN (SELECT rowid FROM messages_fts WHERE text LIKE ? ESCAPE '\\')")
             params.append(_like(t))
     if q.channel:
         where.append("(m.channel = ? OR c.client_channel = ?)")

@@ -25,6 +25,16 @@ from relay.journal.reads import JournalReads
 from relay.journal.writer import GroupCommitWriter, Item, JournalStats, Unit
 
 
+def _check_utf8(kind: str, text: str) -> None:
+    """A lone surrogate is valid JSON but cannot be stored: refused at the call, nothing queued."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{kind} event not journaled: its body holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}),"
+            " which is not Unicode text; make the text valid first (relay.valid_input)") from None
+
+
 class Journal(JournalReads, GroupCommitWriter):
     """Open with `await Journal.open(data_dir, ...)`; see docs/internals.md ("Journal")."""
 
@@ -143,6 +153,8 @@ class Journal(JournalReads, GroupCommitWriter):
             kind_json = self._kind_json[kind] = canonical_json(kind)
         conv_json = "null" if conversation is None else canonical_str(conversation)
         body_json = canonical_json(body)
+        if not (body_json.isascii() and conv_json.isascii() and kind_json.isascii()):
+            _check_utf8(kind, kind_json + body_json + conv_json)
         head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
         return (kind, conversation, body_json, body, ts, head, tail)
 

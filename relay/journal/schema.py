@@ -2,6 +2,9 @@
 
 `messages.rowid` is the event seq (as is `messages_fts.rowid`), so joins and range scans by seq
 need no extra index; the partial indexes hold only open work (queued deliveries, open reviews).
+`events_conversation` lets a conversation's whole timeline (console, transcript) be read without a scan.
+The desk's history reads a message's deliveries and edits and an employee's conversations by index
+(by employee alone: `last_seq` changes with every message, an index on it would too).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ CREATE INDEX IF NOT EXISTS events_retention_erased ON events(seq) WHERE kind='re
 CREATE INDEX IF NOT EXISTS events_checkpoint ON events(seq) WHERE kind='checkpoint';
 CREATE INDEX IF NOT EXISTS events_compliance_state ON events(seq)
   WHERE kind IN ('hold.added', 'hold.released', 'erasure.requested');
+CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, seq);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv(namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
   PRIMARY KEY(namespace, key));
@@ -29,6 +33,7 @@ CREATE TABLE IF NOT EXISTS messages(
   action TEXT, rules_json TEXT, employee TEXT, erased INTEGER DEFAULT 0, verdict_seq INTEGER,
   UNIQUE(channel, platform_id));
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation, seq);
+CREATE INDEX IF NOT EXISTS messages_edits ON messages(edits) WHERE edits IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conversations(
   id TEXT PRIMARY KEY, client_channel TEXT, client_user TEXT, client_display TEXT,
   employee TEXT, opened_seq INTEGER, last_seq INTEGER, first_outbound_seq INTEGER);
