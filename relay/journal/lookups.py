@@ -65,11 +65,11 @@ REVIEW_MESSAGES = (
 """The items' message.received events."""
 
 REVIEW_DECISIONS = (
-    "SELECT r.message_id, e.seq, e.ts, e.body_json FROM review_queue q CROSS JOIN review_decisions r"
-    " ON r.message_id = q.message_id JOIN events e ON e.seq = r.seq {where} ORDER BY r.seq"
+    "SELECT r.message_id, e.seq, e.ts, e.body_json FROM review_decisions r JOIN events e ON e.seq = r.seq"
+    " WHERE r.message_id IN (SELECT q.message_id FROM review_queue q {where}) ORDER BY r.seq"
 )
-"""The items' review.decided events, oldest first (CROSS JOIN: from the items to their decisions,
-never a walk of all decisions in seq order)."""
+"""The items' review.decided events, oldest first (looked up by the items' ids, never a walk of
+all decisions in seq order)."""
 
 CONVERSATION_HISTORY = (
     "SELECT m.seq, m.ts, m.direction, m.kind, m.sender_user, m.sender_display, m.text, m.attachments_json,"
