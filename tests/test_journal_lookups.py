@@ -15,6 +15,7 @@ from relay.journal import Journal, lookups, schema
 from relay.journal.chain import canonical_json
 from relay.compliance.review import load_items
 from tests.journal_support import jopen, queued, received, tamper, verdict  # noqa: F401  (jopen is a fixture)
+from tests.pg_support import pg_server  # noqa: F401  (a fixture: the session's PostgreSQL server)
 
 SMALL_PARTIAL = ("deliveries_queued", "review_queue_pending", "events_compliance_state")
 """Partial indexes holding only unfinished work (queued deliveries, undecided reviews) or rare
@@ -166,3 +167,34 @@ async def test_old_journal_projections_are_rebuilt_on_open(tmp_path: Path, caplo
 def _dump(db_path: Path, table: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db_path) as db:
         return db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+
+
+async def test_postgresql_serves_the_same_lookups_and_upgrades_an_older_journal(pg_server: Any, tmp_path: Path) -> None:
+    from relay.journal.pg import PgJournal
+    from tests.pg_support import drop_database, new_database, sql
+
+    url = await new_database(pg_server)
+    try:
+        j = await PgJournal.open(url, data_dir=tmp_path)
+        try:
+            await _review_journal(j)
+            later = await j.append("policy.verdict", dict(verdict("m4", "flag", review=True), disclaimers=["kept"]), "c-4")
+            await j.append("policy.loaded", {"version": "v1", "files": {}})
+        finally:
+            await j.close()
+        await sql(url, "UPDATE messages SET verdict_seq = NULL")  # as an older relay left them
+        await sql(url, "TRUNCATE review_decisions, policy_loads")
+        await sql(url, "DELETE FROM meta WHERE key = 'projections'")
+        j = await PgJournal.open(url, data_dir=tmp_path)
+        try:
+            assert [r["body_json"] for r in await j.fetchall(lookups.LATEST_VERDICT, ("m4",))] == [j_body(later)]
+            assert [r["v"] for r in await j.fetchall(lookups.LATEST_POLICY_LOADED, (0,))] == ["v1"]
+            items = await load_items(j)
+            assert {m: i.state for m, i in items.items()} == {"m1": "escalated", "m2": "compliant", "m3": "released",
+                                                              "m4": "open"}
+            assert [d["decision"] for d in items["m1"].decisions] == ["annotate", "escalate"]
+            assert {m for m, i in (await load_items(j, pending=True)).items() if i.is_open} == {"m1", "m4"}
+        finally:
+            await j.close()
+    finally:
+        await drop_database(url)
