@@ -84,9 +84,10 @@ async def test_dashboard_counts_every_decision_per_reviewer_also_after_an_upgrad
         finally:
             await carol.close()
             await dave.close()
-    # A journal from before the projection: the table is counted from the events once, at open.
+    # A journal from before the projection (version 2): its projections are rebuilt from the events at open.
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE review_decisions")
+    db.execute("DROP TABLE reviewer_decisions")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'projections'")
     db.commit()
     db.close()
     async with running(cfg) as relay:
@@ -148,70 +149,3 @@ async def test_finished_exports_are_listed_from_disk_after_a_restart(tmp_path: P
             await carol.close()
             await dave.close()
 
-
-class _Recording:
-    """The real journal, with the SQL its reads ran kept (to ask SQLite how it answered them)."""
-
-    def __init__(self, journal: object) -> None:
-        self.journal = journal
-        self.sql: list[tuple[str, object]] = []
-
-    async def fetchall(self, sql: str, params: object = ()) -> list[object]:
-        self.sql.append((sql, params))
-        return await self.journal.fetchall(sql, params)  # type: ignore[attr-defined]
-
-
-async def test_holds_and_erasure_requests_are_read_without_walking_the_journal(tmp_path: Path) -> None:
-    from relay.compliance.holds import add_hold, load_state, request_erasure
-    from relay.journal import Journal
-    from tests.compliance_support import History, party
-
-    j = await Journal.open(tmp_path / "data")
-    try:
-        h = History(j)
-        ann = party("webchat", "ann", "Ann")
-        for i in range(40):
-            await h.message(f"m{i}", "c-ann", "inbound", f"message {i}", client=ann)
-        await add_hold(j, "conversation", "c-ann", "SEC inquiry", "dave")
-        await request_erasure(j, "webchat:ann", "DSAR-1", "erin")
-        rec = _Recording(j)
-        holds, restricted = await load_state(rec)  # type: ignore[arg-type]
-        assert [x.value for x in holds.values()] == ["c-ann"] and set(restricted) == {"webchat:ann"}
-        assert rec.sql
-        for sql, params in rec.sql:
-            plan = " ".join(str(r[3]) for r in await j.fetchall("EXPLAIN QUERY PLAN " + sql, params))
-            assert "USING INDEX events_conversation (conversation=?" in plan, plan
-    finally:
-        await j.close()
-
-
-async def test_the_sla_sweep_finds_past_due_items_without_walking_the_journal(tmp_path: Path) -> None:
-    import time
-
-    from relay.compliance.review import ComplianceSettings, _past_due
-    from relay.journal import Journal
-    from tests.journal_support import received, verdict
-
-    j = await Journal.open(tmp_path / "data")
-    try:
-        for i in range(30):
-            mid = f"m{i}"
-            await j.append("message.received", received(mid, f"text {i}"), f"c-{i % 3}")
-            await j.append("policy.verdict", verdict(mid, "flag" if i % 2 else "allow", review=bool(i % 2),
-                                                     rules=["F-1"] if i % 2 else []), f"c-{i % 3}")
-        await j.append("review.decided", {"message_id": "m1", "decision": "compliant", "reviewer": "carol"}, "c-1")
-        await j.append("review.decided", {"message_id": "m3", "decision": "escalate", "reviewer": "relay",
-                                          "reason": "late", "sla_breach": True}, "c-0")
-        await j.append("review.decided", {"message_id": "m5", "decision": "annotate", "reviewer": "carol",
-                                          "reason": "looked"}, "c-2")
-        settings = ComplianceSettings(sla_flag=60.0)
-        rec = _Recording(j)
-        assert await _past_due(rec, settings, None, time.time() + 30) == []  # type: ignore[arg-type]
-        due = await _past_due(rec, settings, None, time.time() + 120)  # type: ignore[arg-type]
-        want = [f"m{i}" for i in range(5, 30, 2)]  # open flags; m1 closed, m3 already escalated for its SLA
-        assert [x.message_id for x in due] == want
-        for sql, params in rec.sql:
-            plan = " ".join(str(r[3]) for r in await j.fetchall("EXPLAIN QUERY PLAN " + sql, params))
-            assert "SCAN events" not in plan and "rowid>" not in plan, (sql, plan)
-    finally:
-        await j.close()

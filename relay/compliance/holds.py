@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from relay.compliance.retention import RetentionError
-from relay.evidence.collect import Ev, Reader, client_matches, event_chunks
+from relay.evidence.collect import Ev, Reader, client_matches, row_to_ev
 
 HOLD_SCOPES = ("conversation", "client", "employee")
-STATE_KINDS = ("hold.added", "hold.released", "erasure.requested")
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,10 @@ def restricted_clients(events: Iterable[Ev]) -> dict[str, int]:
     return out
 
 
-async def state_events(reader: Reader, since_seq: int = 0) -> list[Ev]:
-    """The hold and erasure events after `since_seq`. They are journaled without a conversation,
-    so they are read through the `events_conversation` index (events without one), not a walk
-    of every event."""
-    where = " AND conversation IS NULL AND kind IN (" + ",".join("?" * len(STATE_KINDS)) + ")"
-    out: list[Ev] = []
-    async for events in event_chunks(reader, where, STATE_KINDS, since_seq):
-        out.extend(events)
-    return out
-
-
 async def load_state(reader: Reader) -> tuple[dict[str, Hold], dict[str, int]]:
-    evs = await state_events(reader)
+    from relay.journal import lookups  # here: CLI help must not load the journal
+
+    evs = [row_to_ev(r) for r in await reader.fetchall(lookups.COMPLIANCE_STATE_EVENTS)]
     return active_holds(evs), restricted_clients(evs)
 
 

@@ -182,40 +182,28 @@ class ReviewItem:
         return out
 
 
-async def load_items(reader: Reader, message_id: str | None = None) -> dict[str, ReviewItem]:
-    """The review queue from the events (`message_id` limits it to one item)."""
-    one = " AND json_extract(body_json, '$.message_id') = ?" if message_id else ""
+async def load_items(reader: Reader, message_id: str | None = None, pending: bool = False) -> dict[str, ReviewItem]:
+    """The review queue, read through its projections (`message_id` limits it to one item,
+    `pending` to the items no decision has closed: a superset of the open ones, bounded by the
+    reviewers' backlog rather than by the journal's length)."""
+    from relay.journal import lookups  # here: `relay review --help` must not load the journal
+
+    where = lookups.REVIEW_WHERE["one" if message_id else "pending" if pending else "all"]
     params: tuple[Any, ...] = (message_id,) if message_id else ()
-    # SQLite's json_extract gives JSON true as 1; PostgreSQL needs the boolean spelled out
-    review = ("(body_json::jsonb->'review') = 'true'::jsonb" if getattr(reader, "dialect", "sqlite") == "postgresql"
-              else "json_extract(body_json, '$.review')")
-    in_conv = ""
-    if message_id:  # one item: read only its conversation's events (the events_conversation index)
-        conv = await reader.fetchall("SELECT conversation FROM messages WHERE id = ?", (message_id,))
-        if conv and conv[0]["conversation"] is not None:
-            in_conv, params = " AND conversation = ?", (conv[0]["conversation"], message_id)
-            one = in_conv + one
-    rows = await reader.fetchall(
-        "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict'"
-        f" AND {review} AND json_extract(body_json, '$.shadow') IS NULL" + one
-        + " ORDER BY seq", params)
     items: dict[str, ReviewItem] = {}
-    for r in rows:
+    for r in await reader.fetchall(lookups.REVIEW_VERDICTS.format(where=where), params):
         b = json.loads(r["body_json"])
         mid = str(b.get("message_id"))
         items[mid] = ReviewItem(mid, int(r["seq"]), float(r["ts"]), r["conversation"] or "", str(b.get("action")),
                                 list(b.get("rules") or []))
     if not items:
         return items
-    msg_one = " AND json_extract(body_json, '$.id') = ?" if message_id else ""
-    msg_one = in_conv + msg_one
-    for r in await reader.fetchall("SELECT seq, body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
+    for r in await reader.fetchall(lookups.REVIEW_MESSAGES.format(where=where), params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("id")))
         if item is not None:
             item.message, item.message_seq = b, int(r["seq"])
-    for r in await reader.fetchall("SELECT seq, ts, body_json FROM events WHERE kind = 'review.decided'" + one
-                                   + " ORDER BY seq", params):
+    for r in await reader.fetchall(lookups.REVIEW_DECISIONS.format(where=where), params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("message_id")))
         if item is not None:
@@ -343,8 +331,11 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     policies = getattr(app, "policies", None)
     breached: list[str] = []
-    for item in await _past_due(app.journal, s, policies, now):
-        hours = (item.sla(s, policies) or 0) / 3600
+    for item in (await load_items(app.journal, pending=True)).values():
+        sla = item.sla(s, policies)
+        if sla is None or not item.is_open or item.sla_breached or now - item.ts <= sla:
+            continue
+        hours = sla / 3600
         reason = f"review SLA of {hours:g}h breached (queued {iso(item.ts)})"
         await app.journal.append("review.decided", {"message_id": item.message_id, "decision": "escalate",
                                                     "reviewer": SYSTEM_REVIEWER, "reason": reason, "sla_breach": True},
@@ -355,29 +346,6 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
         breached.append(item.message_id)
     notified = await _notify_new_verdicts(app, s, policies, now)
     return {"sla_breaches": breached, "notified": notified}
-
-
-async def _past_due(reader: Reader, s: ComplianceSettings, policies: Any, now: float) -> list[ReviewItem]:
-    """Open items past their SLA and not yet escalated for it. The open items come from the
-    `review_queue` projection (not a read of every verdict); only those past due are read whole
-    (through their conversation) to settle their state from their decisions."""
-    rows = await reader.fetchall(
-        "SELECT rq.message_id, rq.seq, rq.conversation, rq.action, rq.rules_json, e.ts FROM review_queue rq"
-        " JOIN events e ON e.seq = rq.seq WHERE rq.state IN ('open', 'escalated')"
-        " AND NOT (COALESCE(rq.decided_by, '') = ? AND rq.decision = 'escalate') ORDER BY rq.seq", (SYSTEM_REVIEWER,))
-    due: list[ReviewItem] = []
-    for r in rows:
-        rules = json.loads(r["rules_json"] or "[]")
-        mid = str(r["message_id"])
-        brief = ReviewItem(mid, int(r["seq"]), float(r["ts"]), r["conversation"] or "", str(r["action"]),
-                           [x for x in rules if isinstance(x, dict)] if isinstance(rules, list) else [])
-        sla = brief.sla(s, policies)
-        if sla is None or now - brief.ts <= sla:
-            continue
-        item = (await load_items(reader, mid)).get(mid)
-        if item is not None and item.is_open and not item.sla_breached and now - item.ts > sla:
-            due.append(item)
-    return due
 
 
 async def _notify_new_verdicts(app: Any, s: ComplianceSettings, policies: Any, now: float) -> list[str]:

@@ -42,7 +42,7 @@ async def dashboard_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         f" (rq.state IN ('open', 'escalated') AND {due_sql(q, f)} < ?) OR (rq.decided_by = 'relay' AND rq.decision = 'escalate')",
         (rule_map, now)))[0]["n"]
     open_n = (await j.fetchall("SELECT COUNT(*) AS n FROM review_queue WHERE state IN ('open', 'escalated')"))[0]["n"]
-    reviewers = await j.fetchall("SELECT reviewer, decision, n FROM review_decisions ORDER BY reviewer, decision")
+    reviewers = await j.fetchall("SELECT reviewer, decision, n FROM reviewer_decisions ORDER BY reviewer, decision")
     per_reviewer: dict[str, int] = {}
     for r in reviewers:
         per_reviewer[r["reviewer"]] = per_reviewer.get(r["reviewer"], 0) + int(r["n"])

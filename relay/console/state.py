@@ -10,12 +10,13 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from relay.config import ConfigError
-from relay.evidence.collect import Ev, is_restricted
+from relay.evidence.collect import Ev, is_restricted, iter_events
 from relay.login_throttle import LoginThrottle, parse_proxies
 from relay.console.sessions import Sessions
 
 
 CONSOLE_KEY: web.AppKey["Console"] = web.AppKey("console", object)  # type: ignore[arg-type]
+STATE_KINDS = ("hold.added", "hold.released", "erasure.requested")
 
 
 class Console:
@@ -54,7 +55,7 @@ class Console:
     async def state(self) -> tuple[Mapping[str, Any], Mapping[str, int]]:
         """(active holds, restricted clients) as `relay.compliance.holds.load_state` gives them, reading
         only the events journaled since the last call."""
-        from relay.compliance.holds import active_holds, restricted_clients, state_events
+        from relay.compliance.holds import active_holds, restricted_clients
 
         head = self.journal.head[0]
         if head == self._state_seq:
@@ -62,7 +63,7 @@ class Console:
         async with self._state_lock:
             head = self.journal.head[0]
             if head != self._state_seq:
-                new = await state_events(self.journal, since_seq=self._state_seq)
+                new = await iter_events(self.journal, STATE_KINDS, since_seq=self._state_seq)
                 self._state_seq = max([head, *(ev.seq for ev in new)])
                 if new:
                     self._state_events.extend(new)
