@@ -19,10 +19,11 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
+from bots.base import Channel, ChannelContext, EmployeeInfo, LiveConversations, StaffSessions, load_factory
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
-from relay.journal import Journal
+from relay.health import Health
+from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
@@ -64,11 +65,7 @@ def _lock(data_dir: Path) -> int:
 
 async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
     """Journal `policy.loaded` unless the newest one already names this version."""
-    kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
-    rows = await journal.fetchall(
-        f"SELECT json_extract(body_json, '$.version') AS v FROM events WHERE kind = 'policy.loaded' "
-        f"AND {kind_filter} ORDER BY seq DESC LIMIT 1"
-    )
+    rows = await journal.fetchall(lookups.LATEST_POLICY_LOADED, (1 if shadow else 0,))
     if rows and rows[0]["v"] == ps.version:
         return
     body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
@@ -102,6 +99,8 @@ class RelayApp:
         self.watcher: PolicyWatcher | None = None
         self.shadow_watcher: PolicyWatcher | None = None
         self.admin_token = ""
+        self.health = Health()
+        """Checks and gauges the workflow's tasks report (journal verification…): /healthz, /metrics."""
         self._lock_fd: int | None = None
         self._started_channels: list[Channel] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +154,7 @@ class RelayApp:
         self.journal = await open_journal(
             cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+            witnesses=cfg.witnesses,
             **({"lease_seconds": cfg.journal_lease_seconds} if cfg.journal_url else {}),
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
@@ -268,6 +268,16 @@ class RelayApp:
         if emp is None or not isinstance(channel, StaffSessions):
             return 0
         return await channel.end_sessions(emp.address, f"employee {employee_id} deactivated: desk access withdrawn")
+
+    async def conversation_handed_away(self, previous: str | None, conversation: str, to: str) -> int:
+        """Withdraw a conversation just handed to `to` from what `previous` has open (desk tabs);
+        returns how many connections were told (0 offline, or on a channel without live views)."""
+        emp = self.config.employees.get(previous) if previous else None
+        channel = self.channels.get(emp.channel) if emp is not None else None
+        if emp is None or not isinstance(channel, LiveConversations):
+            return 0
+        new = self.config.employees.get(to)
+        return await channel.handed_away(emp.address, conversation, new.name if new is not None else to)
 
     def _write_admin_files(self) -> None:
         d = self.config.data_dir

@@ -15,6 +15,8 @@ from relay.actions import AdminError
 from relay.evidence.collect import client_key, is_restricted, iso
 from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.compliance.holds import load_state
+from relay.journal import lookups
+from relay.model import Party
 from relay.routing import RoutingError
 
 
@@ -41,13 +43,7 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
     withheld: one line says how many, none of their text, senders' names or file names.
     """
     conv = await app.router.get(conversation)
-    rows = await app.journal.fetchall(
-        "SELECT m.seq, m.ts, m.direction, m.kind, m.sender_user, m.sender_display, m.text, m.attachments_json,"
-        " m.erased, m.action, (SELECT d.out_json FROM deliveries d WHERE d.message_id = m.id"
-        "   AND COALESCE(json_extract(d.out_json, '$.kind'), '') != 'notice' ORDER BY d.seq LIMIT 1) AS out_json"
-        " FROM messages m WHERE m.conversation = ? AND m.kind != 'event' AND m.channel != 'relay'"
-        " ORDER BY m.seq DESC LIMIT ?",
-        (conversation, limit))
+    rows = await app.journal.fetchall(lookups.CONVERSATION_HISTORY, (conversation, limit))
     client = conv.client if conv else None
     party = {"channel": client.channel, "user": client.user} if client else None
     under_request = party is not None and client_key(party) in restricted
@@ -107,9 +103,7 @@ async def reroute_pending(app: Any, conversation: str, previous: str | None, to:
     old = app.config.employees.get(previous) if previous else None
     if old is None:
         return 0
-    rows = await app.journal.fetchall(
-        "SELECT delivery_id, message_id, to_json, out_json FROM deliveries WHERE state = 'queued'"
-        " AND conversation = ? AND channel = ? ORDER BY seq", (conversation, old.channel))
+    rows = await app.journal.fetchall(lookups.QUEUED_IN_CONVERSATION, (conversation, old.channel))
     pending = [r for r in rows if (json.loads(r["to_json"] or "{}") or {}).get("user") == old.address]
     if not app.offline:
         taken = {d.delivery_id for d in app.outbox.withdraw(old.channel, old.address, conversation)}
@@ -145,10 +139,15 @@ async def _move(app: Any, conversation: str, to: str, actor: str, reason: str,
     except RoutingError as exc:
         raise HandoverError(str(exc)) from exc
     rerouted = await reroute_pending(app, conversation, previous, to)
+    if not app.offline:
+        await app.conversation_handed_away(previous, conversation, to)
     emp = app.config.employees[to]
     seq = (app.journal.head or (0, ""))[0]
     text = await history_text(app, conversation, previous, history_size(app), restricted)
-    await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
+    old = app.config.employees.get(previous) if previous else None
+    handed_from = Party(old.channel, old.id, old.name) if old is not None else Party("relay", "", "")
+    await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}",
+                         handed_from=handed_from)
     notice = app.config.notices["handover"]
     sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")
     return {"conversation": conversation, "previous": previous, "employee": to, "rerouted": rerouted,
@@ -167,7 +166,10 @@ async def handover(app: Any, employee: str, to: str, actor: str, conversation: s
         raise HandoverError("hand over to someone else (--to names the same employee)")
     if not app.router.is_active(to):
         raise HandoverError(f"employee {to!r} is not active")
-    mine = await app.router.conversations_of(employee)
+    if conversation is not None:  # one conversation: one row, not the employee's whole history
+        mine = [r["id"] for r in await app.journal.fetchall(lookups.CONVERSATION_OF_EMPLOYEE, (conversation, employee))]
+    else:
+        mine = await app.router.conversations_of(employee)
     if conversation is not None:
         if conversation not in mine:
             conv = await app.router.get(conversation)
