@@ -228,11 +228,26 @@ class RelayApp:
                 self._started_channels.append(channel)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(task(self)) for task in self.workflow.task_functions()]
+        if getattr(self.journal, "shared", False):
+            self._tasks.append(loop.create_task(self._follow_others(getattr(self.journal, "lease_seconds", 10.0) / 2)))
         if leased:
             self.leases = ChannelLeases(self.journal, leased, self._start_leased, self._stop_leased)
             await self.leases.step()
             self._tasks.append(loop.create_task(self.leases.run()))
         log.info("relay listening on %s", self.base_url)
+
+    async def _follow_others(self, interval: float) -> None:
+        """On a shared journal: pick up (de)activations made on another relay."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                changed = await self.router.refresh()
+            except Exception as exc:  # the database away: try again next round
+                log.warning("could not re-read employee states: %s", type(exc).__name__)
+                continue
+            for employee in changed:
+                if not self.router.is_active(employee):
+                    await self.end_staff_sessions(employee)
 
     async def _start_leased(self, name: str) -> None:
         channel = self.channels[name]

@@ -56,6 +56,18 @@ class Router:
             )
             self._rr[desk.name] = int(rows[0]["n"]) if rows else 0
 
+    async def refresh(self) -> list[str]:
+        """Re-read deactivations (another relay on a shared journal may have changed them); tells
+        `on_change` of each employee whose state moved and returns them."""
+        rows = await self.journal.fetchall("SELECT key, value FROM kv WHERE namespace = ?", (DEACTIVATED_NS,))
+        now = {r["key"] for r in rows if r["value"] == "1"}
+        changed = sorted(now ^ self._deactivated)
+        self._deactivated = now
+        for employee in changed:
+            if self.on_change is not None:
+                self.on_change(employee)
+        return changed
+
     def is_active(self, employee_id: str) -> bool:
         emp = self.config.employees.get(employee_id)
         return emp is not None and emp.active and employee_id not in self._deactivated

@@ -196,3 +196,26 @@ async def test_a_database_restart_while_messages_flow_loses_nothing(
         assert relay.journal.reconnects >= 1  # type: ignore[attr-defined]  # the restart was lived through
     finally:
         await relay.stop()
+
+
+async def test_a_deactivation_on_one_relay_is_honoured_by_the_other(url: str, tmp_path: Path) -> None:
+    def config(data: Path) -> dict[str, Any]:
+        return memory_config(data, members=("ann", "ben"), journal={"url": url, "lease_seconds": LEASE})
+
+    a = await RelayApp.start(config(tmp_path / "a"))
+    b: RelayApp | None = None
+    try:
+        b = await RelayApp.start(config(tmp_path / "b"))
+        assert b.router.is_active("ben")
+        await a.router.set_active("ben", False, "admin")
+        await until(lambda: not b.router.is_active("ben"), timeout=10 * LEASE)  # type: ignore[union-attr]
+        b_clients: MemoryChannel = b.channels["clients"]  # type: ignore[assignment]
+        b_staff: MemoryChannel = b.channels["staff"]  # type: ignore[assignment]
+        for u in range(4):
+            await b_clients.inject(f"n{u}", f"new client {u}", f"n{u}:1")
+        await until(lambda: len(b_staff.sent) == 4)
+        assert {o.to.user for o in b_staff.sent} == {"ann"}  # round robin on B skips ben
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()
