@@ -36,6 +36,14 @@ INLINE_RAW_MAX = 16 * 1024
 Event = tuple[str, dict[str, Any], str | None]
 
 
+@dataclass(frozen=True)
+class RawRefs:
+    """Blob digests of a received item's raw payload and of its decrypted form ('' = inline)."""
+
+    raw: str = ""
+    decrypted: str = ""
+
+
 def message_id_for(channel: str, platform_id: str) -> str:
     """Deterministic relay id of a received item, so a redelivery maps to the same id."""
     return "m-" + hashlib.sha256(f"{channel}\x00{platform_id}".encode()).hexdigest()[:24]
@@ -179,7 +187,7 @@ class Hub:
                 await self.tell_sender_undelivered(body["message_id"], body["reason"])
         return Receipt(mid, conv)
 
-    async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], str]:
+    async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], RawRefs]:
         limit = self.config.max_attachment_bytes
         kept: list[Attachment] = []
         puts = []
@@ -198,10 +206,11 @@ class Hub:
             replace(a.without_data(), sha256=by_obj[id(a)], size=len(a.data)) if id(a) in by_obj else a for a in kept
         )
         raw_sha = await self.journal.put_blob(inb.raw) if len(inb.raw) > INLINE_RAW_MAX else ""
-        return final, raw_sha
+        dec_sha = await self.journal.put_blob(inb.decrypted) if len(inb.decrypted) > INLINE_RAW_MAX else ""
+        return final, RawRefs(raw_sha, dec_sha)
 
     def _received_body(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
-                       raw_sha: str, conv: Conversation | None, employee: str | None,
+                       raw_sha: RawRefs, conv: Conversation | None, employee: str | None,
                        refused: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": mid,
@@ -218,19 +227,24 @@ class Hub:
             "reply_to_platform": inb.reply_to,
             "edits_platform": inb.edits,
             "sent_at": inb.sent_at,
-            "raw_sha256": raw_sha or None,
+            "raw_sha256": raw_sha.raw or None,
             "client": party_json(conv.client) if conv else None,
             "employee": employee,
         }
-        if inb.raw and not raw_sha:
+        if inb.raw and not raw_sha.raw:
             body["raw_inline"] = base64.b64encode(inb.raw).decode("ascii")
             body["raw_digest"] = hashlib.sha256(inb.raw).hexdigest()
+        if raw_sha.decrypted:
+            body["decrypted_sha256"] = raw_sha.decrypted
+        elif inb.decrypted:
+            body["decrypted_inline"] = base64.b64encode(inb.decrypted).decode("ascii")
+            body["decrypted_digest"] = hashlib.sha256(inb.decrypted).hexdigest()
         if refused:
             body["refused"] = refused
         return body
 
     async def _from_client(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
-                           raw_sha: str) -> tuple[list[Event], list[Delivery], str]:
+                           raw_sha: RawRefs) -> tuple[list[Event], list[Delivery], str]:
         cid = conversation_id(inb.channel, inb.chat)
         events: list[Event] = []
         conv = await self.router.get(cid)
@@ -281,7 +295,7 @@ class Hub:
         return events, deliveries, cid
 
     async def _from_staff(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
-                          raw_sha: str) -> tuple[list[Event], list[Delivery], str]:
+                          raw_sha: RawRefs) -> tuple[list[Event], list[Delivery], str]:
         events: list[Event] = []
         conv = await self.router.get(inb.chat)
         emp = self.config.employee_by_address(inb.channel, inb.sender.user)
@@ -452,7 +466,7 @@ class Hub:
         """A message the relay itself sends a client (welcome, handover notice): journaled and policy-checked."""
         inb = Inbound(channel="relay", platform_id=platform_id, sender=SYSTEM, chat=conv.id, text=text)
         mid = message_id_for("relay", platform_id)
-        body = self._received_body(inb, mid, "outbound", (), "", conv, None)
+        body = self._received_body(inb, mid, "outbound", (), RawRefs(), conv, None)
         events.append(("message.received", body, conv.id))
         verdict = self._evaluate(self._eval_input("outbound", conv.client.channel, text, (), (), conv, mid))
         events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))

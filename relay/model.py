@@ -83,7 +83,9 @@ class Inbound:
     client's chat (the hub derives the conversation id from `(channel, chat)`); for a
     staff-side channel the relay conversation id the employee is answering (the adapter
     maps topics, JIDs or desk tabs to it). `reply_to` and `edits` are platform ids on this
-    channel. Unknown content is kind `event` with `raw` kept, never dropped.
+    channel. Unknown content is kind `event` with `raw` kept, never dropped. `raw` is the
+    payload exactly as received; `decrypted` is what the adapter decrypted it to, when the
+    network encrypts its payloads (WeChat safe mode), journaled beside it.
     """
 
     channel: str
@@ -97,6 +99,7 @@ class Inbound:
     edits: str | None = None
     sent_at: float | None = None
     raw: bytes = field(default=b"", repr=False)
+    decrypted: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def _check_events(root: Path, manifest: dict[str, Any], report: ExportReport) ->
                 report.problems.append(f"events.jsonl seq {seq}: erased body differs from what retention.erased seq {att['by']} recorded")
         body = ev.get("body") or {}
         if blobs_dir.is_dir() and seq not in erased:
-            refs = [body.get("raw_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if not a.get("refused")]
+            refs = [body.get("raw_sha256"), body.get("decrypted_sha256")] + [
+                a.get("sha256") for a in body.get("attachments") or [] if not a.get("refused")]
             for sha in filter(None, refs):
                 f = blobs_dir / str(sha)[:2] / str(sha)
                 if f.exists() and hashlib.sha256(f.read_bytes()).hexdigest() != sha:

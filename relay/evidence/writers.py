@@ -93,7 +93,7 @@ async def _message_files(reader: Reader, plan: Plan, outputs: Outputs, formats: 
     m = MessageRecord(str(ev.body.get("id")), ev.seq, ev.ts, ev.conversation or "", ev.body)
     erased = plan.erased(ev.seq) is not None
     if "jsonl" in formats and not erased:
-        for sha in [*attachment_shas(m), str(m.body.get("raw_sha256") or "")]:
+        for sha in [*attachment_shas(m), str(m.body.get("raw_sha256") or ""), str(m.body.get("decrypted_sha256") or "")]:
             if sha and not outputs.has(blob_path(sha)):
                 data = await reader.get_blob(sha)
                 if data is not None:
