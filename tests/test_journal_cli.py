@@ -121,10 +121,10 @@ async def test_export_then_verify_offline(tmp_path: Path, jopen: Any) -> None:
     assert "events.jsonl" in names and len([n for n in names if n.startswith("blobs/")]) == 2
     lines = (out_dir / "events.jsonl").read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4]
-    assert relay("verify", "--export", str(out_dir)).stdout.startswith("ok: 4 events")
+    assert relay("verify", "--export", str(out_dir), "--data-dir", str(data)).stdout.startswith("ok: 4 events")
     blob = next(n for n in names if n.startswith("blobs/"))
     (out_dir / blob).write_bytes(b"changed")
-    out = relay("verify", "--export", str(out_dir))
+    out = relay("verify", "--export", str(out_dir), "--data-dir", str(data))
     assert out.returncode == 1 and "blob changed" in out.stdout
     again = relay("export", "--out", str(out_dir), "--data-dir", str(data))
     assert again.returncode == 2 and "not an empty directory" in again.stderr

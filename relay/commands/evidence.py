@@ -15,6 +15,7 @@ from relay.commands.compliance_common import emit_json, reporting
 from relay.evidence import (ExportFilter, SearchQuery, parse_formats, parse_time, search, verify_export,
                             write_export)
 from relay.evidence.keys import load_private_key, load_public_key
+from relay.evidence.verify import INTEGRITY_ONLY
 from relay.retention import load_state
 
 
@@ -136,6 +137,10 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+NOT_AUTHENTICATED_EXIT = 3
+"""verify-export's exit status when nothing is wrong but no trusted key was given (0 = verified, 1 = failed)."""
+
+
 def cmd_verify_export(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         key = load_public_key(a.public_key) if a.public_key else None
@@ -146,11 +151,14 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
             if report.ok:
                 print(f"ok: {report.events} events, {report.files} files, signature valid"
                       + (f", checkpoint seq {report.checkpoint_seq}" if report.checkpoint_seq else ""))
+            elif report.status == INTEGRITY_ONLY:
+                print(f"NOT AUTHENTICATED (integrity only): {report.events} events and {report.files} files match "
+                      "a manifest signed by a key nobody vouched for; this does not show the export is genuine")
             for p in report.problems:
                 print(f"FAIL {p}")
             for n in report.notes:
                 print(f"note: {n}")
-        return 0 if report.ok else 1
+        return 0 if report.ok else 1 if report.problems else NOT_AUTHENTICATED_EXIT
     return reporting(go)(args)
 
 
