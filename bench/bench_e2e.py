@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bots.memory import MemoryChannel
+from bots.memory.channel import MemoryChannel
 from relay.app import RelayApp
 from relay.model import Inbound, Outgoing, Party
 

@@ -20,9 +20,9 @@ from typing import Any, Callable
 from aiohttp import web
 
 from bots.base import ChannelContext
-from bots.wechat import WeChatChannel, WeChatSettings
-from bots.wechat_crypto import WeChatCrypto, sha1_signature
-from bots.whatsapp import WhatsAppChannel, WhatsAppSettings
+from bots.wechat.channel import WeChatChannel, WeChatSettings
+from bots.wechat.crypto import WeChatCrypto, sha1_signature
+from bots.whatsapp.channel import WhatsAppChannel, WhatsAppSettings
 from relay.model import Inbound, Receipt
 
 N = 5000

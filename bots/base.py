@@ -120,17 +120,29 @@ class ChannelConfigError(ValueError):
     """A channel block in the config is wrong; the message names the channel and field."""
 
 
+# Networks whose code lives in a package named otherwise; every other network NAME is `bots/NAME`.
+NETWORKS: dict[str, str] = {
+    "webdesk": "bots.webchat.desk",  # the employee desk shares the web chat's package
+}
+
+
+def network_module(network: str) -> str:
+    """The module that implements `network`: an entry of NETWORKS, else `bots.<network>`."""
+    return NETWORKS.get(network, f"bots.{network}")
+
+
 def load_factory(network: str) -> ChannelFactory:
-    """The `create` function of `bots/<network>` (network names are module names)."""
+    """The `create` function of the network's module (see NETWORKS and `network_module`)."""
     if not network.replace("_", "").isalnum():
         raise ChannelConfigError(f"unknown network {network!r}")
+    name = network_module(network)
     try:
-        module = importlib.import_module(f"bots.{network}")
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("bots."):
-            raise ChannelConfigError(f"unknown network {network!r}: no module bots/{network}") from exc
+            raise ChannelConfigError(f"unknown network {network!r}: no package bots/{network}") from exc
         raise
     factory = getattr(module, "create", None)
     if factory is None:
-        raise ChannelConfigError(f"bots/{network} has no create(name, settings, ctx)")
+        raise ChannelConfigError(f"{name} has no create(name, settings, ctx)")
     return factory

@@ -10,38 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any
 
+from relay.actions import AdminError, Workflow
 from relay.config import Config
-
-if TYPE_CHECKING:
-    from relay.app import RelayApp
-
-Action = Callable[["RelayApp", dict[str, Any]], Awaitable[dict[str, Any]]]
-ACTIONS: dict[str, Action] = {}
-
-
-class AdminError(Exception):
-    """The action was refused for a reason the user can fix (unknown id, wrong role…)."""
-
-
-def admin_action(name: str) -> Callable[[Action], Action]:
-    def register(fn: Action) -> Action:
-        ACTIONS[name] = fn
-        return fn
-    return register
-
-
-def _load_action_modules() -> None:
-    """Import the modules that register actions (kept here so the CLI finds them all)."""
-    import importlib
-
-    for mod in ("relay.admin_actions", "relay.review", "relay.retention", "relay.handover"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
 
 
 async def _call_running(config: Config, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -65,21 +37,23 @@ async def _call_running(config: Config, name: str, params: dict[str, Any]) -> di
         return None
 
 
-async def run_action_async(config: Config, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    from relay.app import AlreadyRunning, RelayApp
+async def run_action_async(config: Config, name: str, params: dict[str, Any],
+                           workflow: Workflow | None = None) -> dict[str, Any]:
+    """Run action `name` of `workflow` (the compliance workflow's when not given)."""
+    from relay.app import AlreadyRunning, RelayApp, default_workflow
 
-    _load_action_modules()
-    if name not in ACTIONS:
+    workflow = workflow if workflow is not None else default_workflow()
+    if name not in workflow.actions:
         raise AdminError(f"unknown admin action {name!r}")
     result = await _call_running(config, name, params)
     if result is not None:
         return result
     try:
-        relay = await RelayApp.start(config, offline=True)
+        relay = await RelayApp.start(config, offline=True, workflow=workflow)
     except AlreadyRunning as exc:
         raise AdminError(f"{exc}; its admin API did not answer (is it starting up?)") from exc
     try:
-        return await ACTIONS[name](relay, params)
+        return await workflow.actions[name](relay, params)
     finally:
         await relay.stop()
 
@@ -87,3 +61,6 @@ async def run_action_async(config: Config, name: str, params: dict[str, Any]) ->
 def run_action(config: Config, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Synchronous entry for CLI handlers."""
     return asyncio.run(run_action_async(config, name, params))
+
+
+__all__ = ["AdminError", "run_action", "run_action_async"]

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
+from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
 from relay.outbox import Outbox
@@ -73,11 +74,19 @@ async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shado
     await journal.append("policy.loaded", body)
 
 
+def default_workflow() -> Workflow:
+    """The compliance workflow (review, holds, handover…): what `relay run` serves."""
+    from relay.compliance.actions import WORKFLOW
+
+    return WORKFLOW
+
+
 class RelayApp:
     """A running (or offline) relay; `stop()` undoes `start()` in reverse order."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, workflow: Workflow) -> None:
         self.config = config
+        self.workflow = workflow
         self.journal: Journal
         self.router: Router
         self.outbox: Outbox
@@ -92,6 +101,7 @@ class RelayApp:
         self.admin_token = ""
         self._lock_fd: int | None = None
         self._started_channels: list[Channel] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._channel_employees: dict[str, dict[str, EmployeeInfo]] = {}
 
     @property
@@ -106,10 +116,12 @@ class RelayApp:
 
     @classmethod
     async def start(cls, config: Config | Mapping[str, Any], *, offline: bool = False,
-                    base: Path | None = None) -> "RelayApp":
-        """Start everything; with `offline`, only journal, policies, hub and routing (for CLI writes)."""
+                    base: Path | None = None, workflow: Workflow | None = None) -> "RelayApp":
+        """Start everything; with `offline`, only journal, policies, hub and routing (for CLI writes).
+        `workflow`: the admin actions and background tasks above the core (the compliance
+        workflow's when not given)."""
         cfg = config if isinstance(config, Config) else config_from_dict(config, base=base)
-        app = cls(cfg)
+        app = cls(cfg, workflow if workflow is not None else default_workflow())
         try:
             await app._start(offline)
         except BaseException:
@@ -182,9 +194,8 @@ class RelayApp:
         for name, channel in self.channels.items():
             await channel.start(self.hub.deliver_for(name))
             self._started_channels.append(channel)
-        from relay.review import run_sweeper
-
-        self._sweeper = asyncio.get_running_loop().create_task(run_sweeper(self))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(task(self)) for task in self.workflow.task_functions()]
         log.info("relay listening on %s", self.base_url)
 
     def _employee_changed(self, employee_id: str) -> None:
@@ -226,11 +237,10 @@ class RelayApp:
                                                    "args": {"errors": errors}})
 
     async def stop(self) -> None:
-        sweeper = getattr(self, "_sweeper", None)
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
-            self._sweeper = None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for w in (self.watcher, self.shadow_watcher):
             if w is not None:
                 await w.stop()

@@ -9,15 +9,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from relay.app import RelayApp
+from relay.actions import AdminError
 
 log = logging.getLogger("relay.web")
-RELAY_KEY: web.AppKey["RelayApp"] = web.AppKey("relay", object)  # type: ignore[arg-type]
+RELAY_KEY: web.AppKey[Any] = web.AppKey("relay", object)
+"""The RelayApp serving this Application (typed loosely: this module is imported by relay.app)."""
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -56,8 +56,6 @@ async def index(request: web.Request) -> web.Response:
 
 async def admin_api(request: web.Request) -> web.Response:
     """`POST /admin/api/<action>` with the bearer token from <data_dir>/admin.token; loopback only."""
-    from relay.admin import ACTIONS, AdminError
-
     relay = request.app[RELAY_KEY]
     peer = request.remote or ""
     if peer not in ("127.0.0.1", "::1") and not peer.startswith("127."):
@@ -66,7 +64,7 @@ async def admin_api(request: web.Request) -> web.Response:
     if not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:], relay.admin_token):
         return web.json_response({"error": "missing or wrong admin token"}, status=401)
     name = request.match_info["action"]
-    fn = ACTIONS.get(name)
+    fn = relay.workflow.actions.get(name)
     if fn is None:
         return web.json_response({"error": f"unknown admin action {name!r}"}, status=404)
     try:
@@ -85,12 +83,8 @@ async def admin_api(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def setup_web(relay: "RelayApp") -> None:
-    """Routes, and every admin action registered: `relay run` itself imports none of the modules
-    that define handover, review decisions or erasure requests, which the admin API must know."""
-    from relay.admin import _load_action_modules
-
-    _load_action_modules()
+def setup_web(relay: Any) -> None:
+    """Routes; the admin API serves the actions of the workflow the app was handed."""
     app = relay.web
     app[RELAY_KEY] = relay
     app.router.add_get("/", index)

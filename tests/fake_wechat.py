@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.wechat_crypto import WeChatCrypto, sha1_signature
+from bots.wechat.crypto import WeChatCrypto, sha1_signature
 from tests.fake_server import FakeServer
 
 ERRMSG: dict[int, str] = {

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relay.backtest import backtest, shadow_report
+from relay.compliance.backtest import backtest, shadow_report
 from relay.evidence.collect import parse_time
 from relay.journal import Journal
 from relay.policy import EvalInput, load_policy_dir

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, config_from_dict, load_config
-from relay.retention import YEAR, retention_settings
-from relay.review import compliance_settings
+from relay.compliance.retention import YEAR, retention_settings
+from relay.compliance.review import compliance_settings
 from tests.compliance_support import compliance_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import pytest
 from relay.evidence import ExportFilter, verify_export, write_export
 from relay.evidence.keys import load_private_key, load_public_key
 from relay.journal import Journal
-from relay.retention import load_state
+from relay.compliance.holds import load_state
 
 GOLDEN = Path(__file__).resolve().parent / "fixtures" / "export_golden"
 BOUNDARY = re.compile(rb"={15}\d+(?:\.\d+)?==")
@@ -154,7 +154,8 @@ async def test_an_erasure_during_the_export_is_refused_not_signed(tmp_path: Path
     import time
 
     from relay.evidence import ExportError
-    from relay.retention import YEAR, retention_settings, run_retention
+    from relay.compliance.erasure import run_retention
+    from relay.compliance.retention import YEAR, retention_settings
     from tests.compliance_support import History, party
 
     j = await Journal.open(tmp_path / "data")

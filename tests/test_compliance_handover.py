@@ -13,7 +13,7 @@ import pytest
 
 from relay.app import RelayApp
 from relay.config import DEFAULT_NOTICES
-from relay.handover import HandoverError, handover, set_active
+from relay.compliance.handover import HandoverError, handover, set_active
 from tests.compliance_support import memory_compliance_config, until, write_config, write_policies
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ import pytest
 from relay.evidence import ExportFilter, SearchQuery, search, verify_export, write_export
 from relay.evidence.keys import load_private_key, load_public_key
 from relay.journal import Journal
-from relay.retention import (YEAR, RetentionError, add_hold, load_state, parse_duration, release_hold,
-                             request_erasure, retention_settings, run_retention)
+from relay.compliance.erasure import run_retention
+from relay.compliance.holds import add_hold, load_state, release_hold, request_erasure
+from relay.compliance.retention import RetentionError, YEAR, parse_duration, retention_settings
 from tests.compliance_support import History, party
 
 SETTINGS = retention_settings({"default": "6y", "classes": {"mifid2": {"period": "7y", "channels": ["telegram-eu"]}}})
@@ -144,7 +145,7 @@ async def test_bad_requests_are_clear_errors(journal: Journal) -> None:
 
 async def test_a_changed_tombstone_is_caught_and_an_interrupted_erasure_is_completed(journal: Journal, tmp_path: Path) -> None:
     import sqlite3
-    from relay.retention import complete_pending
+    from relay.compliance.erasure import complete_pending
     j = journal
     h = await history(j)
     await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
@@ -165,7 +166,9 @@ async def test_a_changed_tombstone_is_caught_and_an_interrupted_erasure_is_compl
 
 async def test_an_interrupted_erasure_is_completed_on_the_next_run(journal: Journal) -> None:
     from relay.evidence.collect import iter_events
-    from relay.retention import active_holds, complete_pending, plan_erasure
+    from relay.compliance.erasure import complete_pending
+    from relay.compliance.erasure_plan import plan_erasure
+    from relay.compliance.holds import active_holds
     j = journal
     h = await history(j)
     events = await iter_events(j)
@@ -201,7 +204,9 @@ async def test_erasure_removes_the_inline_raw_payload_and_finishes_older_tombsto
     import base64
 
     from relay.evidence.collect import iter_events
-    from relay.retention import LEFTOVER_REASON, _legacy_tombstone, active_holds, apply_plan, plan_erasure
+    from relay.compliance.erasure import apply_plan
+    from relay.compliance.erasure_plan import LEFTOVER_REASON, _legacy_tombstone, plan_erasure
+    from relay.compliance.holds import active_holds
     j = journal
     h = History(j)
     ann, bob = party("webchat", "ann", "Ann"), party("telegram-eu", "bob", "Bob")  # bob: 7-year class
@@ -309,7 +314,9 @@ async def test_assignments_keep_the_name_while_a_message_of_the_conversation_is_
     """Erasing some of a conversation's messages leaves its assignments alone; a hold placed after
     the messages went keeps them too; the projection then names the client from what is kept."""
     from relay.evidence.collect import iter_events
-    from relay.retention import active_holds, apply_plan, plan_erasure
+    from relay.compliance.erasure import apply_plan
+    from relay.compliance.erasure_plan import plan_erasure
+    from relay.compliance.holds import active_holds
     j = journal
     h = await named_history(j)
     events = await iter_events(j)
@@ -341,7 +348,9 @@ async def test_assignments_keep_the_name_while_a_message_of_the_conversation_is_
 
 async def test_an_interrupted_erasure_of_assignments_is_completed(journal: Journal) -> None:
     from relay.evidence.collect import iter_events
-    from relay.retention import active_holds, complete_pending, plan_erasure
+    from relay.compliance.erasure import complete_pending
+    from relay.compliance.erasure_plan import plan_erasure
+    from relay.compliance.holds import active_holds
     j = journal
     await named_history(j)
     events = await iter_events(j)
@@ -357,9 +366,9 @@ async def test_an_interrupted_erasure_of_assignments_is_completed(journal: Journ
 async def test_a_running_relay_forgets_the_erased_name_and_a_later_handover_does_not_journal_it(tmp_path: Path) -> None:
     """The router caches conversations (with the client's display name): after the retention run
     a handover must not write the erased name back into the journal."""
-    from relay.admin import ACTIONS
+    from relay.compliance.actions import ACTIONS
     from relay.app import RelayApp
-    from relay.handover import handover
+    from relay.compliance.handover import handover
     from tests.compliance_support import memory_compliance_config, until, write_policies
 
     app = await RelayApp.start(memory_compliance_config(tmp_path / "data", write_policies(tmp_path / "policies")))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from relay.app import RelayApp
-from relay.review import ReviewError, decide, load_items, settings_of, stats, sweep
+from relay.compliance.review import ReviewError, decide, load_items, settings_of, stats, sweep
 from tests.compliance_support import memory_compliance_config, until, write_config, write_policies
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bots.memory import MemoryChannel
+from bots.memory.channel import MemoryChannel
 from relay.app import RelayApp
 from relay.model import Attachment
 from tests.e2e_support import ROOT

@@ -1,6 +1,6 @@
 """Client-side receiving: every update type, albums, edits, size checks, offset discipline.
 
-The real python-telegram-bot Bot inside bots/telegram.py talks HTTP to tests/fake_telegram.py.
+The real python-telegram-bot Bot inside bots/telegram/ talks HTTP to tests/fake_telegram.py.
 """
 
 from __future__ import annotations

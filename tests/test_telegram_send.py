@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bots.base import Permanent, Retryable
 from bots.telegram import TelegramChannel, create
-from bots.telegram_format import split_text, utf16_len
+from bots.telegram.format import split_text, utf16_len
 from fake_telegram import FakeTelegram
 from relay.model import Attachment, Outgoing, Party
 from telegram_support import CLIENT_TOKEN, MemoryState, make_ctx

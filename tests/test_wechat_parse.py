@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.wechat import WeChatChannel, WeChatSettings
-from bots.wechat_crypto import CryptoError, WeChatCrypto, sha1_signature
-from bots.wechat_parse import parse_push
+from bots.wechat.channel import WeChatChannel, WeChatSettings
+from bots.wechat.crypto import CryptoError, WeChatCrypto, sha1_signature
+from bots.wechat.parse import parse_push
 from tests.fake_wechat import FakeWeChat
 from tests.webhook_support import Host, Recorder
 

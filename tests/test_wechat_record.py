@@ -13,8 +13,8 @@ from typing import Any, AsyncIterator
 import pytest
 
 from bots.base import ChannelConfigError
-from bots.wechat import WeChatChannel, WeChatSettings, create
-from bots.wechat_crypto import sha1_signature
+from bots.wechat.channel import WeChatChannel, WeChatSettings, create
+from bots.wechat.crypto import sha1_signature
 from tests.e2e_support import running, web_config
 from tests.fake_wechat import FakeWeChat
 from tests.webhook_support import Host, Recorder

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 import pytest
 
 from bots.base import ChannelConfigError, Permanent, Retryable
-from bots.wechat import WeChatChannel, create, split_utf8
+from bots.wechat.channel import WeChatChannel, create, split_utf8
 from relay.model import Attachment, Outgoing, Party
 from tests.fake_wechat import FakeWeChat
 from tests.webhook_support import Host, Recorder

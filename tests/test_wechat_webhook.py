@@ -8,7 +8,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from bots.wechat import WeChatChannel, create
+from bots.wechat.channel import WeChatChannel, create
 from tests.fake_wechat import FakeWeChat
 from tests.webhook_support import Host, Recorder
 

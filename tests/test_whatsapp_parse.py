@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bots.whatsapp import WhatsAppChannel, WhatsAppSettings, signature_ok
-from bots.whatsapp_parse import parse_size, parse_webhook
+from bots.whatsapp.channel import WhatsAppChannel, WhatsAppSettings, signature_ok
+from bots.whatsapp.parse import parse_size, parse_webhook
 from tests.fake_graph import FakeGraph
 from tests.webhook_support import Host, Recorder
 

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import pytest
 
 from bots.base import ChannelConfigError, Permanent, Retryable
-from bots.whatsapp import WhatsAppChannel, create
+from bots.whatsapp.channel import WhatsAppChannel, create
 from relay.model import Attachment, Outgoing, Party
 from tests.fake_graph import FakeGraph
 from tests.webhook_support import Host, Recorder

@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from bots.whatsapp import WhatsAppChannel, create
+from bots.whatsapp.channel import WhatsAppChannel, create
 from tests.fake_graph import FakeGraph
 from tests.webhook_support import Host, Recorder
 

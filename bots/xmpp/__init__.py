@@ -4,6 +4,11 @@ Staff side (`mode: component`): each conversation is its own contact
 `<conversation>@<component domain>` in the assigned employee's roster, so replying needs no
 command. Client side (`mode: client`): the relay logs in as an ordinary account and every
 sender JID is a client.
+
+What lives where: `channel` (the stream, intake, receipts, presence), `reading` (stanza →
+Inbound), `sending` (outgoing stanzas), `transfers` (upload service and allowed fetches),
+`files` (bounded HTTP), `link` (connection and stream management), `stanzas` (pure XML),
+`fastxml` (slixmpp hot paths), `settings` (the config block), `host` (what helpers see).
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ NS_MARKERS = "urn:xmpp:chat-markers:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 NS_PING = "urn:xmpp:ping"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 # Payloads that carry no content of their own: a message made only of these is not journaled.
 EPHEMERAL_NS = frozenset({NS_CHATSTATES, NS_HINTS, NS_SID, NS_NICK, NS_DELAY})

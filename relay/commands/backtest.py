@@ -43,7 +43,7 @@ def _print(rep: dict[str, Any], title: str) -> None:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from relay.backtest import backtest
+    from relay.compliance.backtest import backtest
     from relay.evidence.collect import parse_time
     from relay.policy import PolicyLoadError, load_policy_dir
 
@@ -63,7 +63,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_shadow(args: argparse.Namespace) -> int:
-    from relay.backtest import shadow_report
+    from relay.compliance.backtest import shadow_report
     from relay.evidence.collect import parse_time
 
     config = config_of(args)

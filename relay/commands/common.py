@@ -28,5 +28,15 @@ def config_of(args: argparse.Namespace) -> Config:
         raise CommandError("\n".join(exc.problems), 2) from exc
 
 
+def journal_settings_of(args: argparse.Namespace) -> Any:
+    """The journal's settings (data directory, keys) from --config / --data-dir, errors as CommandError."""
+    from relay.journal import settings as journal_settings
+
+    try:
+        return journal_settings.load(args.config, args.data_dir)
+    except journal_settings.SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, sort_keys=True) + "\n")

@@ -36,7 +36,7 @@ def reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         from relay.admin import AdminError
         from relay.evidence import ExportError, FilterError
         from relay.evidence.keys import KeyError_
-        from relay.retention import RetentionError
+        from relay.compliance.retention import RetentionError
 
         try:
             return int(handler(args) or 0)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from relay.cli import CommandError
+from relay.commands.common import journal_settings_of
 from relay.commands.compliance_common import emit_json, reporting
 from relay.evidence import (ExportFilter, SearchQuery, parse_formats, parse_time, search, verify_export,
                             write_export)
 from relay.evidence.keys import load_private_key, load_public_key
 from relay.evidence.verify import INTEGRITY_ONLY
-from relay.retention import load_state
+from relay.compliance.holds import load_state
 
 
 def add_export_filters(p: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def admin_check(args: argparse.Namespace) -> None:
     if not getattr(args, "include_restricted", False):
         return
     from relay.config import ConfigError, load_config
-    from relay.review import ReviewError, compliance_settings
+    from relay.compliance.review import ReviewError, compliance_settings
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -93,8 +94,7 @@ def _progress(line: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from relay.commands.journal import _settings
-    return reporting(lambda a: _export(a, _settings(a)))(args)
+    return reporting(lambda a: _export(a, journal_settings_of(a)))(args)
 
 
 def _export(args: argparse.Namespace, settings: Any) -> int:

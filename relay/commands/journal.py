@@ -17,9 +17,10 @@ from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
 from relay.journal.chain import canonical_json
+from relay.commands.common import journal_settings_of
 from relay.commands import evidence as evidence_commands
-from relay.evidence.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
-from relay.retention import load_state
+from relay.compliance.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
+from relay.compliance.holds import load_state
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +91,7 @@ def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 
 def _settings(args: argparse.Namespace) -> journal_settings.JournalSettings:
-    try:
-        return journal_settings.load(args.config, args.data_dir)
-    except journal_settings.SettingsError as exc:
-        raise CommandError(str(exc)) from None
+    return journal_settings_of(args)
 
 
 def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:

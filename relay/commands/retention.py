@@ -7,7 +7,7 @@ import argparse
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, default_actor, emit_json,
                                               read_journal, reporting, write)
 from relay.evidence.collect import iso, parse_time
-from relay.retention import load_state
+from relay.compliance.holds import load_state
 
 
 def setup_retention(ret: argparse.ArgumentParser) -> None:

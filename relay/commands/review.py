@@ -9,8 +9,8 @@ from typing import Any
 
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, emit_json, fail,
                                               read_journal, reporting, write)
-from relay.evidence.restricted import RESTRICTED_NOTE
-from relay.review import DECISIONS, ReviewItem, compliance_settings, load_items, stats, withhold_restricted
+from relay.compliance.restricted import RESTRICTED_NOTE
+from relay.compliance.review import DECISIONS, ReviewItem, compliance_settings, load_items, stats, withhold_restricted
 
 STATES = ("open", "escalated", "pending", "closed", "all")
 

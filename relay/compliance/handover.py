@@ -9,16 +9,14 @@ still have open, and hands each of their conversations to another active member 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from relay.admin import AdminError, admin_action
+from relay.actions import AdminError
 from relay.evidence.collect import client_key, is_restricted, iso
-from relay.evidence.restricted import RESTRICTED_NOTE
-from relay.retention import load_state
+from relay.compliance.restricted import RESTRICTED_NOTE
+from relay.compliance.holds import load_state
 from relay.routing import RoutingError
 
-if TYPE_CHECKING:
-    from relay.app import RelayApp
 
 HISTORY_DEFAULT = 20
 
@@ -198,18 +196,15 @@ async def set_active(app: Any, employee: str, active: bool, actor: str, reason: 
             "desk_sockets_closed": closed}
 
 
-@admin_action("handover")
-async def _handover_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def handover_action(app: Any, params: dict[str, Any]) -> dict[str, Any]:
     return await handover(app, str(params.get("employee", "")), str(params.get("to", "")), str(params.get("actor", "")),
                           params.get("conversation") or None, str(params.get("reason") or ""))
 
 
-@admin_action("employee.deactivate")
-async def _deactivate_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def deactivate_action(app: Any, params: dict[str, Any]) -> dict[str, Any]:
     return await set_active(app, str(params.get("employee", "")), False, str(params.get("actor", "")),
                             str(params.get("reason") or ""))
 
 
-@admin_action("employee.activate")
-async def _activate_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def activate_action(app: Any, params: dict[str, Any]) -> dict[str, Any]:
     return await set_active(app, str(params.get("employee", "")), True, str(params.get("actor", "")))

@@ -25,10 +25,10 @@ from bots.base import (
     Permanent,
     Retryable,
 )
-from bots.webhook_channel import WebhookChannel, content_to_send, mount
-from bots.webhook_intake import MediaRef
-from bots.whatsapp_parse import parse_size, parse_webhook
-from bots.webhook_settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
+from bots.webhooks.channel import WebhookChannel, content_to_send, mount
+from bots.webhooks.intake import MediaRef
+from bots.whatsapp.parse import parse_size, parse_webhook
+from bots.webhooks.settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
 from relay.model import Attachment, Outgoing
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp import web
 
 from bots.base import ChannelContext, Deliver, Permanent
-from bots.service_window import ServiceWindow
-from bots.webhook_intake import Intake, Item, MediaRef
+from bots.webhooks.service_window import ServiceWindow
+from bots.webhooks.intake import Intake, Item, MediaRef
 from relay.model import Attachment, Outgoing
 
 

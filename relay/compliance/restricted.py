@@ -23,7 +23,7 @@ import json
 from typing import Any, Mapping
 
 from relay.evidence.collect import Reader, is_restricted
-from relay.retention import scrub_content
+from relay.compliance.erasure_plan import scrub_content
 
 RESTRICTED_NOTE = "restricted: data-subject erasure request"
 """The words the HTML transcript of an export uses for a restricted message."""

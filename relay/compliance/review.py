@@ -12,15 +12,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from relay.admin import AdminError, admin_action
+from relay.actions import AdminError
 from relay.evidence.collect import Reader, is_restricted, iso
-from relay.evidence.restricted import RESTRICTED_NOTE, withheld_body
-from relay.retention import RetentionError, load_state, parse_duration
+from relay.compliance.restricted import RESTRICTED_NOTE, withheld_body
+from relay.compliance.holds import load_state
+from relay.compliance.retention import RetentionError, parse_duration
 
-if TYPE_CHECKING:
-    from relay.app import RelayApp
 
 log = logging.getLogger("relay.review")
 
@@ -403,13 +402,11 @@ async def run_sweeper(app: Any) -> None:
 
 # --- admin actions (writes go through the running relay) ------------------------------------
 
-@admin_action("review.decide")
-async def _decide_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def decide_action(app: Any, params: dict[str, Any]) -> dict[str, Any]:
     return await decide(app, str(params.get("message_id", "")), str(params.get("decision", "")),
                         str(params.get("reviewer", "")), str(params.get("reason", "") or ""))
 
 
-@admin_action("review.sweep")
-async def _sweep_action(app: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def sweep_action(app: Any, params: dict[str, Any]) -> dict[str, Any]:
     at = params.get("at")
     return await sweep(app, float(at) if at is not None else None)

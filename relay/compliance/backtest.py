@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from relay.evidence.collect import Ev, Reader, is_restricted, iso, iter_events
-from relay.evidence.restricted import RESTRICTED_NOTE
-from relay.retention import load_state
+from relay.compliance.restricted import RESTRICTED_NOTE
+from relay.compliance.holds import load_state
 from relay.model import Attachment
 
 KINDS = ("message.received", "policy.verdict", "policy.shadow_verdict")

@@ -11,7 +11,7 @@ import json
 import mimetypes
 from typing import Any
 
-from bots.webhook_intake import Item, MediaRef, raw_event
+from bots.webhooks.intake import Item, MediaRef, raw_event
 from relay.model import Inbound, Party
 
 MEDIA_TYPES: tuple[str, ...] = ("image", "video", "audio", "document", "sticker")

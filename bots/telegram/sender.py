@@ -26,8 +26,8 @@ from telegram.error import (
 )
 
 from bots.base import DeliveryError, Permanent, Retryable, StateStore
-from bots.telegram_format import CAPTION_LIMIT, TEXT_LIMIT, split_text
-from bots.telegram_topics import TopicMap
+from bots.telegram.format import CAPTION_LIMIT, TEXT_LIMIT, split_text
+from bots.telegram.topics import TopicMap
 from relay.model import Attachment, Outgoing
 
 PHOTO_MAX = 10 * 1024 * 1024

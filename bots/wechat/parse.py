@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from bots.webhook_intake import Item, MediaRef, raw_event
+from bots.webhooks.intake import Item, MediaRef, raw_event
 from relay.model import Inbound, Party
 
 VOICE_MIMES: dict[str, str] = {"amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg"}

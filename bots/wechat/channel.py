@@ -27,11 +27,11 @@ from bots.base import (
     Retryable,
     StateStore,
 )
-from bots.webhook_channel import WebhookChannel, content_to_send, mount
-from bots.webhook_intake import Item, MediaRef, raw_event
-from bots.wechat_crypto import CryptoError, WeChatCrypto, sha1_signature, signature_matches
-from bots.wechat_parse import encrypt_field, parse_push
-from bots.webhook_settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
+from bots.webhooks.channel import WebhookChannel, content_to_send, mount
+from bots.webhooks.intake import Item, MediaRef, raw_event
+from bots.wechat.crypto import CryptoError, WeChatCrypto, sha1_signature, signature_matches
+from bots.wechat.parse import encrypt_field, parse_push
+from bots.webhooks.settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
 from relay.model import Attachment, Outgoing
 
 log = logging.getLogger(__name__)

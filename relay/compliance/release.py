@@ -1,20 +1,14 @@
-"""The core's own admin actions: release or reject a held message.
-
-The compliance workflow (relay/review.py) adds richer decisions; these two are what the
-hub itself needs so that a quarantined message can leave the queue.
-"""
+"""Release or reject a held (quarantined) message: the two decisions that move it out of the queue
+through the hub (`relay.compliance.review` records the other decisions)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from relay.admin import AdminError, admin_action
-
-if TYPE_CHECKING:
-    from relay.app import RelayApp
+from relay.actions import AdminError
 
 
-async def _open_item(relay: "RelayApp", params: dict[str, Any]) -> tuple[str, str, str]:
+async def _open_item(relay: Any, params: dict[str, Any]) -> tuple[str, str, str]:
     """(message id, actor, action) of an undecided review item, or an AdminError saying why not."""
     mid = str(params.get("message_id", ""))
     rows = await relay.journal.fetchall("SELECT state, action FROM review_queue WHERE message_id = ?", (mid,))
@@ -25,8 +19,7 @@ async def _open_item(relay: "RelayApp", params: dict[str, Any]) -> tuple[str, st
     return mid, str(params.get("actor", "")) or "cli", rows[0]["action"]
 
 
-@admin_action("review.release")
-async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def release(relay: Any, params: dict[str, Any]) -> dict[str, Any]:
     mid, actor, action = await _open_item(relay, params)
     if action != "quarantine":
         raise AdminError(f"review item {mid} was not held (action {action}); use a review decision instead")
@@ -37,8 +30,7 @@ async def release(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
     return {"message_id": mid, "decision": "release", "delivery_id": d.delivery_id, "queued": not relay.offline}
 
 
-@admin_action("review.reject")
-async def reject(relay: "RelayApp", params: dict[str, Any]) -> dict[str, Any]:
+async def reject(relay: Any, params: dict[str, Any]) -> dict[str, Any]:
     mid, actor, _ = await _open_item(relay, params)
     try:
         await relay.hub.reject(mid, actor, str(params.get("reason", "")))

@@ -1,0 +1,28 @@
+"""The compliance workflow's admin actions, in one table (as `relay.commands.VERBS` lists verbs).
+
+CLI writes reach these through the running relay's admin API, or the relay opened offline
+(`relay.admin.run_action`); the console calls them in-process with the authenticated reviewer.
+To add an action: an `async fn(app, params) -> dict` in a module, and a row below.
+"""
+
+from __future__ import annotations
+
+from relay.actions import ActionTable, Workflow
+
+ACTIONS = ActionTable({
+    "review.release": "relay.compliance.release:release",
+    "review.reject": "relay.compliance.release:reject",
+    "review.decide": "relay.compliance.review:decide_action",
+    "review.sweep": "relay.compliance.review:sweep_action",
+    "handover": "relay.compliance.handover:handover_action",
+    "employee.deactivate": "relay.compliance.handover:deactivate_action",
+    "employee.activate": "relay.compliance.handover:activate_action",
+    "retention.run": "relay.compliance.holds_actions:retention_run",
+    "hold.add": "relay.compliance.holds_actions:hold_add",
+    "hold.release": "relay.compliance.holds_actions:hold_release",
+    "erase.request": "relay.compliance.holds_actions:erase_request",
+    "evidence.prepare": "relay.evidence.prepare:prepare",
+})
+
+WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",))
+"""What `relay run` hands the app: these actions, and the review queue's SLA sweeper."""
