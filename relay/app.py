@@ -23,6 +23,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.private_files import private_dir
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -49,7 +50,7 @@ class AlreadyRunning(RuntimeError):
 
 
 def _lock(data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     fd = os.open(data_dir / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,6 +19,7 @@ from relay.evidence.outputs import Outputs
 from relay.evidence.plan import Plan, attachment_shas
 from relay.evidence.scan import Scope, scan
 from relay.evidence.transcript import render_transcript
+from relay.private_files import private_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -126,7 +127,7 @@ async def write_messages(reader: Reader, plan: Plan, outputs: Outputs, formats: 
     """One EML file per exported message and one HTML transcript per conversation."""
     eml, html = "eml" in formats, "html" in formats
     if html:
-        (outputs.root / "transcripts").mkdir(exist_ok=True)
+        private_dir(outputs.root / "transcripts")
     if not (eml or html):
         return
     done = 0

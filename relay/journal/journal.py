@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import hmac
 import logging
+import os
 import sqlite3
 import time
 from collections import deque
@@ -25,6 +26,7 @@ import aiosqlite
 
 from relay.journal import checkpoints, projections, schema, signing
 from relay.journal.blobs import BlobStore
+from relay.private_files import create_private, open_private, private_dir, tighten_logged
 from relay.journal.chain import (
     GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
 )
@@ -46,7 +48,7 @@ class JournalError(Exception):
 
 def _take_writer_lock(path: Path) -> IO[bytes]:
     """One writer per journal: a second one would fork the chain (same seq, different events)."""
-    f = open(path, "a+b")
+    f = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+b")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -159,8 +161,10 @@ class Journal:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
         else:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(data_dir)
+            tighten_logged(data_dir)
             self._lock = _take_writer_lock(data_dir / LOCK_NAME)
+            create_private(self.path)  # before SQLite: its -wal and -shm files copy this file's mode
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 await self._prepare_writer(sync)
