@@ -22,7 +22,7 @@ from typing import Any, Callable
 from bots.base import Deliver
 from relay.config import Config
 from relay.journal import Journal
-from relay.model import Attachment, Inbound, Party, Receipt, RuleHit, Span, Verdict, conversation_id
+from relay.model import Attachment, Inbound, Party, Receipt, RuleHit, Span, Verdict, action_rank, conversation_id
 from relay.outbox import Delivery, Outbox, party_json, party_of
 from relay.policy import EvalInput, PolicySet, apply_verdict
 from relay.routing import Conversation, Router, RoutingError
@@ -72,8 +72,27 @@ def verdict_json(v: Verdict, message_id: str) -> dict[str, Any]:
 
 
 def attachment_json(a: Attachment) -> dict[str, Any]:
-    return {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256,
-            "platform_ref": a.platform_ref, "refused": a.refused}
+    out = {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256,
+           "platform_ref": a.platform_ref, "refused": a.refused}
+    if a.integrity:
+        out["integrity"] = a.integrity
+    return out
+
+
+INTEGRITY_RULE = "RELAY-INTEGRITY"
+"""The hit the hub adds when a file's bytes differ from what the network declared: flagged for review."""
+
+
+def with_integrity_flag(verdict: Verdict, attachments: tuple[Attachment, ...]) -> Verdict:
+    """`verdict`, at least flagged and in review, with one hit per attachment whose bytes do not
+    match what the network declared (compliance must see such a file, not take it on trust)."""
+    bad = [a for a in attachments if a.integrity]
+    if not bad:
+        return verdict
+    hits = tuple(RuleHit(INTEGRITY_RULE, "relay", "flag", "high", f"{a.name or 'file'}: {a.integrity}"[:300])
+                 for a in bad)
+    action = verdict.action if action_rank(verdict.action) >= action_rank("flag") else "flag"
+    return replace(verdict, action=action, matched=verdict.matched + hits, review=True)
 
 
 @dataclass
@@ -241,6 +260,8 @@ class Hub:
             body["decrypted_digest"] = hashlib.sha256(inb.decrypted).hexdigest()
         if refused:
             body["refused"] = refused
+        if inb.notice:
+            body["notice"] = inb.notice
         return body
 
     async def _from_client(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
@@ -248,7 +269,7 @@ class Hub:
         cid = conversation_id(inb.channel, inb.chat)
         events: list[Event] = []
         conv = await self.router.get(cid)
-        if inb.kind == "event":
+        if inb.kind == "event" and not inb.notice:
             # statuses, receipts, unreadable payloads: journaled, but they open no conversation
             body = self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
             events.append(("message.received", body, cid if conv else None))
@@ -279,8 +300,11 @@ class Hub:
         deliveries: list[Delivery] = []
         if conv.employee is not None:
             to = self.router.staff_party(conv.employee)
-            inherited = await self._inherited_disclaimers(inb)
-            deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
+            if inb.kind == "event":  # something the client sent that cannot be shown: the employee is told
+                deliveries.append(self._notice(events, mid, conv, to, inb.notice))
+            else:
+                inherited = await self._inherited_disclaimers(inb)
+                deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
         else:
             events.append(("delivery.failed", {"delivery_id": None, "message_id": mid, "channel": None,
                                                "reason": "no active employee on the desk; waiting for a handover",
@@ -399,7 +423,7 @@ class Hub:
         verdict: Verdict | None = None
         if kind != "delete":
             inp = self._eval_input(direction, inb.channel, inb.text, usable, groups, conv, mid)
-            verdict = self._evaluate(inp)
+            verdict = with_integrity_flag(self._evaluate(inp), usable)
             if inherited:
                 kept = tuple(d for d in inherited if d not in verdict.disclaimers)
                 verdict = replace(verdict, disclaimers=kept + verdict.disclaimers)
