@@ -102,7 +102,7 @@ async def latency(rate: float, seconds: float) -> tuple[float, float]:
                 tasks.append(asyncio.create_task(src.inject(f"u{i % 100}", TEXT, pid)))
             await asyncio.gather(*tasks)
             await _wait_for(dst, n)
-            from relay.hub import message_id_for
+            from relay.hub_records import message_id_for
 
             by_mid = {message_id_for("clients", pid): t for pid, t in starts.items()}
             lat = sorted((at - by_mid[out.message_id]) * 1000 for out, at in zip(dst.sent, dst.sent_at))

@@ -10,104 +10,30 @@ acknowledges its network only for what is durable. Redeliveries are recognised b
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Callable
 
 from bots.base import Deliver
 from relay.config import Config
+from relay.hub_lookups import inherited_disclaimers, receipt_events
+from relay.hub_policy import with_integrity_flag
+from relay.hub_records import Event, HubStats, RawRefs, attachment_json, message_id_for, received_body, verdict_json
+from relay.hub_review import HubReview
 from relay.journal import Journal
-from relay.model import Attachment, Inbound, Party, Receipt, RuleHit, Span, Verdict, action_rank, conversation_id
-from relay.outbox import Delivery, Outbox, party_json, party_of
-from relay.policy import EvalInput, PolicySet, apply_verdict
+from relay.model import Attachment, Inbound, Party, Receipt, Verdict, conversation_id
+from relay.outbox import Delivery, Outbox, party_json
+from relay.policy import PolicySet, apply_verdict
 from relay.routing import Conversation, Router, RoutingError
 
 log = logging.getLogger("relay.hub")
 
-SYSTEM = Party("relay", "system", "relay")
-RECEIPT_PREFIXES = ("receipt", "marker:", "status:", "error:")
 INLINE_RAW_MAX = 16 * 1024
 """Raw payloads up to this size travel inside the event (one fsync with it); larger ones are blobs."""
-Event = tuple[str, dict[str, Any], str | None]
 
 
-@dataclass(frozen=True)
-class RawRefs:
-    """Blob digests of a received item's raw payload and of its decrypted form ('' = inline)."""
-
-    raw: str = ""
-    decrypted: str = ""
-
-
-def message_id_for(channel: str, platform_id: str) -> str:
-    """Deterministic relay id of a received item, so a redelivery maps to the same id."""
-    return "m-" + hashlib.sha256(f"{channel}\x00{platform_id}".encode()).hexdigest()[:24]
-
-
-def delivery_id_for(message_id: str, channel: str, user: str, kind: str, text: str = "") -> str:
-    """Deterministic, so a re-run of the same decision cannot queue the same delivery twice."""
-    key = f"{message_id}\x00{channel}\x00{user}\x00{kind}\x00{text}"
-    return "d-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def verdict_json(v: Verdict, message_id: str) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "action": v.action,
-        "review": v.review,
-        "rules": [
-            {"rule": h.rule, "policy": h.policy, "action": h.action, "severity": h.severity, "title": h.title,
-             "spans": [[s.start, s.end] for s in h.spans], "sampled": h.sampled}
-            for h in v.matched
-        ],
-        "disclaimers": list(v.disclaimers),
-        "redactions": [[s.start, s.end] for s in v.redactions],
-        "policy_version": v.policy_version,
-    }
-
-
-def attachment_json(a: Attachment) -> dict[str, Any]:
-    out = {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256,
-           "platform_ref": a.platform_ref, "refused": a.refused}
-    if a.integrity:
-        out["integrity"] = a.integrity
-    return out
-
-
-INTEGRITY_RULE = "RELAY-INTEGRITY"
-"""The hit the hub adds when a file's bytes differ from what the network declared: flagged for review."""
-
-
-def with_integrity_flag(verdict: Verdict, attachments: tuple[Attachment, ...]) -> Verdict:
-    """`verdict`, at least flagged and in review, with one hit per attachment whose bytes do not
-    match what the network declared (compliance must see such a file, not take it on trust)."""
-    bad = [a for a in attachments if a.integrity]
-    if not bad:
-        return verdict
-    hits = tuple(RuleHit(INTEGRITY_RULE, "relay", "flag", "high", f"{a.name or 'file'}: {a.integrity}"[:300])
-                 for a in bad)
-    action = verdict.action if action_rank(verdict.action) >= action_rank("flag") else "flag"
-    return replace(verdict, action=action, matched=verdict.matched + hits, review=True)
-
-
-@dataclass
-class HubStats:
-    received: int = 0
-    duplicates: int = 0
-    refused: int = 0
-    blocked: int = 0
-    quarantined: int = 0
-    flagged: int = 0
-    redacted: int = 0
-    policy_errors: int = 0
-
-
-class Hub:
+class Hub(HubReview):
     """Composes journal, policy, routing and outbox; knows no chat network."""
 
     def __init__(
@@ -228,42 +154,6 @@ class Hub:
         dec_sha = await self.journal.put_blob(inb.decrypted) if len(inb.decrypted) > INLINE_RAW_MAX else ""
         return final, RawRefs(raw_sha, dec_sha)
 
-    def _received_body(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
-                       raw_sha: RawRefs, conv: Conversation | None, employee: str | None,
-                       refused: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": mid,
-            "direction": direction,
-            "channel": inb.channel,
-            "platform_id": inb.platform_id,
-            "chat": inb.chat,
-            "kind": inb.kind,
-            "sender": party_json(inb.sender),
-            "text": inb.text,
-            "attachments": [attachment_json(a) for a in attachments],
-            "reply_to": message_id_for(inb.channel, inb.reply_to) if inb.reply_to else None,
-            "edits": message_id_for(inb.channel, inb.edits) if inb.edits else None,
-            "reply_to_platform": inb.reply_to,
-            "edits_platform": inb.edits,
-            "sent_at": inb.sent_at,
-            "raw_sha256": raw_sha.raw or None,
-            "client": party_json(conv.client) if conv else None,
-            "employee": employee,
-        }
-        if inb.raw and not raw_sha.raw:
-            body["raw_inline"] = base64.b64encode(inb.raw).decode("ascii")
-            body["raw_digest"] = hashlib.sha256(inb.raw).hexdigest()
-        if raw_sha.decrypted:
-            body["decrypted_sha256"] = raw_sha.decrypted
-        elif inb.decrypted:
-            body["decrypted_inline"] = base64.b64encode(inb.decrypted).decode("ascii")
-            body["decrypted_digest"] = hashlib.sha256(inb.decrypted).hexdigest()
-        if refused:
-            body["refused"] = refused
-        if inb.notice:
-            body["notice"] = inb.notice
-        return body
-
     async def _from_client(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
                            raw_sha: RawRefs) -> tuple[list[Event], list[Delivery], str]:
         cid = conversation_id(inb.channel, inb.chat)
@@ -271,9 +161,9 @@ class Hub:
         conv = await self.router.get(cid)
         if inb.kind == "event" and not inb.notice:
             # statuses, receipts, unreadable payloads: journaled, but they open no conversation
-            body = self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
+            body = received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
             events.append(("message.received", body, cid if conv else None))
-            events += await self._receipt_events(inb, mid)
+            events += await receipt_events(self.journal, inb, mid)
             return events, [], cid if conv else ""
         new = conv is None
         if conv is None:
@@ -296,14 +186,14 @@ class Hub:
         self.router.remember(conv)
 
         events.append(("message.received",
-                       self._received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee), cid))
+                       received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee), cid))
         deliveries: list[Delivery] = []
         if conv.employee is not None:
             to = self.router.staff_party(conv.employee)
             if inb.kind == "event":  # something the client sent that cannot be shown: the employee is told
                 deliveries.append(self._notice(events, mid, conv, to, inb.notice))
             else:
-                inherited = await self._inherited_disclaimers(inb)
+                inherited = await inherited_disclaimers(self.journal, inb)
                 deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
         else:
             events.append(("delivery.failed", {"delivery_id": None, "message_id": mid, "channel": None,
@@ -335,7 +225,7 @@ class Hub:
         cid = conv.id if conv else inb.chat
         if inb.kind == "event":
             refused = None
-        body = self._received_body(inb, mid, "outbound", attachments, raw_sha, conv, emp.id if emp else None, refused)
+        body = received_body(inb, mid, "outbound", attachments, raw_sha, conv, emp.id if emp else None, refused)
         events.append(("message.received", body, cid))
         deliveries: list[Delivery] = []
         if refused is not None:
@@ -345,73 +235,14 @@ class Hub:
             deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
             return events, deliveries, cid
         if inb.kind == "event":
-            events += await self._receipt_events(inb, mid)
+            events += await receipt_events(self.journal, inb, mid)
             return events, deliveries, cid
         if conv is None or emp is None:
             return events, deliveries, cid
-        inherited = await self._inherited_disclaimers(inb)
+        inherited = await inherited_disclaimers(self.journal, inb)
         deliveries += self._evaluate_and_route(inb, mid, "outbound", attachments, conv, conv.client, emp.groups,
                                                events, inherited)
         return events, deliveries, cid
-
-    @staticmethod
-    def _eval_input(direction: str, channel: str, text: str, attachments: tuple[Attachment, ...],
-                    groups: tuple[str, ...], conv: Conversation, mid: str) -> EvalInput:
-        return EvalInput(direction=direction, channel=channel, text=text, attachments=attachments,
-                         sender_groups=groups, first_in_conversation=direction == "outbound" and not conv.has_outbound,
-                         conversation=conv.id, message_id=mid)
-
-    def _evaluate(self, inp: EvalInput) -> Verdict:
-        try:
-            return self.policies().evaluate(inp)
-        except Exception:  # fail closed: hold for review rather than forward unchecked
-            self.stats.policy_errors += 1
-            log.exception("policy evaluation failed for %s", inp.message_id)
-            return Verdict(action="quarantine", review=True, policy_version="error")
-
-    def _shadow_event(self, inp: EvalInput) -> Event | None:
-        shadow = self.shadow() if self.shadow else None
-        if shadow is None:
-            return None
-        try:
-            v = shadow.evaluate(inp)
-        except Exception as exc:
-            return ("policy.shadow_verdict", {"message_id": inp.message_id, "error": repr(exc)}, inp.conversation)
-        return ("policy.shadow_verdict", {**verdict_json(v, inp.message_id), "shadow": True}, inp.conversation)
-
-    async def _receipt_events(self, inb: Inbound, mid: str) -> list[Event]:
-        """Link a network's status or receipt event to the delivery it is about.
-
-        Adapters report receipts as events whose `reply_to` is the platform id their `send`
-        returned (`receipt`, `marker:…`, `status:<state>`, `error: …`). A failure status also
-        becomes a permanent `delivery.failed`, so the sender is told.
-        """
-        status = inb.text.strip()
-        if not inb.reply_to or not status.startswith(RECEIPT_PREFIXES):
-            return []
-        rows = await self.journal.fetchall(
-            "SELECT delivery_id, message_id, conversation, platform_id FROM deliveries WHERE channel = ? "
-            "AND platform_id IN (?, ?) ORDER BY seq DESC LIMIT 1",
-            (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
-        if not rows:
-            return []
-        r = rows[0]
-        base = {"delivery_id": r["delivery_id"], "message_id": r["message_id"], "channel": inb.channel,
-                "platform_id": r["platform_id"]}
-        out: list[Event] = [("delivery.receipt", {**base, "status": status, "event_id": mid}, r["conversation"])]
-        if status.startswith(("status:failed", "error:")):
-            out.append(("delivery.failed", {**base, "reason": f"the network reported: {status}", "permanent": True,
-                                            "attempt": 0}, r["conversation"]))
-        return out
-
-    async def _inherited_disclaimers(self, inb: Inbound) -> tuple[str, ...]:
-        """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""
-        if inb.kind != "edit" or not inb.edits:
-            return ()
-        rows = await self.journal.fetchall(
-            "SELECT body_json FROM events WHERE kind = 'policy.verdict' AND json_extract(body_json, '$.message_id') = ? "
-            "ORDER BY seq DESC LIMIT 1", (message_id_for(inb.channel, inb.edits),))
-        return tuple(json.loads(rows[0]["body_json"]).get("disclaimers") or ()) if rows else ()
 
     def _evaluate_and_route(self, inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
                             conv: Conversation, to: Party, groups: tuple[str, ...], events: list[Event],
@@ -458,168 +289,5 @@ class Hub:
             conv.has_outbound = True
         return [delivery]
 
-    def _count(self, v: Verdict) -> None:
-        if v.action == "block":
-            self.stats.blocked += 1
-        elif v.action == "quarantine":
-            self.stats.quarantined += 1
-        elif v.action == "flag":
-            self.stats.flagged += 1
-        elif v.action == "redact":
-            self.stats.redacted += 1
 
-    def _queue(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, out: dict[str, Any]) -> Delivery:
-        cid = conv.id if conv else ""
-        did = delivery_id_for(mid, to.channel, to.user, out.get("kind", "message"),
-                              out.get("text", "") if out.get("kind") == "notice" else "")
-        body = {"delivery_id": did, "message_id": mid, "channel": to.channel, "to": party_json(to), "out": out}
-        if out.get("action") != "quarantine":
-            events.append(("delivery.queued", body, cid or None))
-        return Delivery(did, mid, cid, to.channel, to, out)
-
-    def _notice(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, text: str,
-                conversation: str | None = None) -> Delivery:
-        out = {"kind": "notice", "text": text, "attachments": [], "origin": party_json(SYSTEM),
-               "client": party_json(conv.client) if conv else None, "action": "allow", "rules": []}
-        d = self._queue(events, mid, conv, to, out)
-        if conversation and not d.conversation:
-            d.conversation = conversation
-        return d
-
-    def _system_message(self, events: list[Event], conv: Conversation, text: str, platform_id: str) -> list[Delivery]:
-        """A message the relay itself sends a client (welcome, handover notice): journaled and policy-checked."""
-        inb = Inbound(channel="relay", platform_id=platform_id, sender=SYSTEM, chat=conv.id, text=text)
-        mid = message_id_for("relay", platform_id)
-        body = self._received_body(inb, mid, "outbound", (), RawRefs(), conv, None)
-        events.append(("message.received", body, conv.id))
-        verdict = self._evaluate(self._eval_input("outbound", conv.client.channel, text, (), (), conv, mid))
-        events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))
-        if verdict.action in ("block", "quarantine"):
-            return []
-        out = {"kind": "notice", "text": apply_verdict(text, verdict), "attachments": [], "origin": party_json(SYSTEM),
-               "client": party_json(conv.client), "action": verdict.action, "rules": list(verdict.rules)}
-        conv.has_outbound = True
-        return [self._queue(events, mid, conv, conv.client, out)]
-
-    # -- used by review, handover and alerts ------------------------------------------------
-    async def held_delivery(self, message_id: str) -> Delivery | None:
-        """The delivery a quarantined message would make, rebuilt from the journal."""
-        d = self._held.get(message_id)
-        if d is not None:
-            return d
-        rows = await self.journal.fetchall("SELECT body_json, conversation FROM events WHERE kind = 'message.received' "
-                                           "AND json_extract(body_json, '$.id') = ? LIMIT 1", (message_id,))
-        vrows = await self.journal.fetchall("SELECT body_json FROM events WHERE kind = 'policy.verdict' "
-                                            "AND json_extract(body_json, '$.message_id') = ? ORDER BY seq DESC LIMIT 1",
-                                            (message_id,))
-        if not rows or not vrows:
-            return None
-        body = json.loads(rows[0]["body_json"])
-        vb = json.loads(vrows[0]["body_json"])
-        conv = await self.router.get(rows[0]["conversation"])
-        if conv is None:
-            return None
-        verdict = Verdict(action=vb["action"], matched=tuple(RuleHit(r["rule"], r.get("policy", ""), r.get("action", ""))
-                                                             for r in vb.get("rules", [])),
-                          disclaimers=tuple(vb.get("disclaimers", [])),
-                          redactions=tuple(Span(s, e) for s, e in vb.get("redactions", [])),
-                          policy_version=vb.get("policy_version", ""))
-        if body["direction"] == "inbound":
-            if conv.employee is None:
-                return None
-            to = self.router.staff_party(conv.employee)
-        else:
-            to = conv.client
-        out = {"kind": body.get("kind", "message"), "text": apply_verdict(body.get("text", ""), verdict),
-               "attachments": [a for a in body.get("attachments", []) if not a.get("refused")],
-               "reply_to": body.get("reply_to"), "edits": body.get("edits"),
-               "origin": body.get("sender"), "client": party_json(conv.client),
-               "action": verdict.action, "rules": [r["rule"] for r in vb.get("rules", [])]}
-        did = delivery_id_for(message_id, to.channel, to.user, out["kind"])
-        return Delivery(did, message_id, conv.id, to.channel, to, out)
-
-    async def release(self, message_id: str, actor: str, reason: str = "") -> Delivery:
-        """Deliver a quarantined message after a reviewer's release (journaled as review.decided)."""
-        d = await self.held_delivery(message_id)
-        if d is None:
-            raise LookupError(f"no held message {message_id!r}")
-        done = await self.journal.fetchall("SELECT 1 FROM deliveries WHERE delivery_id = ?", (d.delivery_id,))
-        events: list[Event] = [("review.decided", {"message_id": message_id, "decision": "release",
-                                                   "reviewer": actor, "reason": reason}, d.conversation)]
-        if not done:
-            events.append(("delivery.queued", {"delivery_id": d.delivery_id, "message_id": message_id,
-                                               "channel": d.channel, "to": party_json(d.to), "out": {**d.out, "action": "quarantine"}},
-                           d.conversation))
-        await self.journal.append_many(events)
-        self._held.pop(message_id, None)
-        if not done:
-            self.outbox.enqueue(d)
-        return d
-
-    async def reject(self, message_id: str, actor: str, reason: str = "") -> None:
-        """Never deliver a quarantined message; the sender is told."""
-        rows = await self.journal.fetchall("SELECT conversation, sender_channel, sender_user, sender_display "
-                                           "FROM messages WHERE id = ?", (message_id,))
-        if not rows:
-            raise LookupError(f"no message {message_id!r}")
-        r = rows[0]
-        conv = await self.router.get(r["conversation"]) if r["conversation"] else None
-        events: list[Event] = [("review.decided", {"message_id": message_id, "decision": "reject",
-                                                   "reviewer": actor, "reason": reason}, r["conversation"])]
-        deliveries: list[Delivery] = []
-        if r["sender_channel"] in self.config.channels:
-            sender = Party(r["sender_channel"], r["sender_user"], r["sender_display"] or "")
-            deliveries.append(self._notice(events, message_id, conv, sender, self.config.notices["rejected"],
-                                           conversation=r["conversation"]))
-        await self.journal.append_many(events)
-        self._held.pop(message_id, None)
-        for d in deliveries:
-            self.outbox.enqueue(d)
-
-    async def notify(self, channel: str, address: str, text: str, conversation: str | None = None,
-                     key: str | None = None) -> Delivery:
-        """Send a journaled alert or notice to any configured channel address."""
-        if channel not in self.config.channels:
-            raise ValueError(f"no channel named {channel!r}")
-        mid = "a-" + hashlib.sha256(f"{key or time.time_ns()}\x00{channel}\x00{address}".encode()).hexdigest()[:24]
-        conv = await self.router.get(conversation) if conversation else None
-        events: list[Event] = []
-        d = self._notice(events, mid, conv, Party(channel, address), text, conversation=conversation)
-        await self.journal.append_many(events)
-        self.outbox.enqueue(d)
-        return d
-
-    async def send_system_message(self, conversation: str, text: str, key: str) -> list[Delivery]:
-        """A policy-checked message from the relay to a conversation's client (e.g. handover notice)."""
-        conv = await self.router.get(conversation)
-        if conv is None:
-            raise LookupError(f"no conversation {conversation!r}")
-        events: list[Event] = []
-        deliveries = self._system_message(events, conv, text, key)
-        await self.journal.append_many(events)
-        for d in deliveries:
-            self.outbox.enqueue(d)
-        return deliveries
-
-    async def on_permanent_failure(self, d: Delivery, reason: str) -> None:
-        """The outbox's hook: tell the sender (not for notices, to avoid loops)."""
-        if d.out.get("kind") != "notice":
-            await self.tell_sender_undelivered(d.message_id, reason)
-
-    async def tell_sender_undelivered(self, message_id: str, reason: str) -> None:
-        """Send the `undeliverable` notice to whoever wrote `message_id`, if relay can reach them."""
-        rows = await self.journal.fetchall("SELECT sender_channel, sender_user, sender_display, conversation "
-                                           "FROM messages WHERE id = ?", (message_id,))
-        if not rows or rows[0]["sender_channel"] not in self.config.channels:
-            return
-        r = rows[0]
-        conv = await self.router.get(r["conversation"]) if r["conversation"] else None
-        events: list[Event] = []
-        text = self.config.notices["undeliverable"].replace("{reason}", reason)
-        n = self._notice(events, message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
-                         text, conversation=r["conversation"])
-        await self.journal.append_many(events)
-        self.outbox.enqueue(n)
-
-
-__all__ = ["Hub", "HubStats", "message_id_for", "delivery_id_for", "party_of"]
+__all__ = ["Hub", "HubStats"]

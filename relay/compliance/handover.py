@@ -104,7 +104,7 @@ async def reroute_pending(app: Any, conversation: str, previous: str | None, to:
         pending = [r for r in pending if r["delivery_id"] in taken]
     if not pending:
         return 0
-    from relay.hub import delivery_id_for
+    from relay.hub_records import delivery_id_for
     from relay.outbox import Delivery, party_json
 
     target = app.router.staff_party(to)

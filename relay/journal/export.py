@@ -15,7 +15,8 @@ from typing import Any
 
 from relay.journal.blobs import BlobStore, file_sha256, is_sha256
 from relay.journal.chain import canonical_json
-from relay.journal.journal import Journal, JournalError
+from relay.journal.journal import Journal
+from relay.journal.opening import JournalError
 from relay.private_files import DIR_MODE, open_private, private_dir, write_private
 from relay.journal.signing import KEY_NAME, load_public
 from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files

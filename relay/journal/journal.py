@@ -1,108 +1,33 @@
 """The journal: one SQLite file, one writer task doing group commit, a read-only connection for queries.
 
-Callers await `append` and get their Event once the transaction holding it has committed; while
-one commit is in flight new events queue up and go into the next transaction, so many events
-share one fsync. The writer assigns seq and the hash chain, applies the projections and writes
-signed checkpoints, all inside the same transaction as the events.
+Callers await `append` and get their Event once the transaction holding it has committed; this
+module opens the connections and turns calls into units for the writer (`writer.py`); reads
+are in `reads.py`, the open-time checks in `opening.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import hashlib
-import hmac
-import logging
-import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiosqlite
 
-from relay.journal import checkpoints, projections, schema, signing
+from relay.journal import opening, signing
 from relay.journal.blobs import BlobStore
-from relay.private_files import create_private, open_private, private_dir, tighten_logged
-from relay.journal.chain import (
-    GENESIS, Event, canonical_json, canonical_parts, canonical_str, fast_canonical, link_bytes, make_event,
-)
-from relay.journal.verify import ChainVerifier, VerifyReport, erased_blobs, erased_tombstones, load_checkpoint_files
-
-log = logging.getLogger("relay.journal")
-
-DB_NAME = "journal.sqlite3"
-LOCK_NAME = "journal.lock"
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_KEY_CHECK = b"relay journal hmac key check"
-_INSERT_EVENT = "INSERT INTO events(seq, ts, kind, conversation, body_json, prev_hash, hash) VALUES(?,?,?,?,?,?,?)"
-_SELECT_EVENTS = "SELECT seq, ts, kind, conversation, body_json, prev_hash, hash FROM events"
+from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, canonical_str
+from relay.journal.opening import DB_NAME, LOCK_NAME, SYNCHRONOUS, JournalError
+from relay.journal.reads import JournalReads
+from relay.journal.writer import GroupCommitWriter, Item, JournalStats, Unit
+from relay.private_files import create_private, private_dir, tighten_logged
 
 
-class JournalError(Exception):
-    """A journal that cannot be opened or used as asked; the message says what to do."""
-
-
-def _take_writer_lock(path: Path) -> IO[bytes]:
-    """One writer per journal: a second one would fork the chain (same seq, different events)."""
-    f = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+b")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise JournalError(f"{path.parent} is in use by another relay process (stop it first)") from None
-    return f
-
-
-@dataclass
-class JournalStats:
-    """Counters for tests and benchmarks: `commits` < `events` shows group commit at work."""
-
-    commits: int = 0
-    events: int = 0
-    largest_batch: int = 0
-    checkpoints: int = 0
-    projection_errors: int = 0
-    wal_restarts: int = 0
-
-
-Item = tuple[str, "str | None", str, dict[str, Any], float, str, str]
-"""(kind, conversation, body_json, body, ts, head, tail): encoded by the caller, so the writer
-only adds seq and hashes; `head` and `tail` are `canonical_parts`."""
-
-
-class _Unit:
-    """What one caller waits for: events (one transaction, in order), a kv write or a rebuild."""
-
-    __slots__ = ("items", "future", "kv", "rebuild", "unless", "single")
-
-    def __init__(
-        self,
-        items: list[Item],
-        future: asyncio.Future[Any],
-        kv: tuple[str, str, str | None] | None = None,
-        rebuild: bool = False,
-        unless: str | None = None,
-        single: bool = False,
-    ) -> None:
-        self.single = single
-        self.items = items
-        self.future = future
-        self.kv = kv
-        self.rebuild = rebuild
-        self.unless = unless
-
-
-class Journal:
+class Journal(JournalReads, GroupCommitWriter):
     """Open with `await Journal.open(data_dir, ...)`; see docs/internals.md ("Journal")."""
-
-    wal_flush_events = 2000
-    """Committed events between background WAL checkpoints."""
-    wal_restart_frames = 65536
-    """WAL length (pages) past which the background checkpoint also restarts the WAL."""
 
     def __init__(self) -> None:
         raise TypeError("use `await Journal.open(data_dir, ...)`")
@@ -142,7 +67,7 @@ class Journal:
         self._cp_every = checkpoint_every
         self._cp_seconds = checkpoint_seconds
         self._max_batch = max_batch
-        self._queue: deque[_Unit] = deque()
+        self._queue: deque[Unit] = deque()
         self._closing = False
         self._closed = False
         self._checkpoint_due = False
@@ -163,11 +88,13 @@ class Journal:
         else:
             private_dir(data_dir)
             tighten_logged(data_dir)
-            self._lock = _take_writer_lock(data_dir / LOCK_NAME)
+            self._lock = opening.take_writer_lock(data_dir / LOCK_NAME)
             create_private(self.path)  # before SQLite: its -wal and -shm files copy this file's mode
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
-                await self._prepare_writer(sync)
+                self._head_seq, self._head_hash, self._since_cp = await opening.prepare_writer(
+                    self._db, self.path, sync, hmac_key, checkpoint_every)
+                self._signing_key = await asyncio.to_thread(signing.load_or_create, self.keys_dir)
             except BaseException:
                 await self._db.close()
                 self._lock.close()
@@ -185,7 +112,7 @@ class Journal:
             self._reader = reader
             await reader.execute("PRAGMA busy_timeout=5000")
             if read_only:
-                await self._check_meta_readonly()
+                await opening.check_meta_readonly(reader, self._hmac_key, self.path)
                 row = await reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
                 if row:
                     self._head_seq, self._head_hash = row[0][0], row[0][1]
@@ -204,52 +131,6 @@ class Journal:
                 self._arm_timer()
         return self
 
-    # --- set-up -------------------------------------------------------------------------
-
-    async def _prepare_writer(self, sync: str) -> None:
-        assert self._db is not None
-        db = self._db
-        await db.execute("PRAGMA busy_timeout=30000")
-        mode = (await db.execute_fetchall("PRAGMA journal_mode=WAL"))[0][0]
-        if str(mode).lower() != "wal":
-            raise JournalError(f"{self.path}: cannot switch to WAL mode (got {mode})")
-        await db.execute(f"PRAGMA synchronous={sync}")
-        await db.execute("PRAGMA wal_autocheckpoint=0")
-        await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
-        await db.executescript(schema.CORE + schema.PROJECTIONS)
-        meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
-        if not meta:
-            await db.executemany("INSERT INTO meta(key, value) VALUES(?, ?)", list(self._meta_for_key().items()))
-        else:
-            self._check_meta(meta)
-        rows = await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        if rows:
-            self._head_seq, self._head_hash = rows[0][0], rows[0][1]
-        recent = await db.execute_fetchall(
-            "SELECT kind FROM events ORDER BY seq DESC LIMIT ?", (self._cp_every + 1,)
-        )
-        kinds = [r[0] for r in recent]
-        self._since_cp = kinds.index("checkpoint") if "checkpoint" in kinds else min(len(kinds), self._cp_every)
-        self._signing_key = await asyncio.to_thread(signing.load_or_create, self.keys_dir)
-
-    def _meta_for_key(self) -> dict[str, str]:
-        if self._hmac_key is None:
-            return {"hash": "sha256"}
-        return {"hash": "hmac-sha256", "hmac_check": hmac.digest(self._hmac_key, _KEY_CHECK, "sha256").hex()}
-
-    def _check_meta(self, meta: dict[str, str]) -> None:
-        want = self._meta_for_key()
-        if meta.get("hash") == "hmac-sha256" and self._hmac_key is None:
-            raise JournalError(f"{self.path} is chained with HMAC: set journal.hmac_key")
-        if meta.get("hash") == "sha256" and self._hmac_key is not None:
-            raise JournalError(f"{self.path} is chained without HMAC: remove journal.hmac_key")
-        if meta.get("hmac_check") != want.get("hmac_check"):
-            raise JournalError(f"journal.hmac_key is not the key {self.path} was written with")
-
-    async def _check_meta_readonly(self) -> None:
-        rows = await self._reader.execute_fetchall("SELECT key, value FROM meta")
-        self._check_meta({r[0]: r[1] for r in rows})
-
     # --- writing ------------------------------------------------------------------------
 
     def _item(self, kind: str, body: dict[str, Any], conversation: str | None, ts: float) -> Item:
@@ -267,7 +148,7 @@ class Journal:
         head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
         return (kind, conversation, body_json, body, ts, head, tail)
 
-    def _submit(self, unit: _Unit) -> None:
+    def _submit(self, unit: Unit) -> None:
         if self._closing or self._writer_task is None:
             raise JournalError("journal is closed" if self._closing else "journal was opened read-only")
         self._queue.append(unit)
@@ -281,7 +162,7 @@ class Journal:
         """
         item = self._item(kind, body, conversation, time.time())
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([item], future, single=True))
+        self._submit(Unit([item], future, single=True))
         return future
 
     async def append_many(
@@ -309,20 +190,14 @@ class Journal:
             return future
         now = time.time()
         items = [self._item(kind, body, conversation, now) for kind, body, conversation in events]
-        self._submit(_Unit(items, future, unless=unless_message))
+        self._submit(Unit(items, future, unless=unless_message))
         return future
 
     async def kv_put(self, namespace: str, key: str, value: str | None) -> None:
         """Adapter state (not chained); returns after commit. A None value deletes the key."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([], future, kv=(namespace, key, value)))
+        self._submit(Unit([], future, kv=(namespace, key, value)))
         await future
-
-    async def kv_get(self, namespace: str, key: str) -> str | None:
-        rows = await self._reader.execute_fetchall(
-            "SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)
-        )
-        return rows[0][0] if rows else None
 
     async def checkpoint(self) -> None:
         """Sign the head now if anything is new since the last checkpoint; returns after commit.
@@ -337,7 +212,7 @@ class Journal:
     async def rebuild(self) -> int:
         """Drop the projections and replay every event, in one transaction; returns the count."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._submit(_Unit([], future, rebuild=True))
+        self._submit(Unit([], future, rebuild=True))
         return await future
 
     async def put_blob(self, data: bytes) -> str:
@@ -345,234 +220,6 @@ class Journal:
         if self.read_only:
             raise JournalError("journal was opened read-only")
         return await asyncio.to_thread(self.blobs.put, bytes(data))
-
-    async def get_blob(self, sha: str) -> bytes | None:
-        return await asyncio.to_thread(self.blobs.get, sha)
-
-    async def fetchall(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        """Runs on the read-only connection: sees everything committed, can change nothing."""
-        return list(await self._reader.execute_fetchall(sql, params))
-
-    @property
-    def head(self) -> tuple[int, str]:
-        """(seq, hash) of the last committed event."""
-        return self._head_seq, self._head_hash
-
-    # --- the writer task ----------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue or self._checkpoint_due:
-                    await self._commit_next()
-                if self._closing and not self._queue:
-                    if self._since_cp > 0:
-                        self._checkpoint_due = True
-                        await self._commit_next()
-                    return
-        except BaseException as exc:
-            while self._queue:
-                unit = self._queue.popleft()
-                if not unit.future.done():
-                    unit.future.set_exception(JournalError(f"journal writer stopped: {exc!r}"))
-            raise
-
-    async def _commit_next(self) -> None:
-        units: list[_Unit] = []
-        size = 0
-        while self._queue:
-            unit = self._queue[0]
-            if unit.rebuild and units:
-                break
-            n = len(unit.items) or 1
-            if units and size + n > self._max_batch:
-                break
-            units.append(self._queue.popleft())
-            size += n
-            if unit.rebuild:
-                break
-        force = self._checkpoint_due
-        self._checkpoint_due = False
-        try:
-            # aiosqlite runs every call on its connection thread; the whole batch goes as one
-            # call so the per-event cost is SQL, not thread hops (aiosqlite's `_execute`).
-            assert self._db is not None
-            results = await self._db._execute(self._write, units, force)
-        except Exception as exc:
-            log.error("journal commit failed: %r", exc)
-            for unit in units:
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
-            return
-        for unit, result in zip(units, results):
-            if not unit.future.done():
-                unit.future.set_result(result[0] if unit.single else result)
-        if self._checkpoint_record is not None:
-            record, self._checkpoint_record = self._checkpoint_record, None
-            task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
-            self._file_tasks.add(task)
-            task.add_done_callback(self._file_tasks.discard)
-        if self._since_cp > 0 and self._timer is None and not self._closing:
-            self._arm_timer()
-        if self.stats.events - self._wal_mark >= self.wal_flush_events and self._wal_task is None:
-            self._wal_mark = self.stats.events
-            self._wal_task = asyncio.get_running_loop().create_task(self._flush_wal())
-
-    async def _flush_wal(self) -> None:
-        """Copies committed WAL pages into the database on a third connection, so that work
-        (and its fsync) runs beside the commits instead of inside one. Under load that never
-        pauses the WAL is never fully copied and so never restarts; past `wal_restart_frames` a
-        RESTART checkpoint makes the writer wait (its busy_timeout is 30 s) while it catches up."""
-        try:
-            rows = await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-            if rows and rows[0][1] > self.wal_restart_frames:
-                await self._wal_conn.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")
-                self.stats.wal_restarts += 1
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed: %r", exc)
-        finally:
-            self._wal_task = None
-
-    def _arm_timer(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._cp_seconds, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._since_cp > 0 and not self._closing:
-            self._checkpoint_due = True
-            self._wake.set()
-
-    def _write(self, units: list[_Unit], force_checkpoint: bool) -> list[Any]:
-        """Runs on the writer connection's thread: one transaction for the whole batch."""
-        assert self._db is not None
-        db: sqlite3.Connection = self._db._conn
-        key = self._hmac_key
-        sha256 = hashlib.sha256
-        seq, prev = self._head_seq, self._head_hash
-        rows: list[tuple[Any, ...]] = []
-        events: list[projections.Record] = []
-        results: list[Any] = []
-        claimed: set[str] = set()
-        for unit in units:
-            if unit.unless is not None:
-                if unit.unless in claimed or db.execute(
-                    "SELECT 1 FROM messages WHERE id = ?", (unit.unless,)
-                ).fetchone():
-                    results.append(None)
-                    continue
-                claimed.add(unit.unless)
-            out: list[Event] = []
-            for kind, conversation, body_json, body, ts, head, tail in unit.items:
-                seq += 1
-                data = link_bytes(prev, head, seq, tail)
-                h = sha256(data).hexdigest() if key is None else hmac.digest(key, data, "sha256").hex()
-                rows.append((seq, ts, kind, conversation, body_json, prev, h))
-                events.append((seq, ts, kind, conversation, body, body_json, prev, h))
-                out.append(make_event(seq, ts, kind, conversation, body, prev, h))
-                prev = h
-            results.append(out)
-        since = self._since_cp + len(events)
-        checkpoint: Event | None = None
-        if since >= self._cp_every or (force_checkpoint and since > 0):
-            body = signing.sign_checkpoint(self._signing_key, seq, prev)
-            ts = time.time()
-            seq += 1
-            body_json = canonical_json(body)
-            data = prev.encode() + fast_canonical(seq, ts, '"checkpoint"', "null", body_json)
-            h = sha256(data).hexdigest() if key is None else hmac.digest(key, data, "sha256").hex()
-            rows.append((seq, ts, "checkpoint", None, body_json, prev, h))
-            checkpoint = Event(seq, ts, "checkpoint", None, body, prev, h)
-            prev = h
-        if not rows and not any(u.kv or u.rebuild for u in units):
-            return results
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(_INSERT_EVENT, rows)
-            self.stats.projection_errors += projections.apply_events(db, events)
-            for i, unit in enumerate(units):
-                if unit.kv is not None:
-                    ns, k, v = unit.kv
-                    if v is None:
-                        db.execute("DELETE FROM kv WHERE namespace=? AND key=?", (ns, k))
-                    else:
-                        db.execute(
-                            "INSERT INTO kv(namespace, key, value) VALUES(?,?,?)"
-                            " ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
-                            (ns, k, v),
-                        )
-                elif unit.rebuild:
-                    results[i] = projections.rebuild(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        self._head_seq, self._head_hash = seq, prev
-        self.stats.commits += 1
-        self.stats.events += len(rows)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
-        if checkpoint is not None:
-            self._since_cp = 0
-            self.stats.checkpoints += 1
-            self._checkpoint_record = dict(checkpoint.body, seq=checkpoint.seq, hash=checkpoint.hash, ts=checkpoint.ts)
-        else:
-            self._since_cp = since
-        return results
-
-    async def _file_checkpoint(self, record: dict[str, Any]) -> None:
-        """Written after the commit, beside the next ones: a file never names an uncommitted head."""
-        try:
-            await asyncio.to_thread(checkpoints.write, self.checkpoint_dir, record)
-        except OSError as exc:
-            log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
-
-    # --- reading and checking -----------------------------------------------------------
-
-    async def verify(self, chunk: int = 2000) -> VerifyReport:
-        """Whole chain from seq 1, every named blob, checkpoint signatures, checkpoint files."""
-        known = await asyncio.to_thread(signing.load_public, self.keys_dir)
-        known_keys = {known} if known else None
-        records = await asyncio.to_thread(checkpoints.read_all, self.checkpoint_dir)
-        files, bad = load_checkpoint_files(records, known_keys)
-        if bad is not None:
-            return bad
-        async with aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None) as db:
-            await db.execute("BEGIN")
-            erased_rows = await db.execute_fetchall(
-                "SELECT seq, body_json FROM events WHERE kind='retention.erased'"
-            )
-            verifier = ChainVerifier(
-                key=self._hmac_key,
-                blobs=self.blobs,
-                erased=erased_blobs((r[0], r[1]) for r in erased_rows),
-                files=files,
-                known_keys=known_keys,
-                tombstones=erased_tombstones((r[0], r[1]) for r in erased_rows),
-            )
-            cursor = await db.execute(_SELECT_EVENTS + " ORDER BY seq")
-            while rows := await cursor.fetchmany(chunk):
-                if not await asyncio.to_thread(verifier.feed, rows):
-                    break
-            await cursor.close()
-            await db.execute("COMMIT")
-        return verifier.finish()
-
-    async def iter_events(
-        self, where: str = "", params: tuple[Any, ...] = (), limit: int | None = None, chunk: int = 1000
-    ) -> AsyncIterator[Event]:
-        """Events in seq order, streamed (`where` is an SQL condition on the events table)."""
-        sql = _SELECT_EVENTS + (f" WHERE {where}" if where else "") + " ORDER BY seq"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        cursor = await self._reader.execute(sql, params)
-        try:
-            while rows := await cursor.fetchmany(chunk):
-                for ev in projections.rows_to_events(tuple(r) for r in rows):
-                    yield ev
-        finally:
-            await cursor.close()
 
     async def close(self) -> None:
         """Drains queued appends, writes a final checkpoint if there are new events, closes."""

@@ -1,0 +1,51 @@
+"""Journal reads the pipeline makes for items that refer to earlier ones: receipts and edits.
+
+A status event must be linked to the delivery it reports on, and an edit must keep the
+disclaimers its original carried; both are answered from the projections, not from memory.
+"""
+
+from __future__ import annotations
+
+import json
+
+from relay.hub_records import Event, message_id_for
+from relay.journal import Journal
+from relay.model import Inbound
+
+RECEIPT_PREFIXES = ("receipt", "marker:", "status:", "error:")
+
+
+async def receipt_events(journal: Journal, inb: Inbound, mid: str) -> list[Event]:
+    """Link a network's status or receipt event to the delivery it is about.
+
+    Adapters report receipts as events whose `reply_to` is the platform id their `send`
+    returned (`receipt`, `marker:…`, `status:<state>`, `error: …`). A failure status also
+    becomes a permanent `delivery.failed`, so the sender is told.
+    """
+    status = inb.text.strip()
+    if not inb.reply_to or not status.startswith(RECEIPT_PREFIXES):
+        return []
+    rows = await journal.fetchall(
+        "SELECT delivery_id, message_id, conversation, platform_id FROM deliveries WHERE channel = ? "
+        "AND platform_id IN (?, ?) ORDER BY seq DESC LIMIT 1",
+        (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
+    if not rows:
+        return []
+    r = rows[0]
+    base = {"delivery_id": r["delivery_id"], "message_id": r["message_id"], "channel": inb.channel,
+            "platform_id": r["platform_id"]}
+    out: list[Event] = [("delivery.receipt", {**base, "status": status, "event_id": mid}, r["conversation"])]
+    if status.startswith(("status:failed", "error:")):
+        out.append(("delivery.failed", {**base, "reason": f"the network reported: {status}", "permanent": True,
+                                        "attempt": 0}, r["conversation"]))
+    return out
+
+
+async def inherited_disclaimers(journal: Journal, inb: Inbound) -> tuple[str, ...]:
+    """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""
+    if inb.kind != "edit" or not inb.edits:
+        return ()
+    rows = await journal.fetchall(
+        "SELECT body_json FROM events WHERE kind = 'policy.verdict' AND json_extract(body_json, '$.message_id') = ? "
+        "ORDER BY seq DESC LIMIT 1", (message_id_for(inb.channel, inb.edits),))
+    return tuple(json.loads(rows[0]["body_json"]).get("disclaimers") or ()) if rows else ()
