@@ -64,12 +64,17 @@ async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shado
     """Journal `policy.loaded` unless the newest one already names this version."""
     kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
     rows = await journal.fetchall(
-        f"SELECT json_extract(body_json, '$.version') AS v FROM events WHERE kind = 'policy.loaded' "
-        f"AND {kind_filter} ORDER BY seq DESC LIMIT 1"
+        f"SELECT json_extract(body_json, '$.version') AS v, json_extract(body_json, '$.rules') AS n FROM events "
+        f"WHERE kind = 'policy.loaded' AND {kind_filter} ORDER BY seq DESC LIMIT 1"
     )
     if rows and rows[0]["v"] == ps.version:
         return
-    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
+    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory), "rules": len(ps.rules)}
+    before = rows[0]["n"] if rows else None
+    if isinstance(before, int) and before > len(ps.rules):
+        body["warning"] = (f"rule count dropped from {before} to {len(ps.rules)}: if a policy file was cut off "
+                           "or removed by mistake, restore it")
+        log.warning("policy set %s: %s", ps.version[:12], body["warning"])
     if shadow:
         body["shadow"] = True
     await journal.append("policy.loaded", body)
