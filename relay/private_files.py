@@ -80,7 +80,7 @@ def tighten(root: Path) -> list[str]:
                 fix(Path(e.path), st, FILE_MODE)
 
     try:
-        st = os.stat(root, follow_symlinks=False)
+        st = os.stat(root)  # the data directory itself may be a symlink to where the disk is
     except OSError:
         return changed
     if not stat.S_ISDIR(st.st_mode):

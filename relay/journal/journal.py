@@ -88,6 +88,8 @@ class Journal(JournalReads, GroupCommitWriter):
         else:
             private_dir(data_dir)
             tighten_logged(data_dir)
+            if self.checkpoint_dir.is_dir() and data_dir.resolve() not in self.checkpoint_dir.resolve().parents:
+                tighten_logged(self.checkpoint_dir)
             self._lock = opening.take_writer_lock(data_dir / LOCK_NAME)
             create_private(self.path)  # before SQLite: its -wal and -shm files copy this file's mode
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
