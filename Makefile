@@ -17,7 +17,9 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/relay run --config config.example.yaml
 
-test: $(STAMP)
+test:
+	scripts/setup-test-deps
+	@$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -8,6 +8,7 @@ A network is one module `bots/<network>.py` (or package) that exposes
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
@@ -117,7 +118,25 @@ ChannelFactory = Callable[[str, Mapping[str, Any], ChannelContext], Channel]
 
 
 class ChannelConfigError(ValueError):
-    """A channel block in the config is wrong; the message names the channel and field."""
+    """A channel block in the config is wrong; the message names the channel and field.
+
+    `setting` is the offending key of the block when one is, and `known` the keys the network
+    accepts, so the host can point at the line and suggest a near miss.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, known: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.known = known
+
+
+def unknown_settings(name: str, network: str, unknown: Any, known: Any) -> ChannelConfigError:
+    """The error for keys of channel `name` that its network does not have (the first is named);
+    `network` is the word put before "setting(s)" ("" for none)."""
+    bad = sorted(str(k) for k in unknown)
+    kind = f"{network} " if network else ""
+    return ChannelConfigError(f"channel {name}: unknown {kind}setting(s) {', '.join(bad)} "
+                              f"(known: {', '.join(sorted(known))})", setting=bad[0], known=tuple(sorted(known)))
 
 
 # Networks whose code lives in a package named otherwise; every other network NAME is `bots/NAME`.
@@ -134,15 +153,24 @@ def network_module(network: str) -> str:
 def load_factory(network: str) -> ChannelFactory:
     """The `create` function of the network's module (see NETWORKS and `network_module`)."""
     if not network.replace("_", "").isalnum():
-        raise ChannelConfigError(f"unknown network {network!r}")
+        raise ChannelConfigError(f"unknown network {network!r}", setting="network", known=known_networks())
     name = network_module(network)
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("bots."):
-            raise ChannelConfigError(f"unknown network {network!r}: no package bots/{network}") from exc
+            raise ChannelConfigError(f"unknown network {network!r}: no package bots/{network}",
+                                     setting="network", known=known_networks()) from exc
         raise
     factory = getattr(module, "create", None)
     if factory is None:
         raise ChannelConfigError(f"{name} has no create(name, settings, ctx)")
     return factory
+
+
+def known_networks() -> tuple[str, ...]:
+    """Every network name a channel block may use: the packages of bots/ and the NETWORKS aliases."""
+    import bots
+
+    names = {m.name for m in pkgutil.iter_modules(bots.__path__) if m.ispkg} | set(NETWORKS)
+    return tuple(sorted(names))

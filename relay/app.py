@@ -23,6 +23,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.channel_check import check_channels
 from relay.private_files import private_dir
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
@@ -141,6 +142,8 @@ class RelayApp:
 
         cfg = self.config
         self.offline = offline
+        if not offline:
+            check_channels(cfg)  # before anything is written: a wrong block is a config line, not a traceback
         self._lock_fd = _lock(cfg.data_dir)
         self.journal = await Journal.open(
             cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
@@ -165,7 +168,10 @@ class RelayApp:
         self.router = Router(cfg, self.journal)
         await self.router.load()
         self.router.on_change = self._employee_changed
-        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay)
+        self.outbox = Outbox(self.journal, self.channels, cfg.outbox_base_delay, cfg.outbox_max_delay,
+                             give_up_after=cfg.outbox_give_up_after,
+                             channel_give_up={n: c.give_up_after for n, c in cfg.channels.items()
+                                              if c.give_up_after is not None})
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
         if offline:

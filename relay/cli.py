@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from relay import __version__
 from relay.commands import VERBS
 
 
@@ -44,6 +45,7 @@ class _LazyVerbs(argparse._SubParsersAction):  # type: ignore[type-arg]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Compliant chat relay.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_LazyVerbs)
     sub.required = True
     for name, verb in VERBS.items():

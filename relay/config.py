@@ -6,6 +6,7 @@ reported as `file:path: reason` so an operator can fix the file without reading 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -29,6 +30,50 @@ DEFAULT_NOTICES: dict[str, str] = {
 }
 
 
+Lines = Mapping[tuple[str, ...], int]
+"""Setting path (e.g. ("channels", "webchat", "path")) → its line in the config file."""
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Where each setting of a YAML text is, for `file:line:` in error messages ({} if unparsable)."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = path + (str(key.value),)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = path + (str(i),)
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def did_you_mean(word: str, known: Any) -> str:
+    """`; did you mean `x`?` for a near miss among `known`, else ``."""
+    close = difflib.get_close_matches(str(word), sorted(str(k) for k in known), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def locate(where: str, lines: Lines, path: tuple[str, ...]) -> str:
+    """`file:line` of the setting at `path`, or of its nearest enclosing setting in the file."""
+    for n in range(len(path), 0, -1):
+        line = lines.get(tuple(str(p) for p in path[:n]))
+        if line is not None:
+            return f"{where}:{line}"
+    return where
+
+
 class ConfigError(ValueError):
     """Every problem found in a config file, one per line."""
 
@@ -44,6 +89,8 @@ class ChannelSettings:
     side: str
     welcome: str | None
     settings: Mapping[str, Any]
+    give_up_after: float | None = None
+    """Seconds after which the outbox stops retrying a delivery to this channel (None: outbox default)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +136,13 @@ class Config:
     employees: Mapping[str, Employee]
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
+    outbox_give_up_after: float = 86400.0
     raw: Mapping[str, Any] = field(default_factory=dict)
+    lines: Lines = field(default_factory=dict)
+
+    def where(self, *path: str) -> str:
+        """`file:line` of a setting, for an error about it found after loading (e.g. a channel's)."""
+        return locate(str(self.path) if self.path else "config", self.lines, tuple(path))
 
     def employee_by_address(self, channel: str, address: str) -> Employee | None:
         for emp in self.employees.values():
@@ -109,20 +162,38 @@ def _schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def _expand(value: Any, where: str, problems: list[str], env: Mapping[str, str]) -> Any:
+def _expand(value: Any, path: tuple[str, ...], problem: Any, env: Mapping[str, str]) -> Any:
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in env:
-                problems.append(f"{where}: environment variable {name} is not set")
+                problem(path, f"environment variable {name} is not set (export it before starting relay)")
                 return ""
             return env[name]
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}", problems, env) for k, v in value.items()}
+        return {k: _expand(v, path + (str(k),), problem, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", problems, env) for i, v in enumerate(value)]
+        return [_expand(v, path + (str(i),), problem, env) for i, v in enumerate(value)]
     return value
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "(top)"
+
+
+def _schema_problems(err: jsonschema.ValidationError) -> list[tuple[tuple[str, ...], str]]:
+    """One (setting path, reason) per problem; an unknown key is named, with a near miss."""
+    path = tuple(str(x) for x in err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = set(err.schema.get("properties", {}))
+        extra = sorted(k for k in err.instance if k not in known)
+        if extra:
+            return [(path + (k,), f"unknown setting{did_you_mean(k, known)}") for k in extra]
+    return [(path, err.message)]
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -140,7 +211,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError([f"{p}{line}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{p}: the config must be a mapping of settings"])
-    return config_from_dict(data, base=p.parent, path=p, env=env)
+    return config_from_dict(data, base=p.parent, path=p, env=env, lines=key_lines(text))
 
 
 def config_from_dict(
@@ -148,15 +219,24 @@ def config_from_dict(
     base: Path | None = None,
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    lines: Lines | None = None,
 ) -> Config:
-    """Validate a config mapping; relative paths resolve against `base` (the file's folder)."""
+    """Validate a config mapping; relative paths resolve against `base` (the file's folder).
+
+    Every problem reads `file:line: setting: reason` (no line for a mapping not read from a file).
+    """
     where = str(path) if path else "config"
+    lines = lines or {}
     problems: list[str] = []
-    data = _expand(dict(data), where, problems, os.environ if env is None else env)
+
+    def problem(at: tuple[str, ...], reason: str) -> None:
+        problems.append(f"{locate(where, lines, at)}: {_dotted(at)}: {reason}")
+
+    data = _expand(dict(data), (), problem, os.environ if env is None else env)
     validator = jsonschema.Draft202012Validator(_schema())
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
-        loc = ".".join(str(x) for x in err.absolute_path) or "(top)"
-        problems.append(f"{where}: {loc}: {err.message}")
+        for at, reason in _schema_problems(err):
+            problem(at, reason)
     if problems:
         raise ConfigError(problems)
 
@@ -172,16 +252,19 @@ def config_from_dict(
     for name, block in data["channels"].items():
         if block.get("enabled", True) is False:
             continue
-        rest = {k: v for k, v in block.items() if k not in ("network", "side", "welcome", "enabled")}
-        channels[name] = ChannelSettings(name, block["network"], block["side"], block.get("welcome"), rest)
+        rest = {k: v for k, v in block.items() if k not in ("network", "side", "welcome", "enabled", "give_up_after")}
+        give_up = block.get("give_up_after")
+        channels[name] = ChannelSettings(name, block["network"], block["side"], block.get("welcome"), rest,
+                                         None if give_up is None else float(give_up))
 
     employees: dict[str, Employee] = {}
     for eid, block in (data.get("employees") or {}).items():
         staff = block["staff"]
         if staff["channel"] not in channels:
-            problems.append(f"{where}: employees.{eid}.staff.channel: no channel named {staff['channel']!r}")
+            problem(("employees", eid, "staff", "channel"),
+                    f"no channel named {staff['channel']!r}{did_you_mean(staff['channel'], channels)}")
         elif channels[staff["channel"]].side != "staff":
-            problems.append(f"{where}: employees.{eid}.staff.channel: {staff['channel']!r} is not a staff-side channel")
+            problem(("employees", eid, "staff", "channel"), f"{staff['channel']!r} is not a staff-side channel")
         employees[eid] = Employee(
             id=eid,
             name=block.get("name", eid),
@@ -195,21 +278,22 @@ def config_from_dict(
     desks: dict[str, Desk] = {}
     served: dict[str, str] = {}
     for dname, block in (data.get("desks") or {}).items():
-        for ch in block["clients"]:
+        for i, ch in enumerate(block["clients"]):
+            at = ("desks", dname, "clients", str(i))
             if ch not in channels:
-                problems.append(f"{where}: desks.{dname}.clients: no channel named {ch!r}")
+                problem(at, f"no channel named {ch!r}{did_you_mean(ch, channels)}")
             elif channels[ch].side != "client":
-                problems.append(f"{where}: desks.{dname}.clients: {ch!r} is not a client-side channel")
+                problem(at, f"{ch!r} is not a client-side channel")
             elif ch in served:
-                problems.append(f"{where}: desks.{dname}.clients: {ch!r} is already served by desk {served[ch]!r}")
+                problem(at, f"{ch!r} is already served by desk {served[ch]!r}")
             served[ch] = dname
-        for member in block["members"]:
+        for i, member in enumerate(block["members"]):
             if member not in employees:
-                problems.append(f"{where}: desks.{dname}.members: no employee named {member!r}")
+                problem(("desks", dname, "members", str(i)), f"no employee named {member!r}{did_you_mean(member, employees)}")
         desks[dname] = Desk(dname, tuple(block["clients"]), tuple(block["members"]))
     for name, ch in channels.items():
         if ch.side == "client" and name not in served:
-            problems.append(f"{where}: channels.{name}: client channel is served by no desk (add it to a desk's clients)")
+            problem(("channels", name), "client channel is served by no desk (add it to a desk's clients)")
     if problems:
         raise ConfigError(problems)
 
@@ -242,5 +326,7 @@ def config_from_dict(
         employees=employees,
         desks=desks,
         log_level=data.get("log_level", "INFO"),
+        outbox_give_up_after=float(ob.get("give_up_after", 86400.0)),
         raw=data,
+        lines=lines,
     )

@@ -13,6 +13,11 @@ order and that, once one of them fails with `Retryable`, the later ones of the w
 rather than overtake it; `bots.send_order.SendOrder` does both (bots/xmpp uses it: its
 confirmation is a server round trip, which would otherwise cap a conversation at one message
 per round trip).
+
+Retries end: a delivery not sent `give_up_after` seconds after it was queued (the outbox's
+default, or its channel's `give_up_after`) fails for good, and the sender is told. The journal
+holds one event per outage, not one per attempt: the first failure (`permanent: false`), then
+the outcome (`message.delivered`, or `delivery.failed` with `permanent: true`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class Delivery:
     out: dict[str, Any]
     attempts: int = 0
     queued_at: float = field(default_factory=time.monotonic)
+    queued_ts: float = field(default_factory=time.time)
+    """Wall-clock time of its `delivery.queued` event (kept across restarts): retries end from it."""
+    failing: bool = False
+    """A failure of the current outage is journaled; later failures of it are not."""
 
     @property
     def lane(self) -> LaneKey:
@@ -94,11 +103,15 @@ class Outbox:
         base_delay: float = 0.5,
         max_delay: float = 60.0,
         on_permanent: FailureHook | None = None,
+        give_up_after: float = 86400.0,
+        channel_give_up: Mapping[str, float] | None = None,
     ) -> None:
         self.journal = journal
         self.channels = channels
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.give_up_after = give_up_after
+        self.channel_give_up = dict(channel_give_up or {})
         self.on_permanent = on_permanent
         self._lanes: dict[LaneKey, _Lane] = {}
         self._stopping = False
@@ -115,14 +128,17 @@ class Outbox:
     async def resume(self) -> int:
         """Re-queue every delivery the journal has not seen finish; returns how many."""
         rows = await self.journal.fetchall(
-            "SELECT delivery_id, message_id, conversation, channel, to_json, out_json, attempts "
-            "FROM deliveries WHERE state = 'queued' ORDER BY seq"
+            "SELECT d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json, d.attempts, "
+            "e.ts AS queued_ts FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.state = 'queued' "
+            "ORDER BY d.seq"
         )
         for r in rows:
             to = party_of(json.loads(r["to_json"])) or Party(r["channel"], "")
+            attempts = int(r["attempts"] or 0)
             self.enqueue(
                 Delivery(r["delivery_id"], r["message_id"], r["conversation"] or "", r["channel"], to,
-                         json.loads(r["out_json"]), attempts=int(r["attempts"] or 0))
+                         json.loads(r["out_json"]), attempts=attempts, queued_ts=float(r["queued_ts"]),
+                         failing=attempts > 0)
             )
         return len(rows)
 
@@ -290,12 +306,7 @@ class Outbox:
         d.attempts += 1
         base = {"delivery_id": d.delivery_id, "message_id": d.message_id, "channel": d.channel, "attempt": d.attempts}
         if channel is None:
-            self._release(d)
-            reason = f"channel {d.channel!r} is not configured or not running"
-            await self.journal.append("delivery.failed", {**base, "reason": reason, "permanent": False},
-                                      conversation=d.conversation)
-            self.retries += 1
-            return self._delay(d.attempts, None)
+            return await self._retry_later(d, base, f"channel {d.channel!r} is not configured or not running", None)
         if d.out.get("kind") == "delete" and not d.out.get("edits"):
             await self.journal.append("delivery.failed", {**base, "reason": "nothing to delete", "permanent": True},
                                       conversation=d.conversation)
@@ -310,13 +321,7 @@ class Outbox:
         try:
             platform_id = await send
         except Retryable as exc:
-            self.retries += 1
-            self._release(d)
-            await self.journal.append(
-                "delivery.failed", {**base, "reason": exc.reason, "permanent": False, "retry_after": exc.after},
-                conversation=d.conversation,
-            )
-            return self._delay(d.attempts, exc.after)
+            return await self._retry_later(d, base, exc.reason, exc.after)
         except Permanent as exc:
             await self._fail(d, base, exc.reason)
             return None
@@ -327,11 +332,7 @@ class Outbox:
             if d.attempts >= 5:
                 await self._fail(d, base, f"adapter error: {exc!r}")
                 return None
-            self.retries += 1
-            self._release(d)
-            await self.journal.append("delivery.failed", {**base, "reason": f"adapter error: {exc!r}", "permanent": False},
-                                      conversation=d.conversation)
-            return self._delay(d.attempts, None)
+            return await self._retry_later(d, base, f"adapter error: {exc!r}", None)
         # The lane moves on while `message.delivered` commits (it was sent; a crash before the
         # commit means one re-send after restart, never a loss); commits keep submission order.
         self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
@@ -342,6 +343,29 @@ class Outbox:
         task.add_done_callback(self._commits.discard)
         self.delivered += 1
         return None
+
+    def give_up_seconds(self, channel: str) -> float:
+        return self.channel_give_up.get(channel, self.give_up_after)
+
+    async def _retry_later(self, d: Delivery, base: dict[str, Any], reason: str, after: float | None) -> float | None:
+        """A failed attempt: seconds until the next one, or None once the delivery was given up.
+
+        Only an outage's first failure is journaled; the next is journaled only as the outcome.
+        """
+        limit = self.give_up_seconds(d.channel)
+        left = d.queued_ts + limit - time.time()
+        if left <= 0:
+            await self._fail(d, base, f"gave up after {_duration(limit)} of retries: {reason}")
+            return None
+        self.retries += 1
+        self._release(d)
+        if not d.failing:
+            body = {**base, "reason": reason, "permanent": False, "give_up_at": round(d.queued_ts + limit, 3)}
+            if after is not None:
+                body["retry_after"] = after
+            await self.journal.append("delivery.failed", body, conversation=d.conversation)
+            d.failing = True
+        return min(self._delay(d.attempts, after), left)
 
     def _release(self, d: Delivery) -> None:
         """`d`'s send failed and it waits for a retry: `withdraw` may take it meanwhile."""
@@ -367,3 +391,11 @@ class Outbox:
                 await self.on_permanent(d, reason)
             except Exception:
                 log.exception("outbox: failure hook raised for %s", d.delivery_id)
+
+
+def _duration(seconds: float) -> str:
+    """`90 s`, `15 min`, `24 h`, `7 d`: how long retries went on, for the failure reason."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"

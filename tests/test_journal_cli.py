@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,22 @@ from tests.compliance_support import PNG, History, compliance_config, party, wri
 from tests.journal_support import REPO, jopen, received, rows, tamper  # noqa: F401  (jopen is a fixture)
 
 
+CWD = Path(tempfile.mkdtemp(prefix="relay-cli-cwd-"))
+"""Where the commands run: not the checkout, whose ./data (left by `make run`) a command without
+--config/--data-dir would read; here such a command fails instead of passing by luck."""
+
+
 def relay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "relay.cli", "journal", *args],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=60,
+        cwd=CWD, env=full_env, capture_output=True, text=True, timeout=60,
     )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Any `relay` command (erase, retention …), for the journal states the tests need."""
-    return subprocess.run([sys.executable, "-m", "relay.cli", *args], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    return subprocess.run([sys.executable, "-m", "relay.cli", *args], cwd=CWD, env=dict(os.environ, PYTHONPATH=str(REPO)),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -66,7 +72,7 @@ async def test_config_file_with_env_hmac_key(tmp_path: Path, jopen: Any) -> None
     assert out.returncode == 2 and "not the key" in out.stderr and "Traceback" not in out.stderr
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_KEY"}
     out = subprocess.run([sys.executable, "-m", "relay.cli", "journal", "verify", "--config", str(cfg)],
-                         cwd=REPO, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+                         cwd=CWD, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "JOURNAL_KEY is not set" in out.stderr
 
 

@@ -99,7 +99,7 @@ async def test_deliver_failure_is_not_acked_and_retry_succeeds(h: Harness) -> No
     ws = await h.visitor("v6")
     h.recorder.fail = RuntimeError("journal down")
     await ws.send_json({"type": "message", "id": "r1", "text": "important"})
-    assert await next_frame(ws) == {"type": "error", "id": "r1", "error": "not accepted, please retry"}
+    assert await next_frame(ws) == {"type": "error", "id": "r1", "error": "not accepted, please retry", "retry": True}
     assert h.recorder.inbounds == []
     h.recorder.fail = None
     await ws.send_json({"type": "message", "id": "r1", "text": "important"})

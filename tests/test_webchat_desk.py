@@ -123,7 +123,7 @@ async def test_reply_repeated_is_acked_and_failure_is_not(h: Harness) -> None:
     ws = await s.ws_connect(h.ws_url("/desk/ws"))
     h.recorder.fail = OSError("disk full")
     await ws.send_json({"type": "reply", "conversation": "c-1", "id": "x", "text": "hi"})
-    assert await next_frame(ws) == {"type": "error", "id": "x", "error": "not accepted, please retry"}
+    assert await next_frame(ws) == {"type": "error", "id": "x", "error": "not accepted, please retry", "retry": True}
     h.recorder.fail = None
     for _ in range(2):
         await ws.send_json({"type": "reply", "conversation": "c-1", "id": "x", "text": "hi"})

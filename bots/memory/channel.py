@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any, Mapping
 
-from bots.base import ChannelConfigError, ChannelContext, Deliver, Permanent, Retryable
+from bots.base import ChannelConfigError, ChannelContext, Deliver, Permanent, Retryable, unknown_settings
 from bots.send_order import SendOrder, window_setting
 from relay.model import Inbound, Outgoing, Party, Receipt
 
@@ -80,7 +80,12 @@ class MemoryChannel:
         return await self._deliver(inbound)
 
 
+SETTINGS = ("latency", "send_window")
+
+
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> MemoryChannel:
+    if set(settings) - set(SETTINGS):
+        raise unknown_settings(name, "memory", set(settings) - set(SETTINGS), SETTINGS)
     latency = settings.get("latency", 0.0)
     if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
         raise ChannelConfigError(f"channel {name}: latency must be a number of seconds >= 0, got {latency!r}")

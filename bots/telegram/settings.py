@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from bots.base import ChannelConfigError, ChannelContext
+from bots.base import ChannelConfigError, ChannelContext, unknown_settings
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
     }
     for key in settings:
         if key not in known:
-            raise fail(key, f"unknown setting (known: {', '.join(sorted(known))})")
+            raise unknown_settings(name, "telegram", [key], known)
     token = str(settings.get("token") or "").strip()
     if not token:
         raise fail("token", "missing bot token (use token: ${TELEGRAM_TOKEN})")

@@ -19,6 +19,7 @@ from bots.telegram.backoff import retrying
 from bots.telegram.format import media_group, update_chat_id
 from bots.telegram.settings import TelegramSettings
 from bots.telegram.updates import Album, DeliverUnit, Unit
+from bots.webhooks.body import TELEGRAM_MAX_BODY, BodyTooLarge, Refusals, read_body
 
 log = logging.getLogger("relay.telegram")
 
@@ -40,6 +41,7 @@ class WebhookIntake:
         self._running = False
         self._albums: dict[tuple[str, str], Album] = {}
         self._chat_locks: dict[str, asyncio.Lock] = {}
+        self._refusals = Refusals()
         ctx.app.router.add_post(cfg.webhook_path, self._on_webhook)
 
     def start(self) -> None:
@@ -48,6 +50,7 @@ class WebhookIntake:
 
     async def stop(self) -> None:
         self._running = False
+        self._refusals.drop()
         tasks = [a.timer for a in self._albums.values() if a.timer]
         if self._task:
             tasks.append(self._task)
@@ -77,14 +80,18 @@ class WebhookIntake:
         )
         log.info("%s: webhook set to %s", self.name, url)
 
-    async def _on_webhook(self, request: web.Request) -> web.Response:
+    async def _on_webhook(self, request: web.Request) -> web.StreamResponse:
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), self.cfg.webhook_secret.encode()):
             return web.json_response({"ok": False, "error": "wrong secret token"}, status=401)
         if not self._running:
             return web.json_response({"ok": False, "error": "channel not started"}, status=503)
         try:
-            update = json.loads(await request.read())
+            body = await read_body(request, "Telegram", TELEGRAM_MAX_BODY, "application/json")
+        except BodyTooLarge as exc:
+            return await self._refusals.answer(request, exc)
+        try:
+            update = json.loads(body)
         except ValueError:
             return web.json_response({"ok": False, "error": "body is not JSON"}, status=400)
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):

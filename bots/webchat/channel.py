@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from bots.base import ChannelConfigError, ChannelContext, Deliver, Retryable
+from bots.base import ChannelConfigError, ChannelContext, Deliver, Retryable, unknown_settings
 from bots.webchat import frames
 from bots.webchat.pages import check_prefix
 from bots.webchat.sockets import Sockets
@@ -131,8 +131,7 @@ def create_channel(cls: type[C], name: str, settings: Mapping[str, Any], ctx: Ch
     """Check the settings and side of a web channel, then build it and add its routes."""
     unknown = set(settings) - SETTINGS
     if unknown:
-        raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(sorted(unknown))} "
-                                 f"({network} knows path)")
+        raise unknown_settings(name, "", unknown, SETTINGS)
     if ctx.side != side:
         raise ChannelConfigError(f"channel {name}: network {network} is a {side}-side channel (side: {side})")
     prefix = check_prefix(name, settings.get("path", default_path), ctx.app)

@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bots.base import ChannelContext, EmployeeInfo
 from bots.webchat import frames
 from bots.webchat.channel import SETTINGS, SocketChannel, create_channel
 from bots.webchat.pages import add_page_routes
 from bots.webchat.sessions import LoginThrottle, Session, Sessions
+from bots.webchat.uploads import malformed_reason
 from relay.model import Attachment, Inbound, Outgoing, Party
 from relay.passwords import hash_password, verify_password
 
@@ -84,7 +86,10 @@ class WebDeskChannel(SocketChannel):
     async def _login(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_LOGIN_BODY:
             return web.json_response({"error": "login form too large"}, status=413)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, HttpProcessingError) as exc:
+            return web.json_response({"error": f"malformed login form: {malformed_reason(exc)}"}, status=400)
         login = str(form.get("employee", "")).strip()
         password = str(form.get("password", ""))
         remote = request.remote or ""

@@ -39,6 +39,8 @@ def parse(data: str, allowed: tuple[str, ...]) -> Frame:
         frame = json.loads(data)
     except ValueError as exc:
         raise FrameError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("not a frame: JSON nested too deeply; a frame is one flat JSON object") from None
     if not isinstance(frame, dict):
         raise FrameError("a frame must be a JSON object")
     raw_id = frame.get("id")
@@ -76,8 +78,10 @@ def encode(frame: Frame) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def error(message: str, frame_id: str | None = None) -> Frame:
-    frame: Frame = {"type": "error", "error": message}
+def error(message: str, frame_id: str | None = None, *, retry: bool = False) -> Frame:
+    """An error frame; `retry` says whether sending the same frame again can succeed (the page
+    offers "click to retry" only then), false for a frame the server will always refuse."""
+    frame: Frame = {"type": "error", "error": message, "retry": retry}
     if frame_id is not None:
         frame["id"] = frame_id
     return frame

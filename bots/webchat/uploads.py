@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
 from relay.model import Attachment
@@ -65,6 +66,13 @@ def clean_mime(raw: str | None, name: str) -> str:
     return mime
 
 
+def malformed_reason(exc: ValueError | HttpProcessingError) -> str:
+    """A one-line reason for a broken multipart body, without echoing its bytes back."""
+    if isinstance(exc, HttpProcessingError):
+        return "a part header is invalid (no NUL or other control characters in a header or file name)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -101,8 +109,8 @@ class UploadStore:
                     return stored if stored is not None else await self._refuse(request, owner)
                 if not await self._skip_part(part):
                     return _json_error(400, f"unexpected large form field {part.name!r}; send only `file`")
-        except ValueError as exc:
-            return _json_error(400, f"malformed multipart body: {exc}")
+        except (ValueError, HttpProcessingError) as exc:
+            return _json_error(400, f"malformed multipart body: {malformed_reason(exc)}")
 
     async def _refuse(self, request: web.Request, owner: str) -> web.StreamResponse:
         """Answer 413 now and stop reading the socket, so the rest of the body is never taken in.
@@ -146,6 +154,9 @@ class UploadStore:
                         return None
                     digest.update(chunk)
                     sink.write(chunk)
+            if not part.at_eof():
+                return _json_error(400, "malformed multipart body: the `file` part ends without its boundary "
+                                        "(upload cut off?); send it again")
             if size == 0:
                 return _json_error(400, "the uploaded file is empty")
             partial.rename(self.pending / f"{upload_id}.bin")

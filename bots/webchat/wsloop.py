@@ -40,6 +40,9 @@ async def run_socket(ws: web.WebSocketResponse, handle: Handler) -> None:
                 reply = await handle(msg.data)
             except FrameError as exc:
                 reply = error(str(exc), exc.frame_id)
+            except Exception as exc:  # one bad frame must not end the socket for its later frames
+                log.error("frame refused by an unexpected %s; socket kept open", type(exc).__name__)
+                reply = error("frame not handled (server error); not accepted, please retry", retry=True)
         elif msg.type == WSMsgType.BINARY:
             reply = error("binary frames are not supported; send JSON text frames")
         else:
@@ -53,10 +56,10 @@ async def run_socket(ws: web.WebSocketResponse, handle: Handler) -> None:
 async def deliver_and_ack(deliver: Deliver | None, inbound: Inbound, frame_id: str) -> tuple[Frame, bool]:
     """Hand the inbound to the hub; ack only once it returned (journaled or a duplicate)."""
     if deliver is None:
-        return error(NOT_ACCEPTED + " (relay is starting)", frame_id), False
+        return error(NOT_ACCEPTED + " (relay is starting)", frame_id, retry=True), False
     try:
         await deliver(inbound)
     except Exception:
         log.exception("deliver failed for %s %s; sender told to retry", inbound.channel, inbound.platform_id)
-        return error(NOT_ACCEPTED, frame_id), False
+        return error(NOT_ACCEPTED, frame_id, retry=True), False
     return {"type": "ack", "id": frame_id}, True

@@ -18,6 +18,7 @@ from aiohttp import web
 from bots.base import ChannelContext, Deliver, Permanent
 from bots.webhooks.service_window import ServiceWindow
 from bots.webhooks.intake import Intake, Item, MediaRef
+from bots.webhooks.body import Refusals
 from relay.model import Attachment, Outgoing
 
 
@@ -30,6 +31,7 @@ class WebhookChannel:
         self.window = ServiceWindow(ctx.state, window_hours)
         self._timeout = timeout
         self._intake = Intake()
+        self._refusals = Refusals()
         self._deliver: Deliver | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -38,6 +40,7 @@ class WebhookChannel:
 
     async def stop(self) -> None:
         self._deliver = None
+        self._refusals.drop()
         await self._intake.drain()
         if self._session is not None:
             await self._session.close()
@@ -79,7 +82,7 @@ def content_to_send(out: Outgoing) -> tuple[str, list[Attachment]]:
     return text, files
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def mount(app: web.Application, path: str, verify: Handler, post: Handler) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from bots.base import ChannelConfigError, ChannelContext
+from bots.base import ChannelConfigError, ChannelContext, unknown_settings
 
 
 def required_setting(name: str, settings: Mapping[str, Any], key: str) -> str:
@@ -18,9 +18,10 @@ def required_setting(name: str, settings: Mapping[str, Any], key: str) -> str:
 
 def refuse_unknown_settings(name: str, settings: Mapping[str, Any], known: type) -> None:
     """ChannelConfigError naming every setting that is not a field of the dataclass `known`."""
-    unknown = sorted(set(settings) - {f.name for f in fields(known)})
+    names = {f.name for f in fields(known)}
+    unknown = sorted(set(settings) - names)
     if unknown:
-        raise ChannelConfigError(f"channel {name}: unknown setting(s) {', '.join(unknown)}")
+        raise unknown_settings(name, "", unknown, names)
 
 
 def timeout_setting(name: str, settings: Mapping[str, Any], default: float) -> float:

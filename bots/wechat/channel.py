@@ -28,6 +28,7 @@ from bots.base import (
     StateStore,
 )
 from bots.webhooks.channel import WebhookChannel, content_to_send, mount
+from bots.webhooks.body import WECHAT_MAX_BODY, BodyTooLarge, read_body
 from bots.webhooks.intake import Item, MediaRef, raw_event
 from bots.wechat.crypto import CryptoError, WeChatCrypto, sha1_signature, signature_matches
 from bots.wechat.parse import encrypt_field, parse_push
@@ -197,8 +198,11 @@ class WeChatChannel(WebhookChannel):
             return web.Response(text=request.query.get("echostr", ""), content_type="text/plain")
         return web.Response(status=403, text="signature mismatch or outside the time window")
 
-    async def handle_post(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def handle_post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request, "WeChat", WECHAT_MAX_BODY)
+        except BodyTooLarge as exc:
+            return await self._refusals.answer(request, exc)
         status, why = await self.receive_checked(request.query, body)
         return web.Response(status=status, text="success" if status == 200 else why)
 

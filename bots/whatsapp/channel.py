@@ -28,6 +28,7 @@ from bots.base import (
     Retryable,
 )
 from bots.webhooks.channel import WebhookChannel, content_to_send, mount
+from bots.webhooks.body import WHATSAPP_MAX_BODY, BodyTooLarge, read_body
 from bots.webhooks.intake import Item, MediaRef
 from bots.whatsapp.parse import parse_size, parse_webhook
 from bots.webhooks.settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
@@ -195,8 +196,11 @@ class WhatsAppChannel(WebhookChannel):
             return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
         return web.Response(status=403, text="verification failed")
 
-    async def handle_post(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def handle_post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request, "WhatsApp", WHATSAPP_MAX_BODY)
+        except BodyTooLarge as exc:
+            return await self._refusals.answer(request, exc)
         status = await self.receive(body, request.headers.get("X-Hub-Signature-256"))
         return web.Response(status=status, text={200: "ok", 401: "bad signature", 503: "not started"}.get(status, "error"))
 

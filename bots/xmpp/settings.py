@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
-from bots.base import ChannelConfigError
+from bots.base import ChannelConfigError, unknown_settings
 from bots.send_order import window_setting
 from bots.xmpp.files import host_entry
 
@@ -94,7 +94,7 @@ def parse_settings(name: str, settings: Mapping[str, Any], side: str | None = No
     """`side` is the channel's configured side; `mode` defaults to what that side needs."""
     unknown = sorted(set(settings) - KNOWN_KEYS)
     if unknown:
-        raise ChannelConfigError(f"channel {name}: unknown xmpp setting(s) {', '.join(unknown)}")
+        raise unknown_settings(name, "xmpp", unknown, KNOWN_KEYS)
     side = settings.get("side") or side
     mode = settings.get("mode") or ("component" if side == "staff" else "client")
     if mode not in ("component", "client"):

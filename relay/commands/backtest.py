@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from relay.commands.common import counts_text, quoted
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, emit_json, fail,
                                               read_journal, reporting)
 
@@ -29,15 +30,15 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def _print(rep: dict[str, Any], title: str) -> None:
     print(f"{title}: {rep['compared']} messages compared, {rep['changed']} verdicts would change"
-          + (f" (skipped: {rep['skipped']})" if rep["skipped"] else ""))
+          + (f" (skipped: {counts_text(rep['skipped'])})" if rep["skipped"] else ""))
     for t, n in sorted(rep["transitions"].items()):
         print(f"  {t}: {n}")
     for rid, rc in rep["rules"].items():
         print(f"rule {rid}: {rc['changed']} changed (newly matching {rc['added']}, no longer matching {rc['removed']},"
               f" action changed {rc['action_changed']})")
         for ex in rc["examples"]:
-            print(f"    {ex['time']} {ex['message_id']} {ex['direction']}: {ex['text'][:70]!r}"
-                  f"  {ex['recorded']['action']}{ex['recorded']['rules']} -> {ex['proposed']['action']}{ex['proposed']['rules']}")
+            print(f"    {ex['time']} {ex['message_id']} {ex['direction']}: {quoted(ex['text'][:70])}"
+                  f"  {_verdict(ex['recorded'])} -> {_verdict(ex['proposed'])}")
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -74,3 +75,9 @@ def cmd_shadow(args: argparse.Namespace) -> int:
     else:
         _print(rep, "shadow policies vs live")
     return 0
+
+
+def _verdict(v: dict[str, Any]) -> str:
+    """`quarantine [MC-002, PII-001]`: an action and the rules that gave it."""
+    rules = v.get("rules") or []
+    return f"{v['action']} [{', '.join(str(r) for r in rules)}]" if rules else str(v["action"])

@@ -40,3 +40,22 @@ def journal_settings_of(args: argparse.Namespace) -> Any:
 
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def party_text(party: Any) -> str:
+    """`Vera (v1 on webchat)` for a party mapping, never a Python dict; `-` when there is none."""
+    if not isinstance(party, dict) or not party:
+        return "-" if not party else str(party)
+    user, channel, display = party.get("user") or "", party.get("channel") or "", party.get("display") or ""
+    where = " on ".join(x for x in (str(user), str(channel)) if x)
+    return f"{display} ({where})" if display and where else (display or where or "-")
+
+
+def quoted(text: str) -> str:
+    """A message text on one line, in double quotes with control characters escaped (JSON style)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def counts_text(counts: Any) -> str:
+    """`3 erasure request, 1 no text` for a {reason: count} mapping."""
+    return ", ".join(f"{n} {why}" for why, n in sorted(dict(counts).items()))

@@ -187,5 +187,10 @@ def cmd_search(args: argparse.Namespace, settings: Any) -> int:
             else:
                 print(f"{r['id']}  {r['conversation'] or '-'}  {r['channel'] or '-'}  {r['sender_user'] or '-'}"
                       f"  {r['snip']}  ({r['time']}, {r['direction']}, {r['action'] or 'no verdict'})")
+        if not rows:
+            filtered = any((q.channel, q.employee, q.client, q.direction, q.action, q.rule, q.conversation,
+                            q.since, q.until))
+            what = f' "{q.text.strip()}"' if q.text.strip() else ""
+            print(f"relay: no messages match{what}{' with these filters' if filtered else ''}", file=sys.stderr)
         return 0
     return reporting(go)(args)

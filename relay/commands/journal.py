@@ -23,6 +23,10 @@ from relay.compliance.restricted import RESTRICTED_NOTE, RestrictedEvents, withh
 from relay.compliance.holds import load_state
 
 
+SHOW_NEWEST = 100
+"""Events `journal show` prints when not told how many: the newest, as `tail` would."""
+
+
 def setup(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="journal_command", metavar="VERB")
     verbs.required = True
@@ -42,7 +46,9 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--conversation", help="only this conversation id")
     p.add_argument("--kind", help="only this event kind, e.g. message.received")
     p.add_argument("--since-seq", type=int, default=None, metavar="N", help="only events with seq >= N")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N events")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help=f"the newest N events (default {SHOW_NEWEST}), or the first N with --oldest")
+    p.add_argument("--oldest", action="store_true", help="from the first event on (default: the newest)")
     p.add_argument("--json", action="store_true", help="JSON lines (the full events)")
     p.add_argument("--include-restricted", action="store_true",
                    help="show content under a data-subject erasure request (admin only, with --as)")
@@ -146,12 +152,18 @@ def cmd_show(args: argparse.Namespace) -> int:
             where.append(column)
             params.append(value)
 
+    if args.limit is not None and args.limit < 1:
+        raise CommandError("journal show: --limit must be at least 1")
+
     async def go() -> int:
         journal = await _open(s)
         try:
             _, restricted = await load_state(journal)
             guard = RestrictedEvents(journal, {} if args.include_restricted else restricted)
-            async for ev in journal.iter_events(" AND ".join(where), tuple(params), limit=args.limit):
+            limit = args.limit
+            if not args.oldest:
+                limit = await _newest_window(journal, where, params, args.limit or SHOW_NEWEST, args.limit is None)
+            async for ev in journal.iter_events(" AND ".join(where), tuple(params), limit=limit):
                 body, mark = ev.body, ""
                 if await guard.check(ev.seq, ev.kind, ev.body):
                     body, mark = withheld_body(ev.kind, ev.body), f"[{RESTRICTED_NOTE}] "
@@ -169,6 +181,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
 
     return _run(go)
+
+
+async def _newest_window(journal: Journal, where: list[str], params: list[Any], count: int, note: bool) -> None:
+    """Narrow `where` to the newest `count` matching events (still printed in seq order, so the
+    chain reads as it was written); with `note`, say on stderr when older ones were left out."""
+    condition = " AND ".join(where)
+    rows = await journal.fetchall(
+        f"SELECT seq FROM events{' WHERE ' + condition if condition else ''} ORDER BY seq DESC LIMIT 1 OFFSET ?",
+        (*params, count - 1))
+    if not rows:
+        return None
+    first = int(rows[0]["seq"])
+    if note:
+        older = await journal.fetchall(
+            f"SELECT 1 FROM events WHERE {condition + ' AND ' if condition else ''}seq < ? LIMIT 1", (*params, first))
+        if older:
+            print(f"relay: showing the newest {count} events; --limit N for another number, --oldest from the first",
+                  file=sys.stderr)
+    where.append("seq >= ?")
+    params.append(first)
+    return None
 
 
 def cmd_search(args: argparse.Namespace) -> int:

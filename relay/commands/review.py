@@ -9,6 +9,7 @@ from typing import Any
 
 from relay.commands.compliance_common import (add_config_arg, add_json_arg, config_of, emit_json, fail,
                                               read_journal, reporting, write)
+from relay.commands.common import party_text, quoted
 from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.compliance.review import DECISIONS, ReviewItem, compliance_settings, load_items, stats, withhold_restricted
 
@@ -113,7 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rules = ",".join(str(x["rule"]) for x in r["rules"])
         breach = " SLA-BREACH" if r["sla_breached"] else ""
         who = (r["sender"] or {}).get("user", "")
-        text = f"[{RESTRICTED_NOTE}]" if r.get("restricted") else repr(r["text"][:60])
+        text = f"[{RESTRICTED_NOTE}]" if r.get("restricted") else quoted(r["text"][:60])
         print(f"{r['message_id']}  {r['time']}  {r['state']:<9} {r['action']:<10} {rules:<20} {r['direction']} {who}:"
               f" {text}{breach}")
     return 0
@@ -132,9 +133,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         emit_json(r)
         return 0
     print(f"message   {r['message_id']} (seq {r['seq']}, {r['time']}, conversation {r['conversation']})")
-    print(f"from      {r['sender']}  direction {r['direction']} channel {r['channel']}")
+    print(f"from      {party_text(r['sender'])}  direction {r['direction']} channel {r['channel']}")
     print(f"verdict   {r['action']}  state {r['state']}" + (f"  SLA due {r['sla_due']}" if r.get("sla_due") else ""))
-    print(f"text      [{RESTRICTED_NOTE}]" if r.get("restricted") else f"text      {r['text']!r}")
+    print(f"text      [{RESTRICTED_NOTE}]" if r.get("restricted") else f"text      {quoted(r['text'])}")
     for rule in r["rules"]:
         print(f"rule      {rule['rule']} ({rule['action']}, {rule['severity']}) {rule['title']}  spans {rule['spans']}"
               f" matched {rule['matched']}" + (" sampled" if rule["sampled"] else ""))

@@ -33,8 +33,8 @@
       if (e.who === "me") {
         const state = document.createElement("span");
         state.className = "state";
-        state.textContent = e.state === "sent" ? "sent" : e.state === "failed" ? "not sent: " + (e.error || "") + " (click to retry)" : "sending…";
-        if (e.state === "failed") state.addEventListener("click", () => { e.state = "sending"; save(); render(); transmit(e); });
+        state.textContent = e.state === "sent" ? "sent" : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
+        if (e.state === "failed" && e.retry) state.addEventListener("click", () => { e.state = "sending"; save(); render(); transmit(e); });
         div.append(state);
       }
       log.append(div);
@@ -55,7 +55,7 @@
       if (e) { e.state = "sent"; e.error = ""; }
     } else if (f.type === "error") {
       const e = f.id ? find(f.id) : null;
-      if (e) { e.state = "failed"; e.error = f.error; } else showError(f.error);
+      if (e) { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; } else showError(f.error);
     } else if (f.type === "message" || f.type === "notice") {
       if (find(f.id)) return;
       entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",

@@ -83,9 +83,9 @@
       if (e.who === "me") {
         const st = document.createElement("span");
         st.className = "state";
-        st.textContent = e.state === "sent" ? "sent · edit" : e.state === "failed" ? "not sent: " + (e.error || "") + " (click to retry)" : "sending…";
+        st.textContent = e.state === "sent" ? "sent · edit" : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
         st.addEventListener("click", () => {
-          if (e.state === "failed") { e.state = "sending"; save(); renderMessages(); transmit(e); }
+          if (e.state === "failed" && e.retry) { e.state = "sending"; save(); renderMessages(); transmit(e); }
           else if (e.state === "sent") editReply(c, e);
         });
         div.append(st);
@@ -127,7 +127,7 @@
     if (f.type === "ack" || f.type === "error") {
       const [c, e] = f.id ? locate(f.id) : [null, null];
       if (e) {
-        if (f.type === "ack") { e.state = "sent"; e.error = ""; } else { e.state = "failed"; e.error = f.error; }
+        if (f.type === "ack") { e.state = "sent"; e.error = ""; } else { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; }
       } else {
         for (const cid of state.order) {
           const edits = state.convs[cid].pendingEdits || [];
