@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkabl
 
 from aiohttp import web
 
-from relay.model import Inbound, Outgoing, Receipt
+from relay.model import Attachment, ConversationItem, HistoryItem, HistoryPage, Inbound, Outgoing, Receipt
 
 Deliver = Callable[[Inbound], Awaitable[Receipt]]
 """Hand an inbound to the hub; returns only after it is durably journaled (or deduplicated)."""
@@ -52,6 +52,28 @@ class StateStore(Protocol):
     async def put(self, key: str, value: str) -> None: ...
 
 
+class History(Protocol):
+    """Read-only access to the journal's record of an employee's conversations (a desk's history).
+
+    Only conversations assigned to `employee` (an employee id) are answered; any other raises
+    `relay.model.HistoryRefused`. `before` is a seq cursor (None: from the newest); at most
+    `limit` items per answer.
+    """
+
+    async def conversations(self, employee: str, before: int | None,
+                            limit: int) -> tuple[tuple[ConversationItem, ...], bool]:
+        """(assigned conversations, newest activity first; whether more exist before the last)."""
+
+    async def messages(self, employee: str, conversation: str, before: int | None, limit: int) -> HistoryPage:
+        """The messages of `conversation` before seq `before`, oldest first."""
+
+    async def message(self, employee: str, message_id: str) -> HistoryItem | None:
+        """One message by relay id, if it is in a conversation assigned to `employee`."""
+
+    async def attachment(self, employee: str, message_id: str, sha256: str) -> Attachment | None:
+        """A file of that message as its item shows it, bytes included (None if not shown or gone)."""
+
+
 @dataclass(frozen=True)
 class EmployeeInfo:
     """An employee as a staff-side adapter needs to know them."""
@@ -71,6 +93,7 @@ class ChannelContext:
     before the app starts). `wake(address)` asks the outbox to retry at once every pending
     delivery to `address` on this channel (e.g. a desk user just connected).
     `employees` lists the employees whose staff endpoint is this channel (keyed by address).
+    `history` reads back a staff channel's conversations from the journal (None: not offered).
     """
 
     name: str
@@ -83,6 +106,10 @@ class ChannelContext:
     employees: Mapping[str, EmployeeInfo] = field(default_factory=dict)
     public_url: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    reopened: Callable[[str, str], Awaitable[None]] | None = None
+    """`reopened(address, conversation)`: the staff-side place of a conversation (a forum topic)
+    was lost and opened anew for `address`; the relay sends the recent history there, journaled."""
+    history: History | None = None
 
 
 @runtime_checkable

@@ -53,6 +53,13 @@ class Workflow:
     actions: Mapping[str, Action] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()
     """"module:function" references of `async fn(app)` run for the life of a serving relay."""
+    reopened: str = ""
+    """"module:function" of `async fn(app, channel, address, conversation)`: what the employee
+    gets when a channel opened a conversation's lost topic anew (the recent history); empty: a
+    plain notice from the app."""
+
+    def reopened_function(self) -> Callable[[Any, str, str, str], Awaitable[None]] | None:
+        return _resolve(self.reopened) if self.reopened else None
 
     def task_functions(self) -> list[Task]:
         return [_resolve(ref) for ref in self.tasks]

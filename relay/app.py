@@ -23,6 +23,8 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.journal import Journal
+from relay.channel_leases import ChannelLeases, exclusive_names
+from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
 from relay.private_files import private_dir
 from relay.outbox import Outbox
@@ -111,6 +113,17 @@ class RelayApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._channel_employees: dict[str, dict[str, EmployeeInfo]] = {}
 
+    async def _reopened(self, channel: str, address: str, conversation: str) -> None:
+        """A channel lost a conversation's topic and opened a new one: the workflow's history
+        (journaled like any notice), or a plain notice without a workflow."""
+        hook = self.workflow.reopened_function()
+        if hook is not None:
+            await hook(self, channel, address, conversation)
+            return
+        await self.hub.notify(channel, address, f"The topic of conversation {conversation} was deleted;"
+                              " it continues here.", conversation=conversation,
+                              key=f"reopened:{conversation}:{self.journal.head[0]}")
+
     @property
     def policies(self) -> PolicySet:
         assert self.watcher is not None
@@ -145,9 +158,10 @@ class RelayApp:
         if not offline:
             check_channels(cfg)  # before anything is written: a wrong block is a config line, not a traceback
         self._lock_fd = _lock(cfg.data_dir)
-        self.journal = await Journal.open(
-            cfg.data_dir, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
+        self.journal = await open_journal(
+            cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+            **({"lease_seconds": cfg.journal_lease_seconds} if cfg.journal_url else {}),
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
                                      on_error=self._on_policy_error, interval=cfg.policies_reload)
@@ -177,8 +191,11 @@ class RelayApp:
         if offline:
             return
 
+        from relay.desk_history import JournalHistory
+
         self.admin_token = secrets.token_urlsafe(32)
         setup_web(self)
+        history = JournalHistory(self.journal)
         for name, ch in cfg.channels.items():
             employees = {
                 e.address: EmployeeInfo(e.id, e.name, e.address, e.password_hash, self.router.is_active(e.id))
@@ -189,12 +206,20 @@ class RelayApp:
                 name=name, side=ch.side, state=JournalState(self.journal, name), app=self.web,
                 data_dir=str(cfg.data_dir), max_attachment_bytes=cfg.max_attachment_bytes,
                 wake=lambda address, _n=name: self.outbox.wake(_n, address),
-                employees=employees, public_url=cfg.public_url, extra={"relay": self},
+                employees=employees, public_url=cfg.public_url,
+                extra={"relay": self, "trusted_proxies": (cfg.raw.get("web") or {}).get("trusted_proxies") or ()},
+                reopened=lambda address, conversation, _n=name: self._reopened(_n, address, conversation),
+                history=history if ch.side == "staff" else None,
             )
             self.channels[name] = load_factory(ch.network)(name, dict(ch.settings), ctx)
+        leased = exclusive_names(self.channels) if getattr(self.journal, "shared", False) else []
+        if leased:
+            self.outbox.remote.update(leased)  # until this relay holds their leases
+            self.journal.unowned_channels = self.outbox.remote  # type: ignore[attr-defined]
         resumed = await self.outbox.resume()
         if resumed:
             log.info("outbox: resumed %d pending deliveries", resumed)
+        self.outbox.start_adopting(getattr(self.journal, "lease_seconds", 10.0) / 2)
         self.runner = web.AppRunner(self.web, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.host, cfg.port)
@@ -204,11 +229,33 @@ class RelayApp:
             self.port = server.sockets[0].getsockname()[1]
         self._write_admin_files()
         for name, channel in self.channels.items():
-            await channel.start(self.hub.deliver_for(name))
-            self._started_channels.append(channel)
+            if name not in leased:
+                await channel.start(self.hub.deliver_for(name))
+                self._started_channels.append(channel)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(task(self)) for task in self.workflow.task_functions()]
+        if leased:
+            self.leases = ChannelLeases(self.journal, leased, self._start_leased, self._stop_leased)
+            await self.leases.step()
+            self._tasks.append(loop.create_task(self.leases.run()))
         log.info("relay listening on %s", self.base_url)
+
+    async def _start_leased(self, name: str) -> None:
+        channel = self.channels[name]
+        await channel.start(self.hub.deliver_for(name))
+        self._started_channels.append(channel)
+        self.outbox.remote.discard(name)
+        await self.outbox.adopt(include_own=True)  # what was queued for it while it ran elsewhere
+
+    async def _stop_leased(self, name: str) -> None:
+        channel = self.channels[name]
+        self.outbox.hand_back(name)
+        if channel in self._started_channels:
+            self._started_channels.remove(channel)
+        try:
+            await channel.stop()
+        except Exception:
+            log.exception("stopping channel %s", name)
 
     def _employee_changed(self, employee_id: str) -> None:
         """Keep the channels' view of who is active in step with (de)activations."""

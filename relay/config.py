@@ -26,7 +26,11 @@ DEFAULT_NOTICES: dict[str, str] = {
     "refused": "This message was not forwarded: you are not a configured employee of this desk.",
     "handover": "Your conversation has been handed over to a colleague, who has your history.",
     "undeliverable": "Your message could not be delivered: {reason}",
+    "undeliverable_client": "Your message could not be delivered. Please try again later.",
+    "unknown_conversation": "This message was not forwarded: it is not part of a conversation the relay knows."
+                            " Answer a client in that client's own topic or thread.",
     "rejected": "Your message was reviewed by compliance and will not be delivered.",
+    "held": "Your message is held for a compliance review before it is delivered.",
 }
 
 
@@ -136,6 +140,8 @@ class Config:
     employees: Mapping[str, Employee]
     desks: Mapping[str, Desk]
     log_level: str = "INFO"
+    journal_url: str | None = None
+    journal_lease_seconds: float = 10.0
     outbox_give_up_after: float = 86400.0
     raw: Mapping[str, Any] = field(default_factory=dict)
     lines: Lines = field(default_factory=dict)
@@ -318,6 +324,8 @@ def config_from_dict(
         checkpoint_seconds=float(jr.get("checkpoint_seconds", 60.0)),
         checkpoint_dir=rel(jr.get("checkpoint_dir")),
         synchronous=jr.get("synchronous", "FULL"),
+        journal_url=jr.get("url") or None,
+        journal_lease_seconds=float(jr.get("lease_seconds", 10.0)),
         max_attachment_bytes=int((data.get("limits") or {}).get("max_attachment_bytes", 25 * 1024 * 1024)),
         outbox_base_delay=float(ob.get("base_delay", 0.5)),
         outbox_max_delay=float(ob.get("max_delay", 60.0)),

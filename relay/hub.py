@@ -26,6 +26,7 @@ from relay.model import Attachment, Inbound, Party, Receipt, Verdict, conversati
 from relay.outbox import Delivery, Outbox, party_json
 from relay.policy import PolicySet, apply_verdict
 from relay.routing import Conversation, Router, RoutingError
+from relay.valid_input import valid_inbound
 
 log = logging.getLogger("relay.hub")
 
@@ -73,6 +74,7 @@ class Hub(HubReview):
         """Journal an inbound item (deduplicated) and queue what it leads to."""
         if inbound.channel not in self.config.channels:
             raise ValueError(f"unknown channel {inbound.channel!r}")
+        inbound = valid_inbound(inbound)
         mid = message_id_for(inbound.channel, inbound.platform_id)
         seen = self._recent.get(mid)
         if seen is not None:
@@ -226,13 +228,16 @@ class Hub(HubReview):
         if inb.kind == "event":
             refused = None
         body = received_body(inb, mid, "outbound", attachments, raw_sha, conv, emp.id if emp else None, refused)
-        events.append(("message.received", body, cid))
+        events.append(("message.received", body, conv.id if conv else None))  # no bogus conversation row
         deliveries: list[Delivery] = []
         if refused is not None:
             self.stats.refused += 1
             log.warning("refused %s from %s: %s", inb.platform_id, inb.sender.user, refused)
-            text = f"{self.config.notices['refused']} ({refused})"
-            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid))
+            if conv is None:
+                text = self.config.notices["unknown_conversation"]
+            else:
+                text = f"{self.config.notices['refused']} ({refused})"
+            deliveries.append(self._notice(events, mid, conv, inb.sender, text, conversation=cid, about="refused"))
             return events, deliveries, cid
         if inb.kind == "event":
             events += await receipt_events(self.journal, inb, mid)
@@ -280,11 +285,13 @@ class Hub(HubReview):
             "rules": list(verdict.rules) if verdict else [],
         }
         if verdict is not None and verdict.action == "block":
-            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"])]
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["blocked"], about="blocked")]
         delivery = self._queue(events, mid, conv, to, out)
         if verdict is not None and verdict.action == "quarantine":
             self._held[mid] = delivery
-            return []
+            if self._silent(verdict):
+                return []
+            return [self._notice(events, mid, conv, inb.sender, self.config.notices["held"], about="held")]
         if direction == "outbound" and kind == "message":
             conv.has_outbound = True
         return [delivery]

@@ -38,9 +38,12 @@ class HubNotices(HubPolicy):
         return Delivery(did, mid, cid, to.channel, to, out)
 
     def _notice(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, text: str,
-                conversation: str | None = None) -> Delivery:
+                conversation: str | None = None, about: str = "") -> Delivery:
+        """A notice from the relay; `about` (held, rejected…) makes it answer message `mid` of `to`."""
         out = {"kind": "notice", "text": text, "attachments": [], "origin": party_json(SYSTEM),
                "client": party_json(conv.client) if conv else None, "action": "allow", "rules": []}
+        if about:
+            out.update(about=about, reply_to=mid)
         d = self._queue(events, mid, conv, to, out)
         if conversation and not d.conversation:
             d.conversation = conversation
@@ -102,8 +105,11 @@ class HubNotices(HubPolicy):
         r = rows[0]
         conv = await self.router.get(r["conversation"]) if r["conversation"] else None
         events: list[Event] = []
-        text = self.config.notices["undeliverable"].replace("{reason}", reason)
+        if self.config.channels[r["sender_channel"]].side == "client":  # internal errors stay internal
+            text = self.config.notices["undeliverable_client"]
+        else:
+            text = self.config.notices["undeliverable"].replace("{reason}", reason)
         n = self._notice(events, message_id, conv, Party(r["sender_channel"], r["sender_user"], r["sender_display"] or ""),
-                         text, conversation=r["conversation"])
+                         text, conversation=r["conversation"], about="undeliverable")
         await self.journal.append_many(events)
         self.outbox.enqueue(n)

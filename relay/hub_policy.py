@@ -65,6 +65,18 @@ class HubPolicy:
             return ("policy.shadow_verdict", {"message_id": inp.message_id, "error": repr(exc)}, inp.conversation)
         return ("policy.shadow_verdict", {**verdict_json(v, inp.message_id), "shadow": True}, inp.conversation)
 
+    def _silent(self, v: Verdict) -> bool:
+        """A quarantining rule with `silent: true` holds the message without telling its sender."""
+        policies = self.policies()
+        for hit in v.matched:
+            if hit.action == "quarantine":
+                try:
+                    if policies.rule(hit.rule).silent:
+                        return True
+                except KeyError:  # the set was swapped since: keep quiet rather than tip anyone off
+                    return True
+        return False
+
     def _count(self, v: Verdict) -> None:
         if v.action == "block":
             self.stats.blocked += 1

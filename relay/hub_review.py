@@ -84,7 +84,7 @@ class HubReview(HubNotices):
         if r["sender_channel"] in self.config.channels:
             sender = Party(r["sender_channel"], r["sender_user"], r["sender_display"] or "")
             deliveries.append(self._notice(events, message_id, conv, sender, self.config.notices["rejected"],
-                                           conversation=r["conversation"]))
+                                           conversation=r["conversation"], about="rejected"))
         await self.journal.append_many(events)
         self._held.pop(message_id, None)
         for d in deliveries:

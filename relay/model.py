@@ -161,7 +161,8 @@ class Outgoing:
     restarts, so an adapter may use it for idempotency). `reply_to` and `edits` are platform
     ids on the target channel. `origin` is who wrote it (shown to employees), with the
     verdict summary in `action` and `rules`. `client` is the conversation's client, so a
-    staff-side adapter can name a topic or contact after them.
+    staff-side adapter can name a topic or contact after them. A notice about one message
+    (held, rejected, blocked) has that message in `reply_to` and says what it is in `about`.
     """
 
     conversation: str
@@ -176,6 +177,7 @@ class Outgoing:
     client: Party | None = None
     action: str = "allow"
     rules: tuple[str, ...] = ()
+    about: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,58 @@ class Receipt:
     message_id: str
     conversation: str
     duplicate: bool = False
+
+
+HistoryState = Literal["delivered", "pending", "failed", "held", "rejected", "blocked"]
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One message of a conversation as a staff desk shows it, read back from the journal.
+
+    `text` and `attachments` are what its recipient received (redacted, with disclaimers);
+    what policy held back is empty unless `mine` (the asking employee wrote it). `withheld`
+    names why content is missing (erased, or under an erasure request); then text is empty.
+    """
+
+    id: str
+    seq: int
+    conversation: str
+    direction: str
+    sender: Party
+    text: str
+    ts: float
+    platform_id: str
+    action: str
+    rules: tuple[str, ...]
+    state: HistoryState
+    mine: bool
+    attachments: tuple[Attachment, ...] = ()
+    edited: bool = False
+    deleted: bool = False
+    withheld: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Messages oldest first; `more` when older ones exist before `items[0]`."""
+
+    items: tuple[HistoryItem, ...]
+    more: bool
+
+
+@dataclass(frozen=True)
+class ConversationItem:
+    """A conversation assigned to an employee; `last_seq` orders them, newest first."""
+
+    id: str
+    client: Party
+    last_seq: int
+    withheld: str = ""
+
+
+class HistoryRefused(LookupError):
+    """The asking employee may not read this conversation (not assigned to them, or unknown)."""
 
 
 def conversation_id(channel: str, chat: str) -> str:

@@ -117,6 +117,10 @@ class Outbox:
         self._stopping = False
         self._platform_ids: dict[tuple[str, str], str] = {}
         self._commits: set[asyncio.Task[Any]] = set()
+        self._adopter: asyncio.Task[None] | None = None
+        self.remote: set[str] = set()
+        """Channels another relay sends on (shared journal, connection-held channel whose lease
+        it holds): their deliveries are handed back in the journal for that relay to claim."""
         self.delivered = 0
         self.failed = 0
         self.retries = 0
@@ -126,12 +130,67 @@ class Outbox:
         return sum(len(lane.items) for lane in self._lanes.values())
 
     async def resume(self) -> int:
-        """Re-queue every delivery the journal has not seen finish; returns how many."""
-        rows = await self.journal.fetchall(
-            "SELECT d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json, d.attempts, "
-            "e.ts AS queued_ts FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.state = 'queued' "
-            "ORDER BY d.seq"
-        )
+        """Re-queue every delivery the journal has not seen finish; returns how many. On a journal
+        several relays share, only those this relay claims (its own, and ones nobody alive holds)."""
+        claim = getattr(self.journal, "claim_deliveries", None)
+        if claim is not None:
+            rows = await claim(True, self.remote)
+        else:
+            rows = await self.journal.fetchall(
+                "SELECT d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json, d.attempts, "
+                "e.ts AS queued_ts FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.state = 'queued' "
+                "ORDER BY d.seq"
+            )
+        self._enqueue_rows(rows)
+        return len(rows)
+
+    async def adopt(self, include_own: bool = False) -> int:
+        """On a shared journal: take over the queued deliveries of relays that stopped (their
+        lease ran out); returns how many. A delivery a dead relay had just sent but not yet
+        journaled as delivered is sent once more (as after a restart). `include_own`: also this
+        relay's own ones not in a lane here (those of a channel it has just taken over)."""
+        claim = getattr(self.journal, "claim_deliveries", None)
+        if claim is None:
+            return 0
+        rows = await claim(include_own, self.remote)
+        known = {d.delivery_id for lane in self._lanes.values() for d in lane.items}
+        rows = [r for r in rows if r["delivery_id"] not in known]
+        self._enqueue_rows(rows)
+        if rows:
+            log.info("outbox: took over %d deliveries of a stopped relay", len(rows))
+        return len(rows)
+
+    def _hand_back(self, delivery_ids: list[str]) -> None:
+        task = asyncio.create_task(self.journal.release_deliveries(delivery_ids))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    def hand_back(self, channel: str) -> int:
+        """This relay stopped sending on `channel`: its waiting deliveries there go back to the
+        journal for the relay that now holds the channel. Returns how many."""
+        self.remote.add(channel)
+        taken: list[Delivery] = []
+        for (ch, user, _conv) in list(self._lanes):
+            if ch == channel:
+                taken += self.withdraw(ch, user)
+        if taken:
+            self._hand_back([d.delivery_id for d in taken])
+        return len(taken)
+
+    def start_adopting(self, interval: float) -> None:
+        """Calls `adopt` every `interval` seconds until `stop`, when the journal is shared."""
+        if getattr(self.journal, "shared", False) and self._adopter is None:
+            self._adopter = asyncio.create_task(self._adopt_loop(interval), name="outbox:adopt")
+
+    async def _adopt_loop(self, interval: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.adopt()
+            except Exception:  # the database away: the journal retries; try again next round
+                log.exception("outbox: could not take over deliveries")
+
+    def _enqueue_rows(self, rows: Any) -> None:
         for r in rows:
             to = party_of(json.loads(r["to_json"])) or Party(r["channel"], "")
             attempts = int(r["attempts"] or 0)
@@ -140,10 +199,12 @@ class Outbox:
                          json.loads(r["out_json"]), attempts=attempts, queued_ts=float(r["queued_ts"]),
                          failing=attempts > 0)
             )
-        return len(rows)
 
     def enqueue(self, d: Delivery) -> None:
         """Add a delivery whose `delivery.queued` event is already committed."""
+        if d.channel in self.remote:
+            self._hand_back([d.delivery_id])
+            return
         lane = self._lanes.get(d.lane)
         if lane is None:
             lane = self._lanes[d.lane] = _Lane()
@@ -175,6 +236,9 @@ class Outbox:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._adopter is not None:
+            self._adopter.cancel()
+            await asyncio.gather(self._adopter, return_exceptions=True)
         tasks = [lane.task for lane in self._lanes.values() if lane.task and not lane.task.done()]
         for t in tasks:
             t.cancel()
@@ -240,6 +304,10 @@ class Outbox:
         known = self._platform_ids.get((message_id, channel))
         if known is not None:
             return known
+        own = await self.journal.fetchall(  # a notice answering a sender's own message
+            "SELECT platform_id FROM messages WHERE id = ? AND channel = ?", (message_id, channel))
+        if own and own[0]["platform_id"]:
+            return own[0]["platform_id"]
         rows = await self.journal.fetchall(
             "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
             "ORDER BY seq LIMIT 1",
@@ -266,6 +334,7 @@ class Outbox:
             client=party_of(o.get("client")),
             action=o.get("action", "allow"),
             rules=tuple(o.get("rules") or ()),
+            about=str(o.get("about") or ""),
         )
 
     async def _attempt(self, d: Delivery) -> float | None:
@@ -335,7 +404,8 @@ class Outbox:
             return await self._retry_later(d, base, f"adapter error: {exc!r}", None)
         # The lane moves on while `message.delivered` commits (it was sent; a crash before the
         # commit means one re-send after restart, never a loss); commits keep submission order.
-        self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
+        if d.out.get("kind") != "notice":  # a notice about a message is not where that message is
+            self._platform_ids[(d.message_id, d.channel)] = str(platform_id)
         if len(self._platform_ids) > 100_000:
             self._platform_ids.pop(next(iter(self._platform_ids)))
         task = asyncio.create_task(self._journal_delivered(d, {**base, "platform_id": str(platform_id)}))

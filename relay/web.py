@@ -91,3 +91,6 @@ def setup_web(relay: Any) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/api/{action}", admin_api)
+    from relay.console import setup_console
+
+    setup_console(relay)

@@ -66,6 +66,8 @@ class FakeBot:
     webhook_max_connections: int = 40
     webhook_task: asyncio.Task[None] | None = None
     webhook_posts: list[tuple[int, int]] = field(default_factory=list)
+    webhook_bodies: dict[int, bytes] = field(default_factory=dict)
+    """update_id → the exact body posted for it (the bytes relay must journal as the raw)."""
 
 
 @dataclass
@@ -165,6 +167,22 @@ class FakeTelegram:
         self.chats[chat_id] = chat
         self.topics[chat_id] = {}
         return chat
+
+    def add_topic(self, chat_id: int, name: str) -> int:
+        """A topic a person opened in the forum (relay's bot did not create it)."""
+        thread = self._new_message_id(chat_id)
+        self.messages[(chat_id, thread)] = {"message_id": thread, "chat": self.chats[chat_id], "date": int(time.time()),
+                                            "message_thread_id": thread, "is_topic_message": True,
+                                            "forum_topic_created": {"name": name, "icon_color": 7322096}}
+        self.topics[chat_id][thread] = name
+        return thread
+
+    def delete_topic(self, chat_id: int, thread: int) -> None:
+        """An admin deleted the topic in the app: it and its messages are gone; sending into it
+        is answered 400 "Bad Request: message thread not found", as Telegram does."""
+        del self.topics[chat_id][thread]
+        for key in [k for k, m in self.messages.items() if k[0] == chat_id and m.get("message_thread_id") == thread]:
+            del self.messages[key]
 
     def add_group(self, chat_id: int, title: str) -> dict[str, Any]:
         chat = {"id": chat_id, "type": "group", "title": title}
@@ -595,6 +613,14 @@ class FakeTelegram:
         self.topics[chat["id"]][thread] = name
         return {"message_thread_id": thread, "name": name, "icon_color": color}
 
+    async def _m_deleteForumTopic(self, bot: FakeBot, p: _Params, files: dict[str, tuple[str, bytes]]) -> Any:
+        chat = self._chat(bot, p)
+        thread = p.int("message_thread_id")
+        if thread not in self.topics.get(chat["id"], {}):
+            raise ApiError(400, "Bad Request: message thread not found")
+        self.delete_topic(chat["id"], thread)
+        return True
+
     # ----- webhook delivery -----
 
     def _kick_webhook(self, bot: FakeBot) -> None:
@@ -609,7 +635,10 @@ class FakeTelegram:
             async with limit:
                 try:
                     headers = {SECRET_HEADER: bot.webhook_secret} if bot.webhook_secret else {}
-                    async with self._session.post(bot.webhook_url, json=update, headers=headers) as resp:  # type: ignore[union-attr]
+                    headers["Content-Type"] = "application/json"
+                    body = json.dumps(update).encode()
+                    bot.webhook_bodies[update["update_id"]] = body
+                    async with self._session.post(bot.webhook_url, data=body, headers=headers) as resp:  # type: ignore[union-attr]
                         bot.webhook_posts.append((update["update_id"], resp.status))
                         return resp.status == 200
                 except Exception:

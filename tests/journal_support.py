@@ -107,3 +107,117 @@ async def jopen() -> AsyncIterator[Callable[..., Awaitable[Journal]]]:
     yield open_
     for j in opened:
         await j.close()
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+class Store:
+    """One journal's place on one backend: a data_dir, plus a database of its own on PostgreSQL.
+
+    The journal tests take the `store` fixture (run once per backend) instead of a path, so the
+    one suite checks both backends' contract; `rows` and `tamper` look past the journal's API.
+    """
+
+    def __init__(self, backend: str, data_dir: Path, url: str | None, opened: list[Any]) -> None:
+        self.backend = backend
+        self.data_dir = data_dir
+        self.url = url
+        self._opened = opened
+
+    async def open_raw(self, **kwargs: Any) -> Any:
+        from relay.journal.backend import open_journal
+
+        return await open_journal(self.data_dir, url=self.url, **kwargs)
+
+    async def open(self, **kwargs: Any) -> Any:
+        """Opened and closed at teardown even if the test fails."""
+        j = await self.open_raw(**kwargs)
+        self._opened.append(j)
+        return j
+
+    async def other(self, name: str) -> Store:
+        """A second, separate journal on the same backend."""
+        url = None
+        if self.url is not None:
+            from tests.pg_support import new_database
+
+            url = await new_database()
+            self._opened.append(url)
+        return Store(self.backend, self.data_dir.parent / name, url, self._opened)
+
+    async def rows(self, sql_text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.url is None:
+            return rows(self.data_dir / "journal.sqlite3", sql_text, params)
+        from relay.journal.pg import qmarks_to_dollars
+        from tests.pg_support import sql
+
+        return [tuple(r) for r in await sql(self.url, qmarks_to_dollars(sql_text), *params)]
+
+    async def update_many(self, statement: str, args: list[tuple[Any, ...]]) -> None:
+        if self.url is None:
+            with sqlite3.connect(self.data_dir / "journal.sqlite3") as db:
+                db.executemany(statement, args)
+            return
+        import asyncpg
+
+        from relay.journal.pg import qmarks_to_dollars
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.executemany(qmarks_to_dollars(statement), args)
+        finally:
+            await conn.close()
+
+    async def write_blob(self, sha: str, data: bytes) -> None:
+        """Overwrites a stored blob's bytes (a forgery the verifier must catch)."""
+        if self.url is None:
+            (self.data_dir / "blobs" / sha[:2] / sha).write_bytes(data)
+        else:
+            await self.update_many("UPDATE blobs SET data=? WHERE sha256=?", [(data, sha)])
+
+    async def delete_blob(self, sha: str) -> None:
+        if self.url is None:
+            (self.data_dir / "blobs" / sha[:2] / sha).unlink()
+        else:
+            await self.update_many("DELETE FROM blobs WHERE sha256=?", [(sha,)])
+
+    async def tamper(self, *statements: str) -> None:
+        if self.url is None:
+            tamper(self.data_dir / "journal.sqlite3", *statements)
+            return
+        from tests.pg_support import sql
+
+        for statement in statements:
+            await sql(self.url, statement)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened: list[Any] = []
+    url = None
+    if request.param == "postgresql":
+        from tests.pg_support import new_database
+
+        url = await new_database()
+        opened.append(url)
+    yield Store(request.param, tmp_path / "data", url, opened)
+    for j in opened:
+        if not isinstance(j, str):
+            await j.close()
+    if url is not None:
+        from tests.pg_support import drop_database
+
+        for db_url in opened:
+            if isinstance(db_url, str):
+                await drop_database(db_url)
+
+
+async def journal_block(backend: str) -> tuple[dict[str, Any], str | None]:
+    """The config's `journal:` block for a backend, and the URL to drop afterwards."""
+    if backend == "sqlite":
+        return {}, None
+    from tests.pg_support import new_database
+
+    url = await new_database()
+    return {"url": url}, url

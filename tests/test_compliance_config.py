@@ -36,7 +36,7 @@ def test_retention_class_by_desk_and_longest_wins(tmp_path: Path) -> None:
     ("reviewers", {"zed": {"name": "Zed"}}, "reviewers.zed: 'role' is a required property"),
     ("compliance", {"alerts": {"channel": "webdesk"}}, "compliance.alerts: 'to' is a required property"),
     ("compliance", {"sla": {"quarantine": "a day"}}, "compliance.sla.quarantine: 'a day' does not match"),
-    ("compliance", {"escalate": True}, "compliance: Additional properties are not allowed"),
+    ("compliance", {"escalate": True}, "compliance.escalate: unknown setting"),
     ("retention", {"classes": {"x": {"channels": ["webchat"]}}}, "retention.classes.x: 'period' is a required property"),
     ("retention", {"default": "forever"}, "retention.default: 'forever' does not match"),
 ])

@@ -15,6 +15,7 @@ from relay.compliance.erasure import run_retention
 from relay.compliance.holds import add_hold, load_state, release_hold, request_erasure
 from relay.compliance.retention import RetentionError, YEAR, parse_duration, retention_settings
 from tests.compliance_support import History, party
+from tests.journal_support import Store, store  # noqa: F401  (store is a fixture)
 
 SETTINGS = retention_settings({"default": "6y", "classes": {"mifid2": {"period": "7y", "channels": ["telegram-eu"]}}})
 
@@ -31,8 +32,9 @@ async def history(j: Journal) -> History:
 
 
 @pytest.fixture
-async def journal(tmp_path: Path):
-    j = await Journal.open(tmp_path / "data", checkpoint_every=5)
+async def journal(store: Store):
+    """On both backends (the `store` fixture's parameter)."""
+    j = await store.open(checkpoint_every=5)
     yield j
     await j.close()
 
@@ -80,12 +82,12 @@ async def test_retention_erases_exactly_what_is_past_and_not_held_and_the_chain_
     assert (await j.verify()).ok
 
 
-async def test_erased_content_exports_and_verifies(journal: Journal, tmp_path: Path) -> None:
+async def test_erased_content_exports_and_verifies(journal: Journal, store: Store, tmp_path: Path) -> None:
     j = journal
     h = await history(j)
     await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
     await j.close()
-    j2 = await Journal.open(tmp_path / "data", read_only=True)
+    j2 = await store.open_raw(read_only=True)
     try:
         key = load_private_key(tmp_path / "data" / "keys" / "journal_ed25519")
         await write_export(j2, tmp_path / "x", ExportFilter(conversation="c-ann"), key)
@@ -143,24 +145,19 @@ async def test_bad_requests_are_clear_errors(journal: Journal) -> None:
     assert SETTINGS.for_channel("telegram-eu").name == "mifid2" and SETTINGS.for_channel("webchat").name == "default"
 
 
-async def test_a_changed_tombstone_is_caught_and_an_interrupted_erasure_is_completed(journal: Journal, tmp_path: Path) -> None:
-    import sqlite3
+async def test_a_changed_tombstone_is_caught_and_an_interrupted_erasure_is_completed(journal: Journal, store: Store) -> None:
     from relay.compliance.erasure import complete_pending
     j = journal
     h = await history(j)
     await run_retention(j, SETTINGS, "ops", at=time.time() + 6.5 * YEAR)
     seq = h.seqs["ann1"]
     original = (await j.fetchall("SELECT body_json FROM events WHERE seq=?", (seq,)))[0][0]
-    db = sqlite3.connect(j.path)
     forged = json.loads(original)
     forged["direction"] = "outbound"
-    db.execute("UPDATE events SET body_json=? WHERE seq=?", (json.dumps(forged, sort_keys=True, separators=(",", ":")), seq))
-    db.commit()
+    await store.update_many("UPDATE events SET body_json=? WHERE seq=?", [(json.dumps(forged, sort_keys=True, separators=(",", ":")), seq)])
     report = await j.verify()
     assert not report.ok and report.first_bad_seq == seq and report.problem == "hash mismatch"
-    db.execute("UPDATE events SET body_json=? WHERE seq=?", (original, seq))
-    db.commit()
-    db.close()
+    await store.update_many("UPDATE events SET body_json=? WHERE seq=?", [(original, seq)])
     assert (await j.verify()).ok
 
 

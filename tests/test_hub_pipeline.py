@@ -12,6 +12,23 @@ from bots.memory.channel import MemoryChannel
 from relay.app import RelayApp
 from relay.model import Attachment
 from tests.e2e_support import ROOT
+from tests.journal_support import BACKENDS, journal_block
+
+JOURNAL: dict[str, Any] = {}
+"""The `journal:` block every config here gets: each test runs on both backends."""
+
+
+@pytest.fixture(params=BACKENDS, autouse=True)
+async def backend(request: pytest.FixtureRequest) -> Any:
+    block, url = await journal_block(request.param)
+    JOURNAL.clear()
+    JOURNAL.update(block)
+    yield request.param
+    JOURNAL.clear()
+    if url is not None:
+        from tests.pg_support import drop_database
+
+        await drop_database(url)
 
 
 def memory_config(data_dir: Path, members: tuple[str, ...] = ("ann", "ben"), **extra: Any) -> dict[str, Any]:
@@ -24,6 +41,7 @@ def memory_config(data_dir: Path, members: tuple[str, ...] = ("ann", "ben"), **e
                      "staff": {"network": "memory", "side": "staff"}},
         "employees": {n: {"name": n.title(), "staff": {"channel": "staff", "address": n}} for n in ("ann", "ben", "cid")},
         "desks": {"desk": {"clients": ["clients"], "members": list(members)}},
+        "journal": dict(JOURNAL),
     }
     cfg.update(extra)
     return cfg
@@ -45,6 +63,7 @@ async def until(pred: Any, timeout: float = 5.0) -> None:
 
 async def start(tmp_path: Path, **kw: Any) -> tuple[RelayApp, MemoryChannel, MemoryChannel]:
     relay = await RelayApp.start(memory_config(tmp_path / "data", **kw))
+    assert type(relay.journal).__name__ == ("PgJournal" if JOURNAL.get("url") else "Journal")
     return relay, relay.channels["clients"], relay.channels["staff"]  # type: ignore[return-value]
 
 

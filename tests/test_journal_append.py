@@ -16,7 +16,7 @@ import pytest
 from relay.journal import Journal, JournalError
 from relay.journal.chain import GENESIS, canonical_json
 from relay.journal.signing import signature_ok
-from tests.journal_support import jopen, received, rows  # noqa: F401  (jopen is a fixture)
+from tests.journal_support import Store, jopen, received, rows, store  # noqa: F401  (jopen, store are fixtures)
 
 
 def documented_hash(prev: str, seq: int, ts: float, kind: str, conversation: str | None, body: object, key: bytes | None = None) -> str:
@@ -27,8 +27,8 @@ def documented_hash(prev: str, seq: int, ts: float, kind: str, conversation: str
     return hmac.new(key, data, hashlib.sha256).hexdigest() if key else hashlib.sha256(data).hexdigest()
 
 
-async def test_append_returns_committed_event_and_chain_follows_the_documented_formula(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_append_returns_committed_event_and_chain_follows_the_documented_formula(store: Store) -> None:
+    j = await store.open()
     first = await j.append("admin.action", {"actor": "root", "action": "start", "args": {"x": [1, 2]}})
     second = await j.append("message.received", received("m1", "Grüße, 你好"), conversation="c-1")
     assert (first.seq, second.seq) == (1, 2)
@@ -36,29 +36,29 @@ async def test_append_returns_committed_event_and_chain_follows_the_documented_f
     assert first.hash == documented_hash(GENESIS, 1, first.ts, "admin.action", None, first.body)
     assert second.hash == documented_hash(first.hash, 2, second.ts, "message.received", "c-1", second.body)
     # committed: visible to a separate connection before close
-    stored = rows(tmp_path / "journal.sqlite3", "SELECT seq, kind, conversation, body_json, prev_hash, hash FROM events ORDER BY seq")
+    stored = await store.rows("SELECT seq, kind, conversation, body_json, prev_hash, hash FROM events ORDER BY seq")
     assert stored[1] == (2, "message.received", "c-1", canonical_json(second.body), first.hash, second.hash)
     await j.close()
 
 
-async def test_seq_and_chain_continue_after_reopen(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path, checkpoint_every=1000)
+async def test_seq_and_chain_continue_after_reopen(store: Store) -> None:
+    j = await store.open(checkpoint_every=1000)
     evs = [await j.append("admin.action", {"i": i}) for i in range(5)]
     await j.close()  # writes a checkpoint: seq 6
-    j = await jopen(tmp_path)
+    j = await store.open()
     nxt = await j.append("admin.action", {"i": 5})
     assert nxt.seq == 7
-    kinds = [r[0] for r in rows(tmp_path / "journal.sqlite3", "SELECT kind FROM events ORDER BY seq")]
+    kinds = [r[0] for r in await store.rows("SELECT kind FROM events ORDER BY seq")]
     assert kinds == ["admin.action"] * 5 + ["checkpoint", "admin.action"]
-    assert nxt.prev_hash == rows(tmp_path / "journal.sqlite3", "SELECT hash FROM events WHERE seq=6")[0][0]
+    assert nxt.prev_hash == (await store.rows("SELECT hash FROM events WHERE seq=6"))[0][0]
     assert evs[-1].seq == 5
     report = await j.verify()
     assert report.ok and report.count == 7 and report.head == 7 and report.head_hash == nxt.hash
     await j.close()
 
 
-async def test_append_many_is_one_contiguous_transaction(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_append_many_is_one_contiguous_transaction(store: Store) -> None:
+    j = await store.open()
     others = [asyncio.ensure_future(j.append("admin.action", {"n": i})) for i in range(20)]
     batch = await j.append_many([("admin.action", {"k": k}, "c-9") for k in range(10)])
     await asyncio.gather(*others)
@@ -69,8 +69,8 @@ async def test_append_many_is_one_contiguous_transaction(tmp_path: Path, jopen: 
     await j.close()
 
 
-async def test_group_commit_batches_concurrent_appends(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path, checkpoint_every=100_000)
+async def test_group_commit_batches_concurrent_appends(store: Store) -> None:
+    j = await store.open(checkpoint_every=100_000)
     evs = await asyncio.gather(*(j.append("admin.action", {"i": i}) for i in range(1000)))
     assert sorted(e.seq for e in evs) == list(range(1, 1001))
     assert j.stats.events == 1000
@@ -79,15 +79,15 @@ async def test_group_commit_batches_concurrent_appends(tmp_path: Path, jopen: An
     await j.close()
 
 
-async def test_max_batch_one_commits_every_event_alone(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path, max_batch=1, checkpoint_every=100_000)
+async def test_max_batch_one_commits_every_event_alone(store: Store) -> None:
+    j = await store.open(max_batch=1, checkpoint_every=100_000)
     await asyncio.gather(*(j.append("admin.action", {"i": i}) for i in range(50)))
     assert j.stats.commits == 50 and j.stats.largest_batch == 1
     await j.close()
 
 
-async def test_bad_bodies_are_refused_at_the_caller(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_bad_bodies_are_refused_at_the_caller(store: Store) -> None:
+    j = await store.open()
     with pytest.raises(TypeError):
         await j.append("admin.action", {"x": object()})
     with pytest.raises(ValueError):
@@ -120,8 +120,8 @@ async def test_blobs_are_content_addressed_durable_and_idempotent(tmp_path: Path
     await j.close()
 
 
-async def test_kv_roundtrip_is_durable_and_not_chained(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_kv_roundtrip_is_durable_and_not_chained(store: Store) -> None:
+    j = await store.open()
     assert await j.kv_get("telegram", "topic:c-1") is None
     await j.kv_put("telegram", "topic:c-1", "42")
     assert await j.kv_get("telegram", "topic:c-1") == "42"
@@ -132,13 +132,13 @@ async def test_kv_roundtrip_is_durable_and_not_chained(tmp_path: Path, jopen: An
     assert await j.kv_get("xmpp", "topic:c-1") is None
     assert j.head[0] == 0
     await j.close()
-    j = await jopen(tmp_path)
+    j = await store.open()
     assert await j.kv_get("telegram", "topic:c-1") == "43"
     await j.close()
 
 
-async def test_fetchall_is_read_only(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_fetchall_is_read_only(store: Store) -> None:
+    j = await store.open()
     await j.append("message.received", received("m1"), "c-1")
     got = await j.fetchall("SELECT id, text FROM messages WHERE id=?", ("m1",))
     assert got[0]["id"] == "m1" and got[0]["text"] == "hello"
@@ -148,60 +148,59 @@ async def test_fetchall_is_read_only(tmp_path: Path, jopen: Any) -> None:
     await j.close()
 
 
-async def test_hmac_mode_keys_the_chain_and_refuses_a_wrong_or_missing_key(tmp_path: Path, jopen: Any) -> None:
+async def test_hmac_mode_keys_the_chain_and_refuses_a_wrong_or_missing_key(store: Store) -> None:
     key = b"s3cret-key"
-    j = await jopen(tmp_path, hmac_key=key)
+    j = await store.open(hmac_key=key)
     ev = await j.append("admin.action", {"a": 1})
     assert ev.hash == documented_hash(GENESIS, 1, ev.ts, "admin.action", None, ev.body, key)
     assert ev.hash != documented_hash(GENESIS, 1, ev.ts, "admin.action", None, ev.body)
     assert (await j.verify()).ok
     await j.close()
     with pytest.raises(JournalError, match="hmac_key"):
-        await Journal.open(tmp_path)
+        await store.open_raw()
     with pytest.raises(JournalError, match="not the key"):
-        await Journal.open(tmp_path, hmac_key=b"other")
+        await store.open_raw(hmac_key=b"other")
     with pytest.raises(JournalError, match="hmac_key"):
-        await Journal.open(tmp_path, read_only=True)
-    j = await jopen(tmp_path, hmac_key=key, read_only=True)
+        await store.open_raw(read_only=True)
+    j = await store.open(hmac_key=key, read_only=True)
     assert (await j.verify()).ok
     await j.close()
-    plain = tmp_path / "plain"
-    j = await jopen(plain)
+    plain = await store.other("plain")
+    j = await plain.open()
     await j.close()
     with pytest.raises(JournalError, match="without HMAC"):
-        await Journal.open(plain, hmac_key=key)
+        await plain.open_raw(hmac_key=key)
 
 
-async def test_checkpoints_every_n_events_signed_and_filed(tmp_path: Path, jopen: Any) -> None:
-    cp_dir = tmp_path / "sink"
-    j = await jopen(tmp_path / "data", checkpoint_every=10, checkpoint_dir=cp_dir)
+async def test_checkpoints_every_n_events_signed_and_filed(store: Store) -> None:
+    cp_dir = store.data_dir.parent / "sink"
+    j = await store.open(checkpoint_every=10, checkpoint_dir=cp_dir)
     for i in range(25):
         await j.append("admin.action", {"i": i})
     assert j.stats.checkpoints == 2
     await j.close()
-    db = tmp_path / "data" / "journal.sqlite3"
-    cps = rows(db, "SELECT seq, body_json FROM events WHERE kind='checkpoint' ORDER BY seq")
+    cps = await store.rows("SELECT seq, body_json FROM events WHERE kind='checkpoint' ORDER BY seq")
     assert [seq for seq, _ in cps] == [11, 22, 28]  # two by count, one on close
-    pub = (tmp_path / "data" / "keys" / "journal_ed25519.pub").read_text()
+    pub = (store.data_dir / "keys" / "journal_ed25519.pub").read_text()
     assert "PUBLIC KEY" in pub
-    key_mode = stat.S_IMODE((tmp_path / "data" / "keys" / "journal_ed25519").stat().st_mode)
+    key_mode = stat.S_IMODE((store.data_dir / "keys" / "journal_ed25519").stat().st_mode)
     assert key_mode == 0o600
     for seq, body_json in cps:
         body = json.loads(body_json)
         assert body["upto_seq"] == seq - 1
-        assert body["head_hash"] == rows(db, "SELECT hash FROM events WHERE seq=?", (seq - 1,))[0][0]
+        assert body["head_hash"] == (await store.rows("SELECT hash FROM events WHERE seq=?", (seq - 1,)))[0][0]
         assert signature_ok(body)
         assert not signature_ok(dict(body, upto_seq=seq))
         record = json.loads((cp_dir / f"checkpoint-{seq:012d}.json").read_text())
         assert record["seq"] == seq and record["signature"] == body["signature"]
     # closing again without new events adds no checkpoint
-    j = await jopen(tmp_path / "data", checkpoint_every=10, checkpoint_dir=cp_dir)
+    j = await store.open(checkpoint_every=10, checkpoint_dir=cp_dir)
     await j.close()
-    assert len(rows(db, "SELECT seq FROM events WHERE kind='checkpoint'")) == 3
+    assert len(await store.rows("SELECT seq FROM events WHERE kind='checkpoint'")) == 3
 
 
-async def test_checkpoint_after_checkpoint_seconds_when_there_are_new_events(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path, checkpoint_every=1000, checkpoint_seconds=0.05)
+async def test_checkpoint_after_checkpoint_seconds_when_there_are_new_events(store: Store) -> None:
+    j = await store.open(checkpoint_every=1000, checkpoint_seconds=0.05)
     await j.append("admin.action", {"i": 1})
     for _ in range(200):
         if j.stats.checkpoints:
@@ -211,29 +210,32 @@ async def test_checkpoint_after_checkpoint_seconds_when_there_are_new_events(tmp
     await asyncio.sleep(0.15)
     assert j.stats.checkpoints == 1  # nothing new, no new checkpoint
     await j.close()
-    assert len(list((tmp_path / "checkpoints").glob("checkpoint-*.json"))) == 1
+    assert len(list((store.data_dir / "checkpoints").glob("checkpoint-*.json"))) == 1
 
 
-async def test_read_only_open_refuses_writes_and_a_missing_journal(tmp_path: Path, jopen: Any) -> None:
+async def test_read_only_open_refuses_writes_and_a_missing_journal(store: Store) -> None:
+    missing = await store.other("missing")
     with pytest.raises(JournalError, match="no journal"):
-        await Journal.open(tmp_path / "missing", read_only=True)
-    j = await jopen(tmp_path)
+        await missing.open_raw(read_only=True)
+    j = await store.open()
     await j.append("admin.action", {})
     await j.close()
-    r = await jopen(tmp_path, read_only=True)
+    r = await store.open(read_only=True)
     assert r.head[0] == 2
     with pytest.raises(JournalError, match="read-only"):
         await r.append("admin.action", {})
     with pytest.raises(JournalError, match="read-only"):
         await r.put_blob(b"x")
     await r.close()
-    assert not (tmp_path / "missing").exists()
+    assert not missing.data_dir.exists()
+    if missing.url is not None:  # nor were tables made in the database
+        assert await missing.rows("SELECT to_regclass('events')") == [(None,)]
 
 
-async def test_invalid_options_are_refused(tmp_path: Path, jopen: Any) -> None:
+async def test_invalid_options_are_refused(store: Store) -> None:
     with pytest.raises(JournalError, match="synchronous"):
-        await Journal.open(tmp_path, synchronous="SOMETIMES")
-    j = await jopen(tmp_path, synchronous="normal")
+        await store.open_raw(synchronous="SOMETIMES")
+    j = await store.open(synchronous="normal")
     assert (await j.append("admin.action", {})).seq == 1
     await j.close()
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-from relay.journal import Journal
+from tests.journal_support import Store, store  # noqa: F401  (store is a fixture)
 
 
 def received(mid: str) -> tuple[str, dict, str]:
@@ -13,8 +11,8 @@ def received(mid: str) -> tuple[str, dict, str]:
                                  "chat": "x", "kind": "message", "text": "t"}, "conv")
 
 
-async def test_same_message_in_one_batch_and_across_batches_is_written_once(tmp_path: Path) -> None:
-    j = await Journal.open(tmp_path)
+async def test_same_message_in_one_batch_and_across_batches_is_written_once(store: Store) -> None:
+    j = await store.open_raw()
     try:
         results = await asyncio.gather(*(j.append_many([received("m-1")], unless_message="m-1") for _ in range(5)))
         assert sum(r is not None for r in results) == 1

@@ -13,17 +13,26 @@ from hypothesis import strategies as st
 
 from relay.journal import Journal, projections
 from relay.journal.chain import canonical_json
-from tests.journal_support import jopen, party, queued, received, verdict  # noqa: F401  (jopen is a fixture)
+from tests.journal_support import Store, jopen, party, queued, received, store, verdict  # noqa: F401  (fixtures)
 
 
-async def one(j: Journal, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any]:
+async def one(j: Any, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any]:
     got = await j.fetchall(sql, params)
     assert len(got) == 1, got
     return dict(got[0])
 
 
-async def test_message_received_inserts_message_and_opens_conversation(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def indexed(store: Store, j: Any, text: str) -> list[int]:
+    """Seqs of the messages the search index finds `text` in: FTS5 on SQLite, pg_trgm on PostgreSQL."""
+    if store.backend == "sqlite":
+        rows = await j.fetchall("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid", (f'"{text}"',))
+    else:
+        rows = await j.fetchall("SELECT seq FROM messages WHERE text ILIKE ? ORDER BY seq", (f"%{text}%",))
+    return [r[0] for r in rows]
+
+
+async def test_message_received_inserts_message_and_opens_conversation(store: Store) -> None:
+    j = await store.open()
     ev = await j.append("message.received", received("m1", "hi there", platform_id="tg-1"), "c-1")
     m = await one(j, "SELECT * FROM messages WHERE id='m1'")
     assert m["seq"] == ev.seq and m["conversation"] == "c-1" and m["direction"] == "inbound"
@@ -41,8 +50,8 @@ async def test_message_received_inserts_message_and_opens_conversation(tmp_path:
     assert (m2["direction"], m2["sender_user"], m2["employee"]) == ("outbound", "alice", "alice")
 
 
-async def test_edit_gets_its_own_row_and_keeps_the_edited_one(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_edit_gets_its_own_row_and_keeps_the_edited_one(store: Store) -> None:
+    j = await store.open()
     await j.append("message.received", received("m1", "original words"), "c-1")
     await j.append("message.received", received("m2", "edited words", kind="edit", edits="m1"), "c-1")
     got = [dict(r) for r in await j.fetchall("SELECT id, kind, text, edits FROM messages ORDER BY seq")]
@@ -52,8 +61,8 @@ async def test_edit_gets_its_own_row_and_keeps_the_edited_one(tmp_path: Path, jo
     ]
 
 
-async def test_duplicate_message_does_not_break_the_journal(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_duplicate_message_does_not_break_the_journal(store: Store) -> None:
+    j = await store.open()
     await j.append("message.received", received("m1", "once", platform_id="p"), "c-1")
     dup = await j.append("message.received", received("m9", "again", platform_id="p"), "c-1")
     assert dup.seq == 2
@@ -61,8 +70,8 @@ async def test_duplicate_message_does_not_break_the_journal(tmp_path: Path, jope
     assert (await j.verify()).ok
 
 
-async def test_missing_optional_fields_are_tolerated(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_missing_optional_fields_are_tolerated(store: Store) -> None:
+    j = await store.open()
     await j.append("message.received", {"id": "bare"}, None)
     await j.append("message.received", {"text": "no id at all", "sender": "not-a-dict"}, "c-2")
     await j.append("policy.verdict", {"message_id": "bare"})
@@ -77,8 +86,8 @@ async def test_missing_optional_fields_are_tolerated(tmp_path: Path, jopen: Any)
     assert j.stats.projection_errors == 0
 
 
-async def test_policy_verdict_and_review_queue(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_policy_verdict_and_review_queue(store: Store) -> None:
+    j = await store.open()
     await j.append("message.received", received("m1", "card 4111 1111 1111 1111"), "c-1")
     await j.append("message.received", received("m2", "insider tip"), "c-1")
     await j.append("policy.verdict", verdict("m1", "redact", rules=["PII-001"]), "c-1")
@@ -94,8 +103,8 @@ async def test_policy_verdict_and_review_queue(tmp_path: Path, jopen: Any) -> No
     assert (r["state"], r["decision"], r["decided_by"], r["reason"], r["decided_seq"]) == ("decided", "release", "carol", "ok", d.seq)
 
 
-async def test_deliveries_follow_queued_failed_delivered(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_deliveries_follow_queued_failed_delivered(store: Store) -> None:
+    j = await store.open()
     q = await j.append("delivery.queued", queued("d1", "m1"), "c-1")
     await j.append("delivery.queued", queued("d2", "m1", channel="telegram-staff"), "c-1")
     row = await one(j, "SELECT * FROM deliveries WHERE delivery_id='d1'")
@@ -111,8 +120,8 @@ async def test_deliveries_follow_queued_failed_delivered(tmp_path: Path, jopen: 
     assert got["d2"] == {"delivery_id": "d2", "state": "failed", "attempts": 1, "platform_id": None, "reason": "chat not found"}
 
 
-async def test_conversation_assigned_sets_and_hands_over(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_conversation_assigned_sets_and_hands_over(store: Store) -> None:
+    j = await store.open()
     first = await j.append("conversation.assigned", {"conversation": "c-5", "employee": "alice", "previous": None, "actor": "router", "reason": "desk", "client": party("webchat", "u5", "Una")})
     c = await one(j, "SELECT * FROM conversations WHERE id='c-5'")
     assert (c["employee"], c["client_user"], c["client_display"], c["opened_seq"]) == ("alice", "u5", "Una", first.seq)
@@ -149,19 +158,18 @@ async def test_search_chinese_japanese_and_latin(tmp_path: Path, jopen: Any) -> 
     assert await search("余额不足") == []
 
 
-async def test_retention_erased_clears_text_and_index(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_retention_erased_clears_text_and_index(store: Store) -> None:
+    j = await store.open()
     a = await j.append("message.received", received("m1", "my passport number is X123"), "c-1")
     await j.append("message.received", received("m2", "passport renewal"), "c-1")
     await j.append("retention.erased", {"seqs": [a.seq], "blobs": [], "reason": "gdpr", "actor": "dpo"})
     m = await one(j, "SELECT erased, text FROM messages WHERE id='m1'")
     assert m == {"erased": 1, "text": ""}
-    hits = await j.fetchall("SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"passport\"'")
-    assert [r[0] for r in hits] == [2]
+    assert await indexed(store, j, "passport") == [2]
 
 
-async def test_rebuild_equals_incremental(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_rebuild_equals_incremental(store: Store) -> None:
+    j = await store.open()
     await j.append("conversation.assigned", {"conversation": "c-1", "employee": "alice", "client": party("webchat", "client-1")})
     for i in range(30):
         await j.append("message.received", received(f"m{i}", f"message {i} 你好世界 {i}", direction="inbound" if i % 3 else "outbound", employee="alice"), f"c-{i % 4}")
@@ -180,8 +188,9 @@ async def test_rebuild_equals_incremental(tmp_path: Path, jopen: Any) -> None:
         "conversations": "SELECT * FROM conversations ORDER BY id",
         "deliveries": "SELECT * FROM deliveries ORDER BY delivery_id",
         "review_queue": "SELECT * FROM review_queue ORDER BY message_id",
-        "messages_fts": "SELECT rowid, text FROM messages_fts ORDER BY rowid",
     }
+    if store.backend == "sqlite":
+        tables["messages_fts"] = "SELECT rowid, text FROM messages_fts ORDER BY rowid"
 
     async def snapshot() -> dict[str, list[tuple[Any, ...]]]:
         return {name: [tuple(r) for r in await j.fetchall(sql)] for name, sql in tables.items()}
@@ -192,12 +201,11 @@ async def test_rebuild_equals_incremental(tmp_path: Path, jopen: Any) -> None:
     count = await j.rebuild()
     assert count == (await j.fetchall("SELECT count(*) FROM events"))[0][0]
     assert await snapshot() == before
-    hits = await j.fetchall("SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"你好世界\"'")
-    assert len(hits) == 28
+    assert len(await indexed(store, j, "你好世界")) == 28
 
 
-async def test_unprojectable_body_is_skipped_alone_and_the_event_kept(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_unprojectable_body_is_skipped_alone_and_the_event_kept(store: Store) -> None:
+    j = await store.open()
     bad = received("m-bad", "odd one")
     bad["channel"] = {"not": "a name"}
     evs = await j.append_many([
@@ -207,24 +215,24 @@ async def test_unprojectable_body_is_skipped_alone_and_the_event_kept(tmp_path: 
     ])
     assert [e.seq for e in evs] == [1, 2, 3]
     assert j.stats.projection_errors == 1
-    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m2"]
-    assert [r[0] for r in await j.fetchall("SELECT rowid FROM messages_fts ORDER BY rowid")] == [1, 3]
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY seq")] == ["m1", "m2"]
+    assert await indexed(store, j, "one") == [1, 3]
     c = await one(j, "SELECT opened_seq, last_seq FROM conversations WHERE id='c-1'")
     assert c == {"opened_seq": 1, "last_seq": 3}
     assert (await j.verify()).ok
     assert await j.rebuild() == 3
-    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m2"]
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY seq")] == ["m1", "m2"]
 
 
-async def test_duplicate_in_one_batch_is_indexed_once(tmp_path: Path, jopen: Any) -> None:
-    j = await jopen(tmp_path)
+async def test_duplicate_in_one_batch_is_indexed_once(store: Store) -> None:
+    j = await store.open()
     await j.append_many([
         ("message.received", received("m1", "same words here", platform_id="p1"), "c-1"),
         ("message.received", received("m1-again", "same words here", platform_id="p1"), "c-1"),
         ("message.received", received("m3", "other words", platform_id="p3"), "c-1"),
     ])
-    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY rowid")] == ["m1", "m3"]
-    assert [r[0] for r in await j.fetchall("SELECT rowid FROM messages_fts ORDER BY rowid")] == [1, 3]
+    assert [r[0] for r in await j.fetchall("SELECT id FROM messages ORDER BY seq")] == ["m1", "m3"]
+    assert await indexed(store, j, "words") == [1, 3]
 
 
 _json_values = st.recursive(
@@ -249,7 +257,7 @@ def test_field_json_in_sql_equals_encoding_the_field_again(body: dict[str, Any],
     assert got == projections._json(body.get(field))
 
 
-async def test_delivery_fields_too_deep_for_sqlite_json_are_still_projected(tmp_path: Path, jopen: Any) -> None:
+async def test_delivery_fields_too_deep_for_sqlite_json_are_still_projected(store: Store) -> None:
     """SQLite's JSON parser stops at 2000 levels; with a raised recursion limit Python encodes deeper."""
     deep: Any = "leaf"
     for _ in range(2500):
@@ -257,7 +265,7 @@ async def test_delivery_fields_too_deep_for_sqlite_json_are_still_projected(tmp_
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20000)
     try:
-        j = await jopen(tmp_path)
+        j = await store.open()
         await j.append("delivery.queued", queued("d-deep", "m-1") | {"to": deep}, "c-1")
         await j.append("delivery.queued", queued("d-flat", "m-1"), "c-1")
         rows = {r["delivery_id"]: r["to_json"] for r in await j.fetchall("SELECT delivery_id, to_json FROM deliveries")}

@@ -104,3 +104,60 @@ async def test_album_over_webhook_is_one_message(fake: FakeTelegram) -> None:
         album, after = await rec.wait_for(2)
     assert [a.data for a in album.attachments] == [bytes([i]) * 40 for i in range(3)]
     assert after.text == "after the album"
+
+
+# Shaped as the examples of Telegram's webhook guide (core.telegram.org/bots/webhooks, "Testing
+# your bot with updates"): whitespace, key order and \u escapes that a re-encoding would change.
+DOC_BODIES = [
+    b'''{
+"update_id":10000,
+"message":{
+  "date":1441645532,
+  "chat":{
+     "last_name":"Test Lastname",
+     "id":1111111,
+     "type": "private",
+     "first_name":"Test",
+     "username":"Test"
+  },
+  "message_id":1365,
+  "from":{
+     "last_name":"Test Lastname",
+     "id":1111111,
+     "first_name":"Test",
+     "username":"Test"
+  },
+  "text":"/start"
+}
+}''',
+    b'''{"update_id":10001,
+"message":{"date":1441645533,"chat":{"last_name":"Test Lastname","type":"private","id":1111111,"first_name":"Test",
+"username":"Test"},"message_id":1366,"from":{"last_name":"Test Lastname","id":1111111,"first_name":"Test",
+"username":"Test"},"text":"Caf\\u00e9 \\u2615 / 4.50"}}
+''',
+]
+
+
+async def test_webhook_raw_is_the_body_as_received(fake: FakeTelegram) -> None:
+    rec = Recorder()
+    async with hooked(fake, rec) as (_, url):
+        async with aiohttp.ClientSession() as session:
+            for body in DOC_BODIES:
+                async with session.post(url, data=body, headers={SECRET_HEADER: SECRET,
+                                                                  "Content-Type": "application/json"}) as resp:
+                    assert resp.status == 200, await resp.text()
+        start, cafe = await rec.wait_for(2)
+    assert (start.text, cafe.text) == ("/start", "Caf\u00e9 \u2615 / 4.50")
+    assert [start.raw, cafe.raw] == DOC_BODIES
+
+
+async def test_webhook_album_raw_is_the_array_of_bodies_as_received(fake: FakeTelegram) -> None:
+    rec = Recorder()
+    async with hooked(fake, rec):
+        first = fake.user_message(CLIENT_TOKEN, ANN, media_group_id="alb", caption="caf\u00e9", **fake.photo(b"a" * 40))
+        second = fake.user_message(CLIENT_TOKEN, ANN, media_group_id="alb", **fake.photo(b"b" * 40))
+        ids = [first["message_id"], second["message_id"]]
+        [album] = await rec.wait_for(1)
+    bodies = fake.bots[CLIENT_TOKEN].webhook_bodies
+    assert len(ids) == 2 and len(bodies) == 2
+    assert album.raw == b"[" + b",".join(bodies[uid] for uid in sorted(bodies)) + b"]"

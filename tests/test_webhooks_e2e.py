@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from relay.app import RelayApp
+from relay.config import DEFAULT_NOTICES
 from tests.e2e_support import desk_socket, running, web_config
 from tests.fake_graph import FakeGraph
 from tests.fake_wechat import FakeWeChat
@@ -196,16 +197,18 @@ async def test_wechat_client_in_chinese_through_policies_and_back(
 
         assert (await desk.reply(hello["conversation"], "r1", "您好，很高兴为您服务"))["type"] == "ack"
 
-        async def sent() -> list[dict[str, Any]]:
-            return wechat.sent
+        async def sent() -> list[dict[str, Any]] | None:
+            return wechat.sent if len(wechat.sent) >= 2 else None
 
-        (out,) = await until(sent, "the reply on WeChat")
+        held_notice, out = await until(sent, "the held notice and the reply on WeChat")
+        assert held_notice["touser"] == OPENID and held_notice["text"]["content"] == DEFAULT_NOTICES["held"]
         assert out["touser"] == OPENID and out["msgtype"] == "text"
         assert out["text"]["content"].startswith(RECORDING) and out["text"]["content"].endswith("您好，很高兴为您服务")
         assert wechat.token_fetches == 1
 
         async def delivered() -> list[Any]:
-            return await rows(relay, "SELECT platform_id, message_id FROM deliveries WHERE channel = 'wechat' AND state = 'delivered'")
+            return await rows(relay, "SELECT platform_id, message_id FROM deliveries WHERE channel = 'wechat' AND state = 'delivered'"
+                                     " AND json_extract(out_json, '$.kind') != 'notice'")
 
         (row,) = await until(delivered, "the delivery")
         assert row["platform_id"] == f"custom:{row['message_id']}"

@@ -32,6 +32,7 @@ class MemoryChannel:
         self.sent: list[Outgoing] = []
         self.sent_at: list[float] = []
         self.online = True
+        self.exclusive = False
         self.permanent_error: str | None = None
         self.fail_once: set[str] = set()
         """Texts whose next send fails with Retryable (then succeeds): a one-off network error."""
@@ -80,7 +81,7 @@ class MemoryChannel:
         return await self._deliver(inbound)
 
 
-SETTINGS = ("latency", "send_window")
+SETTINGS = ("latency", "send_window", "exclusive")
 
 
 def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> MemoryChannel:
@@ -89,4 +90,7 @@ def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> Memor
     latency = settings.get("latency", 0.0)
     if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
         raise ChannelConfigError(f"channel {name}: latency must be a number of seconds >= 0, got {latency!r}")
-    return MemoryChannel(name, ctx, float(latency), window_setting(name, settings, 1))
+    channel = MemoryChannel(name, ctx, float(latency), window_setting(name, settings, 1))
+    # like a connection-held network: on a shared journal it runs on the relay holding its lease
+    channel.exclusive = bool(settings.get("exclusive", False))
+    return channel

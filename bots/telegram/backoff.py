@@ -44,6 +44,6 @@ async def retrying(name: str, what: str, step: Callable[[], Awaitable[Any]], cap
             raise
         except Exception as exc:
             delay = backoff.delay()
-            why = exc.message if isinstance(exc, TelegramError) else repr(exc)
+            why = exc.message if isinstance(exc, TelegramError) else type(exc).__name__
             log.warning("%s: %s failed (%s); retrying in %.1f s", name, what, why, delay)
             await asyncio.sleep(delay)

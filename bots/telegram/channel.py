@@ -58,7 +58,8 @@ class TelegramChannel:
             ),
         )
         self.topics = TopicMap(self.bot, ctx.state, cfg.staff_group) if cfg.staff_group is not None else None
-        self.sender = TelegramSender(self.bot, ctx.state, cfg.side, self.topics, cfg.max_concurrent_sends)
+        self.sender = TelegramSender(self.bot, ctx.state, cfg.side, self.topics, cfg.max_concurrent_sends,
+                                     ctx.reopened)
         self.reader = UpdateReader(name, cfg, ctx, self.bot, self.topics)
         self._deliver: Deliver | None = None
         self._initialized = False

@@ -180,7 +180,7 @@ class Poller:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("%s: delivering update %d failed: %r", self.name, unit.first_id, exc)
+                    log.warning("%s: delivering update %d failed: %s", self.name, unit.first_id, type(exc).__name__)
                     return unit.first_id
             return None
 

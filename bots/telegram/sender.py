@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from telegram import Bot, InputFile, InputMediaAudio, InputMediaDocument, InputMediaPhoto, InputMediaVideo
 from telegram.error import (
@@ -27,10 +28,14 @@ from telegram.error import (
 
 from bots.base import DeliveryError, Permanent, Retryable, StateStore
 from bots.telegram.format import CAPTION_LIMIT, TEXT_LIMIT, split_text
-from bots.telegram.topics import TopicMap
+from bots.telegram.topics import UNKNOWN_TOPIC, TopicMap, topic_lost
 from relay.model import Attachment, Outgoing
 
+log = logging.getLogger("relay.telegram")
+
 PHOTO_MAX = 10 * 1024 * 1024
+Reopened = Callable[[str, str], Awaitable[None]]
+"""`ChannelContext.reopened`: (employee address, conversation) whose topic was opened anew."""
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -100,11 +105,13 @@ def _file_groups(files: list[Attachment]) -> list[list[Attachment]]:
 class TelegramSender:
     """The sending half of a Telegram channel (`topics` is set on the staff side)."""
 
-    def __init__(self, bot: Bot, state: StateStore, side: str, topics: TopicMap | None, max_concurrent: int) -> None:
+    def __init__(self, bot: Bot, state: StateStore, side: str, topics: TopicMap | None, max_concurrent: int,
+                 reopened: Reopened | None = None) -> None:
         self.bot = bot
         self.state = state
         self.side = side
         self.topics = topics
+        self.reopened = reopened
         self._slots = asyncio.Semaphore(max_concurrent)
 
     async def send(self, out: Outgoing) -> str:
@@ -118,7 +125,22 @@ class TelegramSender:
             if out.kind == "delete":
                 return await self._delete(out)
             chat_id, thread = await self._target(out)
-            return await self._send_new(out, chat_id, thread)
+            try:
+                return await self._send_new(out, chat_id, thread)
+            except BadRequest as exc:
+                if self.topics is None or thread is None or not topic_lost(exc) \
+                        or out.conversation.startswith(UNKNOWN_TOPIC):
+                    raise
+            # someone deleted the conversation's topic: a new one, the message, then (through
+            # the relay, journaled) the recent history for the employee
+            thread = await self.topics.reopen(out, thread)
+            sent = await self._send_new(out, chat_id, thread)
+            if self.reopened is not None:
+                try:
+                    await self.reopened(out.to.user, out.conversation)
+                except Exception as exc:  # the message is delivered; only the history is missing
+                    log.warning("telegram: history for a reopened topic not queued: %s", type(exc).__name__)
+            return sent
         except TelegramError as exc:
             raise delivery_error(exc, out.kind) from exc
 

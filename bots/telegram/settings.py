@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from bots.base import ChannelConfigError, ChannelContext, unknown_settings
+from bots.base import ChannelConfigError, ChannelContext
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ def parse_settings(name: str, settings: Mapping[str, Any], ctx: ChannelContext) 
     }
     for key in settings:
         if key not in known:
-            raise unknown_settings(name, "telegram", [key], known)
+            raise ChannelConfigError(f"channels.{name}.{key}: unknown telegram setting (known: {', '.join(sorted(known))})",
+                                     setting=key, known=tuple(sorted(known)))
     token = str(settings.get("token") or "").strip()
     if not token:
         raise fail("token", "missing bot token (use token: ${TELEGRAM_TOKEN})")

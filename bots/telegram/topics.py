@@ -9,11 +9,25 @@ from __future__ import annotations
 import asyncio
 
 from telegram import Bot
+from telegram.error import BadRequest
 
 from bots.base import StateStore
 from relay.model import Outgoing
 
 TOPIC_NAME_MAX = 128
+UNKNOWN_TOPIC = "telegram-topic:"
+"""Prefix of the chat of a message written in a topic that is no conversation's: the hub finds no
+such conversation, refuses the message and answers there (`thread_for` maps it back)."""
+
+
+def unknown_topic(thread: int) -> str:
+    return f"{UNKNOWN_TOPIC}{thread}"
+
+
+def topic_lost(exc: BadRequest) -> bool:
+    """Telegram's answer to a send into a forum topic that was deleted."""
+    text = exc.message.lower()
+    return "thread not found" in text or "topic_deleted" in text
 
 
 class TopicMap:
@@ -31,9 +45,10 @@ class TopicMap:
         if thread in self._conv_of:
             return self._conv_of[thread]
         conv = await self.state.get(f"thread:{thread}")
-        if conv:
-            self._conv_of[thread] = conv
-            self._thread_of[conv] = thread
+        if not conv:
+            return None
+        self._conv_of[thread] = conv
+        self._thread_of[conv] = thread
         return conv
 
     async def thread_for(self, out: Outgoing) -> int | None:
@@ -41,6 +56,8 @@ class TopicMap:
         conv = out.conversation
         if not conv:
             return None
+        if conv.startswith(UNKNOWN_TOPIC) and conv[len(UNKNOWN_TOPIC):].isdigit():
+            return int(conv[len(UNKNOWN_TOPIC):])
         if conv in self._thread_of:
             return self._thread_of[conv]
         async with self._locks.setdefault(conv, asyncio.Lock()):
@@ -52,12 +69,31 @@ class TopicMap:
             else:
                 if out.client is None:
                     return None
-                client = out.client
-                title = f"{client.display or client.user} ({client.channel})"[:TOPIC_NAME_MAX]
-                topic = await self.bot.create_forum_topic(self.staff_group, title)
-                thread = topic.message_thread_id
-                await self.state.put(f"thread:{thread}", conv)
-                await self.state.put(f"topic:{conv}", str(thread))
+                return await self._open(out)
             self._thread_of[conv] = thread
             self._conv_of[thread] = conv
             return thread
+
+    async def reopen(self, out: Outgoing, lost: int) -> int:
+        """The conversation's topic `lost` is gone (deleted in Telegram): open a new one and map
+        the conversation to it; a concurrent send that already reopened it wins."""
+        conv = out.conversation
+        async with self._locks.setdefault(conv, asyncio.Lock()):
+            current = self._thread_of.get(conv)
+            if current is not None and current != lost:
+                return current
+            self._thread_of.pop(conv, None)
+            self._conv_of.pop(lost, None)
+            await self.state.put(f"thread:{lost}", "")
+            return await self._open(out)
+
+    async def _open(self, out: Outgoing) -> int:
+        client = out.client
+        name = f"{client.display or client.user} ({client.channel})" if client is not None else out.conversation
+        topic = await self.bot.create_forum_topic(self.staff_group, name[:TOPIC_NAME_MAX])
+        thread = topic.message_thread_id
+        await self.state.put(f"thread:{thread}", out.conversation)
+        await self.state.put(f"topic:{out.conversation}", str(thread))
+        self._thread_of[out.conversation] = thread
+        self._conv_of[thread] = out.conversation
+        return thread

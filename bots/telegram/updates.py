@@ -33,7 +33,7 @@ from bots.telegram.format import (
     update_sender,
 )
 from bots.telegram.settings import TelegramSettings
-from bots.telegram.topics import TopicMap
+from bots.telegram.topics import TopicMap, unknown_topic
 from relay.model import Attachment, Inbound, Party
 
 log = logging.getLogger("relay.telegram")
@@ -45,6 +45,18 @@ class Unit:
 
     updates: list[dict[str, Any]]
     chat: str
+    received: dict[int, bytes] = field(default_factory=dict)
+    """update_id → the bytes Telegram sent (a webhook's POST body); empty for polled updates."""
+
+    def raw(self) -> bytes:
+        """The unit as received: a webhook body byte for byte (an album: a JSON array of its
+        bodies); polled updates compactly encoded, as getUpdates sends them."""
+        if self.received and all(u["update_id"] in self.received for u in self.updates):
+            parts = [self.received[u["update_id"]] for u in self.updates]
+            return parts[0] if len(parts) == 1 else b"[" + b",".join(parts) + b"]"
+        if len(self.updates) == 1:
+            return raw_bytes(self.updates[0])
+        return json.dumps(self.updates, ensure_ascii=False).encode()
 
     @property
     def first_id(self) -> int:
@@ -86,8 +98,9 @@ class UpdateReader:
         except (TelegramError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            log.warning("%s: update %d is not shaped as documented (%r); journaled as an event", self.name, unit.first_id, exc)
-            raw = json.dumps(unit.updates, ensure_ascii=False).encode()
+            log.warning("%s: update %d is not shaped as documented (%s); journaled as an event", self.name, unit.first_id,
+                        type(exc).__name__)
+            raw = unit.raw()
             return Inbound(
                 channel=self.name, platform_id=f"update:{unit.first_id}", sender=Party(self.name, ""),
                 chat=unit.chat if self.side == "client" else "", kind="event",
@@ -106,7 +119,7 @@ class UpdateReader:
     async def _inbound(self, unit: Unit) -> Inbound:
         first = unit.updates[0]
         kind = update_kind(first)
-        raw = raw_bytes(first) if len(unit.updates) == 1 else json.dumps(unit.updates, ensure_ascii=False).encode()
+        raw = unit.raw()
         if kind not in MESSAGE_UPDATES:
             return await self._event(first, raw, f"[telegram {kind}]")
         msg = update_payload(first)
@@ -121,9 +134,12 @@ class UpdateReader:
                 return await self._event(first, raw, f"[telegram {kind} outside the staff group]")
             thread = msg.get("message_thread_id") if msg.get("is_topic_message") else None
             found = await self._conversation_of(thread) if thread is not None else None
-            if found is None:
+            if found is None and not (thread is not None and kind == "message" and is_supported(msg)
+                                      and not (msg.get("from") or {}).get("is_bot")):
                 return await self._event(first, raw, f"[telegram {kind} outside a conversation topic]")
-            conversation = found
+            # a message in a topic relay does not know goes to the hub, which refuses it and
+            # answers the writer in that topic (`unknown_topic`), as it answers a non-employee
+            conversation = found if found is not None else unknown_topic(int(thread))
         messages = [update_payload(u) for u in unit.updates]
         if not any(is_supported(m) for m in messages):
             return await self._event(first, raw, f"[telegram {content_key(msg)}]")

@@ -97,22 +97,23 @@ class WebhookIntake:
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             return web.json_response({"ok": False, "error": "not a Telegram update"}, status=400)
         try:
-            await self._hook_update(update)
+            await self._hook_update(update, body)
         except Exception as exc:
-            log.warning("%s: webhook update %s not delivered: %r", self.name, update.get("update_id"), exc)
+            log.warning("%s: webhook update %s not delivered: %s", self.name, update.get("update_id"), type(exc).__name__)
             return web.json_response({"ok": False, "error": "not journaled, send again"}, status=500)
         return web.json_response({"ok": True})
 
     def _chat_lock(self, chat: str) -> asyncio.Lock:
         return self._chat_locks.setdefault(chat, asyncio.Lock())
 
-    async def _hook_update(self, update: dict[str, Any]) -> None:
+    async def _hook_update(self, update: dict[str, Any], body: bytes) -> None:
+        """`body` is the POST body as received: the journal keeps it, not a re-encoded copy."""
         chat = update_chat_id(update)
         group = media_group(update)
         if not group:
             async with self._chat_lock(chat):
                 await self._flush_hook_albums(chat)
-                await self._deliver_unit(Unit([update], chat))
+                await self._deliver_unit(Unit([update], chat, {update["update_id"]: body}))
             return
         key = (chat, group)
         album = self._albums.get(key)
@@ -123,6 +124,7 @@ class WebhookIntake:
             album.timer = asyncio.create_task(self._album_timer(key, album))
         if update["update_id"] not in album.ids:
             album.ids.add(update["update_id"])
+            album.unit.received[update["update_id"]] = body
             album.unit.updates.append(update)
             album.unit.updates.sort(key=lambda u: u["update_id"])
         album.deadline = time.monotonic() + self.cfg.album_window

@@ -19,7 +19,7 @@ from bots.webchat.pages import check_prefix
 from bots.webchat.sockets import Sockets
 from bots.webchat.uploads import UnknownUpload, UploadStore
 from bots.webchat.wsloop import MAX_FRAME_BYTES, Handler, deliver_and_ack, origin_allowed, run_socket
-from relay.model import Attachment, Inbound, Outgoing
+from relay.model import Attachment, Inbound, Outgoing, Receipt
 
 SETTINGS = {"network", "side", "path"}
 
@@ -110,10 +110,15 @@ class SocketChannel:
             attachments = tuple([await self.uploads.claim(upload_id, owner) for upload_id in ids])
         except UnknownUpload as exc:
             raise frames.FrameError(f"unknown upload {exc.args[0]!r}; upload the file first", frame_id) from None
-        reply, accepted = await deliver_and_ack(self._deliver, replace(inbound, attachments=attachments), frame_id)
-        if accepted:
+        reply, receipt = await deliver_and_ack(self._deliver, replace(inbound, attachments=attachments), frame_id)
+        if receipt is not None:
             for upload_id in ids:
                 self.uploads.consume(upload_id, owner)
+            reply = await self._acked(reply, receipt, key)
+        return reply
+
+    async def _acked(self, reply: frames.Frame, receipt: Receipt, key: str) -> frames.Frame:
+        """The ack of an accepted frame; a channel may add what it knows of the message by now."""
         return reply
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Sequence
 
-from relay.model import Outgoing, Party
+from relay.model import ConversationItem, HistoryItem, Outgoing, Party
 
 MAX_TEXT = 64 * 1024
 MAX_ID = 128
@@ -63,6 +63,16 @@ def text_field(frame: Frame, key: str, limit: int, frame_id: str | None, *, requ
     return value
 
 
+def int_field(frame: Frame, key: str, low: int, high: int, frame_id: str) -> int | None:
+    """An optional whole number within [low, high]; None when absent."""
+    value = frame.get(key, None)
+    if value is None:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise FrameError(f"`{key}` must be a whole number from {low} to {high}", frame_id)
+    return value
+
+
 def upload_ids(frame: Frame) -> list[str]:
     value = frame.get("attachments", [])
     if value is None:
@@ -75,7 +85,13 @@ def upload_ids(frame: Frame) -> list[str]:
 
 
 def encode(frame: Frame) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate a sender put in an id: echoed as its JSON escape
+            return json.dumps(frame, separators=(",", ":"))
+    return text
 
 
 def error(message: str, frame_id: str | None = None, *, retry: bool = False) -> Frame:
@@ -99,6 +115,23 @@ def _party(party: Party | None) -> Frame | None:
     return None if party is None else {"name": party.display or party.user, "channel": party.channel}
 
 
+def own_frame_id(platform_id: str | None, key: str) -> str | None:
+    """The frame id a page gave its message, from the platform id the channel made of it (`key:id`)."""
+    if platform_id and platform_id.startswith(key + ":"):
+        return platform_id[len(key) + 1:]
+    return None
+
+
+def _notice(out: Outgoing, frame: Frame) -> Frame:
+    """A notice about one of the recipient's own messages names it (`answers`) and what it says (`about`)."""
+    answers = own_frame_id(out.reply_to, out.to.user)
+    if answers is not None:
+        frame["answers"] = answers
+    if out.about:
+        frame["about"] = out.about
+    return frame
+
+
 def client_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     """What a visitor's page receives for one Outgoing."""
     if out.kind == "edit":
@@ -106,7 +139,7 @@ def client_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     if out.kind == "delete":
         return {"type": "delete", "id": out.edits or out.message_id}
     if out.kind == "notice":
-        return {"type": "notice", "id": out.message_id, "text": out.text}
+        return _notice(out, {"type": "notice", "id": out.message_id, "text": out.text})
     return {
         "type": "message",
         "id": out.message_id,
@@ -124,7 +157,8 @@ def desk_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     if out.kind == "delete":
         return {"type": "delete", "conversation": out.conversation, "id": out.edits or out.message_id}
     if out.kind == "notice":
-        return {"type": "notice", "conversation": out.conversation, "id": out.message_id, "text": out.text}
+        return _notice(out, {"type": "notice", "conversation": out.conversation, "id": out.message_id,
+                             "text": out.text})
     return {
         "type": "message",
         "conversation": out.conversation,
@@ -135,3 +169,39 @@ def desk_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
         "verdict": {"action": out.action, "rules": list(out.rules)},
         "attachments": attachment_list(out, urls),
     }
+
+
+def conversation_entry(item: ConversationItem) -> Frame:
+    """One assigned conversation in a `conversations` answer."""
+    entry: Frame = {"conversation": item.id, "client": _party(item.client), "last": item.last_seq}
+    if item.withheld:  # not even the user id in place of the name (a web visitor's id is their key)
+        entry["client"] = {"name": "", "channel": item.client.channel}
+        entry["withheld"] = item.withheld
+    return entry
+
+
+def history_entry(item: HistoryItem, employee: str, urls: Sequence[str | None]) -> Frame:
+    """One message of a `history` answer, keyed as the desk keys it live: the desk's own frame id
+    for the employee's replies (so they can still be edited), the relay's id for the rest."""
+    own = own_frame_id(item.platform_id, employee) if item.mine else None
+    entry: Frame = {
+        "id": own or item.id,
+        "message": item.id,
+        "seq": item.seq,
+        "ts": item.ts,
+        "who": "me" if item.mine else "them" if item.direction == "inbound" else "staff",
+        "from": {"name": "" if item.withheld and item.direction == "inbound" else item.sender.display or item.sender.user,
+                 "channel": item.sender.channel},
+        "text": item.text,
+        "verdict": {"action": item.action or "allow", "rules": list(item.rules)},
+        "state": item.state,
+        "attachments": [{"name": a.name, "mime": a.mime, "size": a.size, "url": url}
+                        for a, url in zip(item.attachments, urls)],
+    }
+    if item.edited:
+        entry["edited"] = True
+    if item.deleted:
+        entry["deleted"] = True
+    if item.withheld:
+        entry["withheld"] = item.withheld
+    return entry

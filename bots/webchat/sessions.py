@@ -56,39 +56,3 @@ class Sessions:
         now = time.time()
         for token in [t for t, s in self._by_token.items() if s.expires < now]:
             del self._by_token[token]
-
-
-class LoginThrottle:
-    """Slows password guessing: after `limit` failures for one (employee, address) within
-    `window` seconds, further attempts from there are refused until the window passes.
-
-    Keyed by the pair, so a guesser elsewhere cannot lock the employee out.
-    """
-
-    def __init__(self, limit: int = 5, window: float = 300.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[tuple[str, str], list[float]] = {}
-
-    def _recent(self, key: tuple[str, str]) -> list[float]:
-        cutoff = time.time() - self.window
-        recent = [t for t in self._failures.get(key, ()) if t > cutoff]
-        if recent:
-            self._failures[key] = recent
-        else:
-            self._failures.pop(key, None)
-        return recent
-
-    def retry_after(self, employee: str, address: str) -> float:
-        """Seconds until another attempt is allowed (0 when allowed now)."""
-        recent = self._recent((employee, address))
-        if len(recent) < self.limit:
-            return 0.0
-        return max(0.0, recent[-self.limit] + self.window - time.time())
-
-    def failed(self, employee: str, address: str) -> None:
-        self._recent((employee, address))
-        self._failures.setdefault((employee, address), []).append(time.time())
-
-    def succeeded(self, employee: str, address: str) -> None:
-        self._failures.pop((employee, address), None)

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 
 from bots.base import Deliver
 from bots.webchat.frames import Frame, FrameError, encode, error
-from relay.model import Inbound
+from relay.model import Inbound, Receipt
 
 log = logging.getLogger("relay.webchat")
 
@@ -53,13 +53,14 @@ async def run_socket(ws: web.WebSocketResponse, handle: Handler) -> None:
             return
 
 
-async def deliver_and_ack(deliver: Deliver | None, inbound: Inbound, frame_id: str) -> tuple[Frame, bool]:
-    """Hand the inbound to the hub; ack only once it returned (journaled or a duplicate)."""
+async def deliver_and_ack(deliver: Deliver | None, inbound: Inbound, frame_id: str) -> tuple[Frame, Receipt | None]:
+    """Hand the inbound to the hub; ack only once it returned (journaled or a duplicate).
+    The receipt is None when it was not accepted."""
     if deliver is None:
-        return error(NOT_ACCEPTED + " (relay is starting)", frame_id, retry=True), False
+        return error(NOT_ACCEPTED + " (relay is starting)", frame_id, retry=True), None
     try:
-        await deliver(inbound)
+        receipt = await deliver(inbound)
     except Exception:
         log.exception("deliver failed for %s %s; sender told to retry", inbound.channel, inbound.platform_id)
-        return error(NOT_ACCEPTED, frame_id, retry=True), False
-    return {"type": "ack", "id": frame_id}, True
+        return error(NOT_ACCEPTED, frame_id, retry=True), None
+    return {"type": "ack", "id": frame_id}, receipt

@@ -73,7 +73,7 @@ def _refusal(url: str, allowed: Collection[str]) -> str:
         shown = url_host(url)
     except ValueError as exc:
         return f"bad URL: {exc}"
-    log.warning("not fetching %s: host %s not in fetch_hosts (allowed: %s)", url, shown,
+    log.warning("not fetching a file from host %s: not in fetch_hosts (allowed: %s)", shown,
                 ", ".join(sorted(allowed)) or "none")
     return f"host not allowed: {shown}"
 

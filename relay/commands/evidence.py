@@ -65,6 +65,10 @@ def admin_check(args: argparse.Namespace) -> None:
 
 async def _open(settings: Any) -> Any:
     from relay.journal import Journal
+    if getattr(settings, "url", None):
+        from relay.journal.backend import open_journal
+
+        return await open_journal(settings.data_dir, url=settings.url, read_only=True, **settings.open_kwargs())
     if not (settings.data_dir / "journal.sqlite3").exists():
         raise CommandError(f"no journal at {settings.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
     return await Journal.open(settings.data_dir, read_only=True, **settings.open_kwargs())

@@ -16,6 +16,7 @@ from typing import Any
 from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
+from relay.journal.backend import open_journal
 from relay.journal.chain import canonical_json
 from relay.commands.common import journal_settings_of
 from relay.commands import evidence as evidence_commands
@@ -77,6 +78,12 @@ def setup(parser: argparse.ArgumentParser) -> None:
 
     verb("rebuild", "drop and rebuild the projections from the events (stop relay first)", cmd_rebuild)
 
+    p = verb("migrate", "copy a SQLite journal into PostgreSQL, chain intact (stop relay first; resumable)", cmd_migrate)
+    p.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH", help="the data_dir (or its journal.sqlite3)")
+    p.add_argument("--to", dest="target", required=True, metavar="postgresql://…", help="the target database (${ENV} allowed)")
+    p.add_argument("--chunk", type=int, default=2000, metavar="N", help="events per transaction")
+    p.add_argument("--progress", type=int, default=10000, metavar="N", help="a progress line on stderr every N events (0: none)")
+
 
 def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Prints a CommandError as cli.main would: under `python -m relay.cli` the class cli.main
@@ -107,9 +114,15 @@ def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
         raise CommandError(str(exc)) from None
     except sqlite3.Error as exc:
         raise CommandError(f"cannot read the journal database: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # without importing it for SQLite users
+            raise CommandError(f"journal database (PostgreSQL): {exc}") from None
+        raise
 
 
 async def _open(s: journal_settings.JournalSettings, read_only: bool = True) -> Journal:
+    if s.url:
+        return await open_journal(s.data_dir, url=s.url, read_only=read_only, **s.open_kwargs())  # type: ignore[return-value]
     if not (s.data_dir / "journal.sqlite3").exists():
         raise JournalError(f"no journal at {s.data_dir / 'journal.sqlite3'} (check data_dir or pass --data-dir)")
     return await Journal.open(s.data_dir, read_only=read_only, **s.open_kwargs())
@@ -206,6 +219,39 @@ async def _newest_window(journal: Journal, where: list[str], params: list[Any], 
 
 def cmd_search(args: argparse.Namespace) -> int:
     return evidence_commands.cmd_search(args, _settings(args))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copies, then verifies the target with the source's checkpoint files; exit 1 if it does not verify."""
+    s = _settings(args)
+    try:
+        target = journal_settings.expand_env(args.target, "--to")
+    except journal_settings.SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+    async def go() -> int:
+        from relay.journal.migrate import migrate, source_dir
+        from relay.journal.pg import PgJournal
+
+        source = source_dir(args.source)
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            if args.progress and (done - last[0] >= args.progress or done == total):
+                last[0] = done
+                print(f"relay: migrate: {done}/{total} events", file=sys.stderr, flush=True)
+
+        report = await migrate(source, target, hmac_key=s.hmac_key, chunk=max(1, args.chunk), progress=progress)
+        print(report.line())
+        journal = await PgJournal.open(target, data_dir=source, hmac_key=s.hmac_key, read_only=True)
+        try:
+            check = await journal.verify()
+        finally:
+            await journal.close()
+        print(f"target verify: {check.line()}")
+        return 0 if check.ok else 1
+
+    return _run(go)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 
+from relay import logs
 from relay.cli import CommandError
 from relay.commands.common import add_config_arg, config_of
 
@@ -21,7 +21,7 @@ async def _serve(args: argparse.Namespace) -> None:
     from relay.config import ConfigError
 
     config = config_of(args)
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level)
     try:
         relay = await RelayApp.start(config)
     except (ConfigError, AlreadyRunning) as exc:

@@ -24,5 +24,7 @@ ACTIONS = ActionTable({
     "evidence.prepare": "relay.evidence.prepare:prepare",
 })
 
-WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",))
-"""What `relay run` hands the app: these actions, and the review queue's SLA sweeper."""
+WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",),
+                    reopened="relay.compliance.handover:reopened_history")
+"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, and the history
+an employee gets in a conversation's reopened topic."""

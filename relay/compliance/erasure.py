@@ -73,6 +73,52 @@ def _rewrite_bodies(db_path: Path, events: list[Ev], tombstones: Mapping[int, di
     return sorted(touched)
 
 
+async def _rewrite_bodies_pg(journal: Any, events: list[Ev], tombstones: Mapping[int, dict[str, Any]]) -> list[str]:
+    """`_rewrite_bodies` on the PostgreSQL journal: the same changes in one transaction, under
+    the chain-head lock so no relay's group commit interleaves with the replay read here."""
+    import asyncpg
+
+    from relay.journal.projections import client_displays
+
+    kinds = {ev.seq: ev.kind for ev in events}
+    touched = _touched(events, tombstones)
+    db = await asyncpg.connect(journal.url)
+    try:
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM chain_head WHERE id=1 FOR UPDATE")
+            for seq, body in tombstones.items():
+                await db.execute("UPDATE events SET body_json=$1 WHERE seq=$2", canonical(body), seq)
+                if kinds.get(seq) == "message.received":
+                    await db.execute("UPDATE messages SET text='', erased=1, attachments_json=$1, sender_display=NULL"
+                                     " WHERE seq=$2", canonical(body.get("attachments") or []), seq)
+                elif kinds.get(seq) == "delivery.queued":
+                    await db.execute("UPDATE deliveries SET out_json=$1, to_json=$2 WHERE delivery_id=$3",
+                                     canonical(body.get("out")), canonical(body.get("to")), body.get("delivery_id"))
+            if touched:
+                last = events[-1].seq if events else 0
+                since = await db.fetch("SELECT kind, conversation, body_json FROM events WHERE seq > $1 AND kind IN"
+                                       " ('message.received', 'conversation.assigned') ORDER BY seq", last)
+                replay = [(ev.kind, ev.conversation, tombstones.get(ev.seq, ev.body)) for ev in events]
+                replay += [(k, c, json.loads(b)) for k, c, b in since]
+                for conv, display in client_displays(replay, touched).items():
+                    await db.execute("UPDATE conversations SET client_display=$1 WHERE id=$2", display, conv)
+    finally:
+        await db.close()
+    return sorted(touched)
+
+
+async def _rewrite(journal: Any, events: list[Ev], tombstones: Mapping[int, dict[str, Any]]) -> list[str]:
+    if getattr(journal, "dialect", "sqlite") == "postgresql":
+        return await _rewrite_bodies_pg(journal, events, tombstones)
+    return await asyncio.to_thread(_rewrite_bodies, journal.path, events, tombstones)
+
+
+async def _delete(journal: Any, shas: Iterable[str]) -> int:
+    if getattr(journal, "dialect", "sqlite") == "postgresql":
+        return await journal.delete_blobs(list(shas))
+    return await asyncio.to_thread(_delete_blobs, journal, shas)
+
+
 def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -107,7 +153,7 @@ async def complete_pending(journal: Any) -> int:
                     todo[target.seq] = stone
                     break
     if todo:
-        await asyncio.to_thread(_rewrite_bodies, journal.path, events, todo)
+        await _rewrite(journal, events, todo)
     return len(todo)
 
 
@@ -131,8 +177,8 @@ async def apply_plan(journal: Any, plan: ErasurePlan, reason: str, actor: str,
     if events is None:
         events = await _events(journal)
     ev = await journal.append("retention.erased", plan.event_body(reason, actor))
-    touched = await asyncio.to_thread(_rewrite_bodies, journal.path, events, plan.tombstones)
-    deleted = await asyncio.to_thread(_delete_blobs, journal, plan.blobs)
+    touched = await _rewrite(journal, events, plan.tombstones)
+    deleted = await _delete(journal, plan.blobs)
     return {"erased": plan.summary(), "seq": ev.seq, "blobs_deleted": deleted, "touched": touched}
 
 

@@ -31,7 +31,7 @@ def history_size(app: Any) -> int:
 
 
 async def history_text(app: Any, conversation: str, previous: str | None, limit: int,
-                       restricted: Mapping[str, int]) -> str:
+                       restricted: Mapping[str, int], intro: str = "") -> str:
     """The last `limit` messages of the conversation, oldest first, as plain text.
 
     Each message appears as it was delivered (redacted, with disclaimers); what policy held
@@ -57,8 +57,8 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
         who = f"{client.channel}:{client.user} [{RESTRICTED_NOTE}]"
     else:
         who = f"{client.display or client.user} ({client.channel}:{client.user})"
-    head = (f"Handover: conversation {conversation} with {who} is now yours"
-            + (f" (from {previous})" if previous else "") + f". Last {len(rows)} messages:")
+    head = ((intro.replace("{who}", who) if intro else f"Handover: conversation {conversation} with {who} is now yours"
+             + (f" (from {previous})" if previous else "")) + f". Last {len(rows)} messages:")
     lines = [head]
     withheld = sum(1 for r in rows if is_restricted(int(r["seq"]), party, restricted))
     if withheld:
@@ -87,6 +87,18 @@ def _shown(r: Any) -> str:
     if files:
         body += f" [files: {', '.join(str(f) for f in files)}]"
     return "[edit] " + body if r["kind"] == "edit" else body
+
+
+REOPENED_INTRO = "The topic of this conversation with {who} was deleted; it continues in this new one"
+
+
+async def reopened_history(app: Any, channel: str, address: str, conversation: str) -> None:
+    """A staff channel opened a conversation's lost topic anew (bots/telegram): the employee gets
+    the recent history there, withheld and shown exactly as a handover's."""
+    _, restricted = await load_state(app.journal)
+    text = await history_text(app, conversation, None, history_size(app), restricted, intro=REOPENED_INTRO)
+    seq = (app.journal.head or (0, ""))[0]
+    await app.hub.notify(channel, address, text, conversation=conversation, key=f"reopened:{conversation}:{seq}")
 
 
 async def reroute_pending(app: Any, conversation: str, previous: str | None, to: str) -> int:

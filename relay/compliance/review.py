@@ -186,9 +186,18 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     """The review queue from the events (`message_id` limits it to one item)."""
     one = " AND json_extract(body_json, '$.message_id') = ?" if message_id else ""
     params: tuple[Any, ...] = (message_id,) if message_id else ()
+    # SQLite's json_extract gives JSON true as 1; PostgreSQL needs the boolean spelled out
+    review = ("(body_json::jsonb->'review') = 'true'::jsonb" if getattr(reader, "dialect", "sqlite") == "postgresql"
+              else "json_extract(body_json, '$.review')")
+    in_conv = ""
+    if message_id:  # one item: read only its conversation's events (the events_conversation index)
+        conv = await reader.fetchall("SELECT conversation FROM messages WHERE id = ?", (message_id,))
+        if conv and conv[0]["conversation"] is not None:
+            in_conv, params = " AND conversation = ?", (conv[0]["conversation"], message_id)
+            one = in_conv + one
     rows = await reader.fetchall(
         "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict'"
-        " AND json_extract(body_json, '$.review') AND json_extract(body_json, '$.shadow') IS NULL" + one
+        f" AND {review} AND json_extract(body_json, '$.shadow') IS NULL" + one
         + " ORDER BY seq", params)
     items: dict[str, ReviewItem] = {}
     for r in rows:
@@ -199,6 +208,7 @@ async def load_items(reader: Reader, message_id: str | None = None) -> dict[str,
     if not items:
         return items
     msg_one = " AND json_extract(body_json, '$.id') = ?" if message_id else ""
+    msg_one = in_conv + msg_one
     for r in await reader.fetchall("SELECT seq, body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("id")))
@@ -254,7 +264,7 @@ async def alert(app: Any, text: str, key: str, conversation: str | None = None) 
     """Send `text` to the configured compliance channel (journaled by the hub); False when none is set."""
     s = settings_of(app)
     if not s.alert_channel or s.alert_to is None:
-        log.warning("compliance alert not sent (no compliance.alerts configured): %s", text)
+        log.warning("compliance alert %s not sent: no compliance.alerts configured", key)
         return False
     await app.hub.notify(s.alert_channel, s.alert_to, text, conversation=conversation, key=key)
     return True

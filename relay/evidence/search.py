@@ -33,19 +33,26 @@ def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted: bool) -> tuple[str, list[Any]]:
-    """The SELECT for `q`: FTS5 MATCH when every term has 3+ characters, else LIKE."""
+def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted: bool,
+              dialect: str = "sqlite") -> tuple[str, list[Any]]:
+    """The SELECT for `q`: FTS5 MATCH when every term has 3+ characters, else LIKE. On PostgreSQL
+    (`dialect`) each term is an ILIKE, which the pg_trgm index on `messages.text` answers."""
     where: list[str] = []
     params: list[Any] = []
     join = ""
     terms = q.text.split()
-    if terms and all(len(t) >= 3 for t in terms):
+    pg = dialect == "postgresql"
+    if pg:
+        for t in terms:
+            where.append("m.text ILIKE ? ESCAPE '\\'")
+            params.append(_like(t))
+    elif terms and all(len(t) >= 3 for t in terms):
         join = "JOIN messages_fts f ON f.rowid = m.rowid"
         where.append("messages_fts MATCH ?")
         params.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in terms))
     else:
-        for t in terms:
-            where.append("m.text LIKE ? ESCAPE '\\'")
+        for t in terms:  # on the index's copy of the text, which a NUL does not cut short
+            where.append("m.rowid IN (SELECT rowid FROM messages_fts WHERE text LIKE ? ESCAPE '\\')")
             params.append(_like(t))
     if q.channel:
         where.append("(m.channel = ? OR c.client_channel = ?)")
@@ -63,7 +70,10 @@ def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted:
         if val:
             where.append(f"{col} = ?")
             params.append(val)
-    if q.rule:
+    if q.rule and pg:
+        where.append("EXISTS (SELECT 1 FROM jsonb_array_elements(COALESCE(m.rules_json, '[]')::jsonb) r WHERE r->>'rule' = ?)")
+        params.append(q.rule)
+    elif q.rule:
         where.append("EXISTS (SELECT 1 FROM json_each(COALESCE(m.rules_json, '[]')) r WHERE json_extract(r.value, '$.rule') = ?)")
         params.append(q.rule)
     if q.since is not None:
@@ -90,7 +100,7 @@ def build_sql(q: SearchQuery, restricted: Mapping[str, int], include_restricted:
 
 async def search(reader: Reader, q: SearchQuery, restricted: Mapping[str, int] | None = None,
                  include_restricted: bool = False) -> list[dict[str, Any]]:
-    sql, params = build_sql(q, restricted or {}, include_restricted)
+    sql, params = build_sql(q, restricted or {}, include_restricted, getattr(reader, "dialect", "sqlite"))
     rows = await reader.fetchall(sql, tuple(params))
     out = []
     for r in rows:

@@ -11,7 +11,6 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,15 @@ import aiosqlite
 
 from relay.journal import opening, signing
 from relay.journal.blobs import BlobStore
-from relay.journal.chain import GENESIS, Event, canonical_json, canonical_parts, canonical_str
+from relay.journal.chain import GENESIS, Event
 from relay.journal.opening import DB_NAME, LOCK_NAME, SYNCHRONOUS, JournalError
 from relay.journal.reads import JournalReads
-from relay.journal.writer import GroupCommitWriter, Item, JournalStats, Unit
+from relay.journal.submitting import Submitting, _check_utf8  # noqa: F401  (bench_valid_input measures it)
+from relay.journal.writer import GroupCommitWriter, JournalStats, Unit
 from relay.private_files import create_private, private_dir, tighten_logged
 
 
-class Journal(JournalReads, GroupCommitWriter):
+class Journal(Submitting, JournalReads, GroupCommitWriter):
     """Open with `await Journal.open(data_dir, ...)`; see docs/internals.md ("Journal")."""
 
     def __init__(self) -> None:
@@ -135,72 +135,6 @@ class Journal(JournalReads, GroupCommitWriter):
 
     # --- writing ------------------------------------------------------------------------
 
-    def _item(self, kind: str, body: dict[str, Any], conversation: str | None, ts: float) -> Item:
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("event kind must be a non-empty string")
-        if not isinstance(body, dict):
-            raise TypeError(f"event body must be a dict, not {type(body).__name__}")
-        if conversation is not None and not isinstance(conversation, str):
-            raise TypeError("conversation must be a string or None")
-        kind_json = self._kind_json.get(kind)
-        if kind_json is None:
-            kind_json = self._kind_json[kind] = canonical_json(kind)
-        conv_json = "null" if conversation is None else canonical_str(conversation)
-        body_json = canonical_json(body)
-        head, tail = canonical_parts(ts, kind_json, conv_json, body_json)
-        return (kind, conversation, body_json, body, ts, head, tail)
-
-    def _submit(self, unit: Unit) -> None:
-        if self._closing or self._writer_task is None:
-            raise JournalError("journal is closed" if self._closing else "journal was opened read-only")
-        self._queue.append(unit)
-        self._wake.set()
-
-    def append(self, kind: str, body: dict[str, Any], conversation: str | None = None) -> asyncio.Future[Event]:
-        """Await it: resolves after the transaction holding the event has committed.
-
-        Submitted at the call (a bad event raises there), in call order. A future rather than a
-        coroutine: one task step and one frame fewer per event on the event loop.
-        """
-        item = self._item(kind, body, conversation, time.time())
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._submit(Unit([item], future, single=True))
-        return future
-
-    async def append_many(
-        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
-    ) -> list[Event] | None:
-        """All in one transaction, consecutive and in order.
-
-        With `unless_message`, the writer first checks the `messages` projection for that id and
-        appends nothing (returning None) if it is there: deduplication decided by the only
-        writer, so two redeliveries can never both be journaled, and without a read per call.
-        """
-        return await self.submit_many(events, unless_message)
-
-    def submit_many(
-        self, events: Sequence[tuple[str, dict[str, Any], str | None]], unless_message: str | None = None
-    ) -> asyncio.Future[list[Event] | None]:
-        """`append_many` in two steps: the order is fixed now, the future resolves at commit.
-
-        A caller holding a lock can submit, release the lock and then await, so consecutive
-        events of one conversation keep their order and still share a group commit.
-        """
-        future: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
-        if not events:
-            future.set_result([])
-            return future
-        now = time.time()
-        items = [self._item(kind, body, conversation, now) for kind, body, conversation in events]
-        self._submit(Unit(items, future, unless=unless_message))
-        return future
-
-    async def kv_put(self, namespace: str, key: str, value: str | None) -> None:
-        """Adapter state (not chained); returns after commit. A None value deletes the key."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(Unit([], future, kv=(namespace, key, value)))
-        await future
-
     async def checkpoint(self) -> None:
         """Sign the head now if anything is new since the last checkpoint; returns after commit.
 
@@ -210,12 +144,6 @@ class Journal(JournalReads, GroupCommitWriter):
             return
         self._checkpoint_due = True
         await self.kv_put("journal", "checkpoint_requested", repr(time.time()))
-
-    async def rebuild(self) -> int:
-        """Drop the projections and replay every event, in one transaction; returns the count."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._submit(Unit([], future, rebuild=True))
-        return await future
 
     async def put_blob(self, data: bytes) -> str:
         """Stores bytes under their SHA-256, fsynced before returning; storing twice is harmless."""

@@ -72,6 +72,12 @@ _UPSERT_CONVERSATION = (
 )
 
 
+def index_text(text: str) -> str:
+    """What the search index holds: FTS5 (and SQLite's LIKE) stop reading text at a NUL, so the
+    index gets a space there; `messages.text` and the event keep the exact text."""
+    return text.replace("\x00", " ") if isinstance(text, str) and "\x00" in text else text
+
+
 def message_received(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """A row per message (rowid = seq; edits and deletes get their own row, the edited one stays),
     its text in the search index, and the conversation opened or touched."""
@@ -90,7 +96,7 @@ def message_received(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
             _json(body.get("attachments") or []), ts, body.get("employee"),
         ))
         if text:
-            indexed.append((seq, text))
+            indexed.append((seq, index_text(text)))
         if conversation is not None:
             client = _client(body)
             conversations.append((
@@ -272,7 +278,7 @@ def apply_events(db: sqlite3.Connection, events: Sequence[Record]) -> int:
         except DATA_ERRORS as exc:
             db.execute("ROLLBACK TO projection_one")
             errors += 1
-            log.warning("projection of seq %d (%s) failed: %r", ev[0], ev[2], exc)
+            log.warning("projection of seq %d (%s) failed: %s", ev[0], ev[2], type(exc).__name__)
         db.execute("RELEASE projection_one")
     db.execute("RELEASE projections")
     return errors

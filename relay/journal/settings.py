@@ -28,6 +28,8 @@ class JournalSettings:
     checkpoint_seconds: float = 60.0
     checkpoint_dir: Path | None = None
     synchronous: str = "FULL"
+    url: str | None = None
+    """`postgresql://user@host:port/db`: the journal is on PostgreSQL (password from ${ENV})."""
 
     def open_kwargs(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             checkpoint_seconds=float(block.get("checkpoint_seconds", 60.0)),
             checkpoint_dir=cp_dir,
             synchronous=str(block.get("synchronous", "FULL")),
+            url=text(block.get("url"), "journal.url"),
         )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{where}: journal: {exc}") from None

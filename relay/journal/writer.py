@@ -69,6 +69,22 @@ class Unit:
         self.unless = unless
 
 
+def _unit_error(unit: Unit, exc: Exception) -> JournalError:
+    if unit.kv is not None:
+        what = f"state {unit.kv[0]}/{unit.kv[1]!a}"
+    elif unit.rebuild:
+        what = "projection rebuild"
+    else:
+        what = ", ".join(sorted({item[0] for item in unit.items})) + " event(s)"
+    if isinstance(exc, UnicodeError):
+        why = "text that is not valid Unicode (a lone surrogate); make it valid before writing"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    error = JournalError(f"not journaled: {what}: {why}")
+    error.__cause__ = exc
+    return error
+
+
 class GroupCommitWriter:
     """Mixed into `relay.journal.Journal`, which opens the connections and sets this state."""
 
@@ -115,7 +131,7 @@ class GroupCommitWriter:
             while self._queue:
                 unit = self._queue.popleft()
                 if not unit.future.done():
-                    unit.future.set_exception(JournalError(f"journal writer stopped: {exc!r}"))
+                    unit.future.set_exception(JournalError(f"journal writer stopped: {type(exc).__name__}"))
             raise
 
     async def _commit_next(self) -> None:
@@ -134,25 +150,30 @@ class GroupCommitWriter:
                 break
         force = self._checkpoint_due
         self._checkpoint_due = False
+        # aiosqlite runs every call on its connection thread; the whole batch goes as one
+        # call so the per-event cost is SQL, not thread hops (aiosqlite's `_execute`).
+        assert self._db is not None
         try:
-            # aiosqlite runs every call on its connection thread; the whole batch goes as one
-            # call so the per-event cost is SQL, not thread hops (aiosqlite's `_execute`).
-            assert self._db is not None
-            results = await self._db._execute(self._write, units, force)
+            outcomes = [(True, r) for r in await self._db._execute(self._write, units, force)]
+            records = [self._checkpoint_record]
         except Exception as exc:
-            log.error("journal commit failed: %r", exc)
-            for unit in units:
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
-            return
-        for unit, result in zip(units, results):
-            if not unit.future.done():
+            # One bad unit must not fail the others: commit them one by one, so only it fails.
+            log.error("journal commit of %d unit(s) failed (%s); retrying them one at a time",
+                      len(units), type(exc).__name__)
+            outcomes, records = await self._db._execute(self._write_each, units, force)
+        for unit, (ok, result) in zip(units, outcomes):
+            if unit.future.done():
+                continue
+            if ok:
                 unit.future.set_result(result[0] if unit.single else result)
-        if self._checkpoint_record is not None:
-            record, self._checkpoint_record = self._checkpoint_record, None
-            task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
-            self._file_tasks.add(task)
-            task.add_done_callback(self._file_tasks.discard)
+            else:
+                unit.future.set_exception(result)
+        self._checkpoint_record = None
+        for record in records:
+            if record is not None:
+                task = asyncio.get_running_loop().create_task(self._file_checkpoint(record))
+                self._file_tasks.add(task)
+                task.add_done_callback(self._file_tasks.discard)
         if self._since_cp > 0 and self._timer is None and not self._closing:
             self._arm_timer()
         if self.stats.events - self._wal_mark >= self.wal_flush_events and self._wal_task is None:
@@ -182,6 +203,23 @@ class GroupCommitWriter:
         if self._since_cp > 0 and not self._closing:
             self._checkpoint_due = True
             self._wake.set()
+
+    def _write_each(self, units: list[Unit], force_checkpoint: bool) -> tuple[list[tuple[bool, Any]], list[Any]]:
+        """After a failed batch: each unit in its own transaction; a failing one gets its error,
+        as a `JournalError` that names the event kinds and the cause (never the content)."""
+        outcomes: list[tuple[bool, Any]] = []
+        records: list[dict[str, Any] | None] = []
+        for unit in units:
+            try:
+                [result] = self._write([unit], force_checkpoint)
+            except Exception as exc:
+                outcomes.append((False, _unit_error(unit, exc)))
+                continue
+            force_checkpoint = False
+            outcomes.append((True, result))
+            records.append(self._checkpoint_record)
+            self._checkpoint_record = None
+        return outcomes, records
 
     def _write(self, units: list[Unit], force_checkpoint: bool) -> list[Any]:
         """Runs on the writer connection's thread: one transaction for the whole batch."""
@@ -229,7 +267,7 @@ class GroupCommitWriter:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_INSERT_EVENT, rows)
-            self.stats.projection_errors += projections.apply_events(db, events)
+            projection_errors = projections.apply_events(db, events)
             for i, unit in enumerate(units):
                 if unit.kv is not None:
                     ns, k, v = unit.kv
@@ -249,6 +287,7 @@ class GroupCommitWriter:
                 db.execute("ROLLBACK")
             raise
         self._head_seq, self._head_hash = seq, prev
+        self.stats.projection_errors += projection_errors
         self.stats.commits += 1
         self.stats.events += len(rows)
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))

@@ -154,6 +154,7 @@ class Compiler:
             channel_globs=tuple(channel_globs),
             sla=_seconds(raw["sla"]) if "sla" in raw else None,
             notify=bool(raw.get("notify", False)),
+            silent=bool(raw.get("silent", False)),
         )
         tests = self._tests(raw.get("tests") or [], (*path, "tests"), rule)
         if tests is None:

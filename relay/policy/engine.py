@@ -73,6 +73,8 @@ class Rule:
     """Review deadline in seconds for items this rule sends to review (`sla: 24h`)."""
     notify: bool = False
     """Every match alerts the configured compliance channel (`notify: true`)."""
+    silent: bool = False
+    """A message this rule quarantines is held without telling its sender (`silent: true`)."""
 
     def in_scope(self, direction: str, channel: str) -> bool:
         return direction in self.directions and (self.channels is None or self.channels.match(channel) is not None)

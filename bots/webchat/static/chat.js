@@ -1,4 +1,5 @@
-// Client web chat: one WebSocket, a transcript kept in this browser, resend of unacked messages.
+// Client web chat: one WebSocket, a transcript kept in this browser, resend of unacked messages;
+// a notice about one of the visitor's messages (held for review, rejected, blocked) marks that message.
 "use strict";
 (function () {
   const prefix = document.body.dataset.prefix;
@@ -15,13 +16,16 @@
 
   const save = () => localStorage.setItem(storeKey, JSON.stringify(entries.slice(-500)));
   const find = (id) => entries.find((e) => e.id === id);
+  const OUTCOME = { held: "held for review, not yet delivered", rejected: "not delivered: rejected by compliance",
+    blocked: "not delivered: blocked by policy", undeliverable: "not delivered" };
 
   function render() {
     const log = $("log");
     log.replaceChildren();
     for (const e of entries) {
       const div = document.createElement("div");
-      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "");
+      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "") +
+        (e.outcome ? " " + e.outcome : "");
       div.dataset.id = e.id;
       if (e.who === "them" && e.from) {
         const meta = document.createElement("span");
@@ -33,7 +37,8 @@
       if (e.who === "me") {
         const state = document.createElement("span");
         state.className = "state";
-        state.textContent = e.state === "sent" ? "sent" : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
+        state.textContent = e.outcome ? OUTCOME[e.outcome] || e.outcome : e.state === "sent" ? "sent" :
+          e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
         if (e.state === "failed" && e.retry) state.addEventListener("click", () => { e.state = "sending"; save(); render(); transmit(e); });
         div.append(state);
       }
@@ -53,6 +58,11 @@
     if (f.type === "ack") {
       const e = find(f.id);
       if (e) { e.state = "sent"; e.error = ""; }
+    } else if (f.type === "notice" && f.answers && find(f.answers) && find(f.answers).who === "me") {
+      const e = find(f.answers);  // the relay's word on this message: held, rejected, blocked…
+      e.state = "sent";
+      e.outcome = f.about || "notice";
+      e.note = f.text || "";
     } else if (f.type === "error") {
       const e = f.id ? find(f.id) : null;
       if (e) { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; } else showError(f.error);

@@ -14,6 +14,12 @@ window.RelayWeb = (function () {
     body.className = "body";
     body.textContent = e.deleted ? "(message deleted)" : e.text + (e.edited ? " (edited)" : "");
     div.append(body);
+    if (e.note) {  // the relay's notice about this message (held, rejected…)
+      const note = document.createElement("span");
+      note.className = "note";
+      note.textContent = e.note;
+      div.append(note);
+    }
     if (e.files && e.files.length) {
       const files = document.createElement("span");
       files.className = "files";

@@ -1,4 +1,4 @@
-// Employee desk: login, conversations from pushed frames, replies and edits with acks.
+// Employee desk: login, conversations and history from the server, live pushes, replies and edits with acks.
 "use strict";
 (function () {
   const prefix = document.body.dataset.prefix;
@@ -11,16 +11,83 @@
   let backoff = 500;
   let pendingUploads = [];
   let stopped = false;
+  let requests = {};  // request frame id -> what it asked for
+  let keepScroll = false;
+  const HISTORY_PAGE = 30;
+  const MAX_CONVERSATION_PAGES = 5;
 
   const storeKey = () => "relay.desk." + me.employee;
   const save = () => localStorage.setItem(storeKey(), JSON.stringify(state));
 
   function conv(id) {
     if (!state.convs[id]) {
-      state.convs[id] = { id, client: null, entries: [], unread: 0 };
+      state.convs[id] = { id, client: null, entries: [], unread: 0, more: false, before: null };
       state.order.unshift(id);
     }
     return state.convs[id];
+  }
+
+  function ask(frame, what) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    frame.id = "q" + randomId();
+    requests[frame.id] = what;
+    ws.send(JSON.stringify(frame));
+  }
+  const askConversations = (before, page, all) =>
+    ask(before ? { type: "conversations", before } : { type: "conversations" }, { kind: "conversations", page, all });
+  function askHistory(c, older) {
+    if (c.loading) return;
+    c.loading = true;
+    const frame = { type: "history", conversation: c.id, limit: HISTORY_PAGE };
+    if (older && c.before) frame.before = c.before;
+    ask(frame, { kind: "history", conversation: c.id, older });
+  }
+
+  // A message as the server's history has it (what the recipient received, its verdict and state).
+  const fromServer = (m) => ({ id: m.id, message: m.message, seq: m.seq, who: m.who, text: m.text || "",
+    from: m.from ? m.from.name : "", verdict: m.verdict || null, files: m.attachments || [],
+    state: m.who === "me" ? "sent" : "", delivery: m.state, edited: !!m.edited, deleted: !!m.deleted,
+    withheld: m.withheld || "" });
+
+  function onConversations(f, what) {
+    const listed = new Set(f.conversations.map((x) => x.conversation));
+    if (what.page === 0) {  // the server's list is the truth: drop conversations handed away
+      for (const cid of state.order) if (cid !== "relay" && !listed.has(cid)) delete state.convs[cid];
+      state.order = state.order.filter((cid) => state.convs[cid]);
+    }
+    for (const x of f.conversations) {
+      const c = conv(x.conversation);
+      c.client = x.client;
+      c.last = x.last;
+      if (x.withheld) c.withheld = x.withheld;
+    }
+    const relay = state.order.filter((cid) => cid === "relay");
+    const rest = state.order.filter((cid) => cid !== "relay");
+    rest.sort((a, b) => (state.convs[b].last || 0) - (state.convs[a].last || 0));
+    state.order = [...rest, ...relay];
+    if (!current || !state.convs[current]) current = state.order[0] || null;
+    for (const x of f.conversations) {  // on connect all of them; later only those new to this page
+      const c = state.convs[x.conversation];
+      if (what.all || !c.loaded) { c.loading = false; c.loaded = true; askHistory(c, false); }
+    }
+    if (f.more && what.page + 1 < MAX_CONVERSATION_PAGES) askConversations(f.before, what.page + 1, what.all);
+  }
+
+  function onHistory(f, what) {
+    const c = state.convs[f.conversation];
+    if (!c) return;
+    c.loading = false;
+    const incoming = f.messages.map(fromServer);
+    if (what.older) {
+      c.entries = [...incoming.filter((e) => !findEntry(c, e.id)), ...c.entries];
+      keepScroll = f.conversation === current;
+    } else {
+      const ids = new Set(incoming.map((e) => e.id));
+      const local = c.entries.filter((e) => !ids.has(e.id) && (e.who === "notice" || e.state === "sending" || e.state === "failed"));
+      c.entries = [...incoming, ...local];
+    }
+    c.more = f.more;
+    if (f.messages.length) c.before = f.before;
   }
   const findEntry = (c, id) => c.entries.find((e) => e.id === id);
   function locate(id) {
@@ -34,6 +101,11 @@
     state.order = [cid, ...state.order.filter((x) => x !== cid)];
     if (cid !== current) state.convs[cid].unread += 1;
   }
+
+  const MINE = { delivered: "sent · delivered · edit", held: "held for compliance review, not delivered",
+    rejected: "rejected by compliance, not delivered", blocked: "blocked by policy, not delivered",
+    failed: "not delivered", undeliverable: "not delivered", refused: "not forwarded" };
+  const HELD_BACK = { held: "held for compliance review", rejected: "rejected by compliance", blocked: "blocked by policy" };
 
   function badge(text, cls) {
     const b = document.createElement("span");
@@ -67,9 +139,11 @@
     const box = $("messages");
     if (!current) { box.innerHTML = '<p class="empty">No conversation selected.</p>'; return; }
     const c = state.convs[current];
+    const fromBottom = box.scrollHeight - box.scrollTop;
     box.replaceChildren(...c.entries.map((e) => {
       const div = document.createElement("div");
-      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "");
+      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "") +
+        (e.delivery && e.delivery !== "delivered" && e.delivery !== "pending" ? " " + e.delivery : "");
       div.dataset.id = e.id;
       if (e.who !== "notice") {
         const meta = document.createElement("span");
@@ -79,11 +153,13 @@
         for (const r of (e.verdict && e.verdict.rules) || []) meta.append(badge(r));
         div.append(meta);
       }
-      appendBody(div, e);
+      if (e.withheld) appendBody(div, { text: "[" + e.withheld + "]" });
+      else if (e.who !== "me" && !e.text && HELD_BACK[e.delivery]) appendBody(div, { text: "[" + HELD_BACK[e.delivery] + "]" });
+      else appendBody(div, e);
       if (e.who === "me") {
         const st = document.createElement("span");
         st.className = "state";
-        st.textContent = e.state === "sent" ? "sent · edit" : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
+        st.textContent = e.state === "sent" ? (MINE[e.delivery] || "sent · edit") : e.state === "failed" ? "not sent: " + (e.error || "") + (e.retry ? " (click to retry)" : "") : "sending…";
         st.addEventListener("click", () => {
           if (e.state === "failed" && e.retry) { e.state = "sending"; save(); renderMessages(); transmit(e); }
           else if (e.state === "sent") editReply(c, e);
@@ -92,7 +168,8 @@
       }
       return div;
     }));
-    box.scrollTop = box.scrollHeight;
+    if (keepScroll) box.scrollTop = box.scrollHeight - fromBottom; else box.scrollTop = box.scrollHeight;
+    keepScroll = false;
   }
 
   function render() { renderList(); renderMessages(); }
@@ -124,10 +201,29 @@
   }
 
   function onFrame(f) {
+    const what = f.id ? requests[f.id] : null;
+    if (what) {
+      delete requests[f.id];
+      if (f.type === "conversations") onConversations(f, what);
+      else if (f.type === "history") onHistory(f, what);
+      else if (f.type === "error") {
+        if (what.conversation && state.convs[what.conversation]) state.convs[what.conversation].loading = false;
+        showError(f.error);
+      }
+      save(); render();
+      return;
+    }
     if (f.type === "ack" || f.type === "error") {
       const [c, e] = f.id ? locate(f.id) : [null, null];
       if (e) {
-        if (f.type === "ack") { e.state = "sent"; e.error = ""; } else { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; }
+        if (f.type === "ack") {
+          if (e.state !== "sent") { e.state = "sent"; e.error = ""; }
+          if (f.message) {  // what the client is sent (redacted, disclaimers) and the verdict
+            const m = fromServer(f.message);
+            e.text = m.text; e.verdict = m.verdict; e.message = m.message; e.seq = m.seq;
+            if (!e.delivery || e.delivery === "pending") e.delivery = m.delivery;
+          }
+        } else { e.state = "failed"; e.error = f.error; e.retry = f.retry === true; }
       } else {
         for (const cid of state.order) {
           const edits = state.convs[cid].pendingEdits || [];
@@ -143,8 +239,15 @@
         if (f.type === "error") showError(f.error);
         return;
       }
+    } else if (f.type === "notice" && f.answers && f.conversation && state.convs[f.conversation] &&
+               findEntry(state.convs[f.conversation], f.answers)) {
+      const e = findEntry(state.convs[f.conversation], f.answers);  // a notice about one of my replies
+      e.delivery = f.about || e.delivery;
+      e.note = f.text || "";
+      if (f.about === "refused") askConversations(null, 0, false);  // e.g. handed to a colleague meanwhile
     } else if (f.type === "message" || f.type === "notice") {
       const cid = f.conversation || "relay";
+      const known = !!state.convs[cid];
       const c = conv(cid);
       if (!f.conversation) c.client = { name: "Relay notices", channel: "" };
       if (findEntry(c, f.id)) return;
@@ -153,6 +256,7 @@
       c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
         from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
       touch(cid);
+      if (!known && f.conversation) askConversations(null, 0, false);  // e.g. just handed over: its client and history
     } else if (f.type === "edit" || f.type === "delete") {
       const [, e] = locate(f.id);
       if (!e) return;
@@ -169,6 +273,10 @@
     ws.onopen = () => {
       backoff = 500;
       setStatus(true);
+      requests = {};
+      for (const cid of state.order) state.convs[cid].loading = false;
+      for (const cid of state.order) state.convs[cid].loaded = false;
+      askConversations(null, 0, true);
       for (const cid of state.order) {
         for (const e of state.convs[cid].entries) if (e.who === "me" && e.state === "sending") transmit(e);
       }
@@ -238,6 +346,11 @@
   });
 
   const renderChips = () => window.RelayWeb.renderChips(pendingUploads);
+
+  $("messages").addEventListener("scroll", () => {  // older messages, a page at a time
+    const c = current && state.convs[current];
+    if (c && c.more && !c.loading && $("messages").scrollTop < 40) askHistory(c, true);
+  });
 
   $("composer").addEventListener("submit", (ev) => {
     ev.preventDefault();
