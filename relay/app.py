@@ -22,7 +22,8 @@ from aiohttp import web
 from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
-from relay.journal import Journal
+from relay.health import Health
+from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
@@ -63,21 +64,17 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
-async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
-    """Journal `policy.loaded` unless the newest one already names this version."""
-    kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
-    rows = await journal.fetchall(
-        f"SELECT json_extract(body_json, '$.version') AS v, json_extract(body_json, '$.rules') AS n FROM events "
-        f"WHERE kind = 'policy.loaded' AND {kind_filter} ORDER BY seq DESC LIMIT 1"
-    )
+async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False,
+                         warning: str = "") -> None:
+    """Journal `policy.loaded` unless the newest one already names this version; `warning` is
+    the watcher's rule-count drop warning for this set, kept in the event."""
+    rows = await journal.fetchall(lookups.LATEST_POLICY_LOADED, (1 if shadow else 0,))
     if rows and rows[0]["v"] == ps.version:
         return
     body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory), "rules": len(ps.rules)}
-    before = rows[0]["n"] if rows else None
-    if isinstance(before, int) and before > len(ps.rules):
-        body["warning"] = (f"rule count dropped from {before} to {len(ps.rules)}: if a policy file was cut off "
-                           "or removed by mistake, restore it")
-        log.warning("policy set %s: %s", ps.version[:12], body["warning"])
+    if warning:
+        body["warning"] = warning
+        log.warning("policy set %s: %s", ps.version[:12], warning)
     if shadow:
         body["shadow"] = True
     await journal.append("policy.loaded", body)
@@ -108,6 +105,8 @@ class RelayApp:
         self.watcher: PolicyWatcher | None = None
         self.shadow_watcher: PolicyWatcher | None = None
         self.admin_token = ""
+        self.health = Health()
+        """Checks and gauges the workflow's tasks report (journal verification…): /healthz, /metrics."""
         self._lock_fd: int | None = None
         self._started_channels: list[Channel] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,6 +160,7 @@ class RelayApp:
         self.journal = await open_journal(
             cfg.data_dir, url=cfg.journal_url, hmac_key=cfg.hmac_key, checkpoint_every=cfg.checkpoint_every,
             checkpoint_seconds=cfg.checkpoint_seconds, checkpoint_dir=cfg.checkpoint_dir, synchronous=cfg.synchronous,
+            witnesses=cfg.witnesses,
             **({"lease_seconds": cfg.journal_lease_seconds} if cfg.journal_url else {}),
         )
         self.watcher = PolicyWatcher(cfg.policies_dir, on_loaded=self._on_policy_loaded,
@@ -285,7 +285,8 @@ class RelayApp:
 
     async def _on_policy_loaded(self, ps: PolicySet) -> None:
         log.info("policy set %s is active", ps.version[:12])
-        await _policy_loaded(self.journal, ps, self.config.policies_dir)
+        await _policy_loaded(self.journal, ps, self.config.policies_dir,
+                             warning=self.watcher.last_warning if self.watcher is not None else "")
 
     async def _on_shadow_loaded(self, ps: PolicySet) -> None:
         if self.config.shadow_policies_dir is not None:

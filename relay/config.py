@@ -144,6 +144,10 @@ class Config:
     journal_lease_seconds: float = 10.0
     outbox_give_up_after: float = 86400.0
     raw: Mapping[str, Any] = field(default_factory=dict)
+    witnesses: tuple[Any, ...] = ()
+    """`journal.witnesses`, built (relay/journal/witness.py): where signed checkpoints are copied."""
+    replica: Any = None
+    """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
     lines: Lines = field(default_factory=dict)
 
     def where(self, *path: str) -> str:
@@ -306,6 +310,13 @@ def config_from_dict(
     listen = data.get("listen") or {}
     pol = data.get("policies") or {}
     jr = data.get("journal") or {}
+    from relay.journal import replica, witness  # here, not at the top: `relay review list --help` stays light
+
+    try:
+        witnesses = tuple(witness.from_config(jr.get("witnesses"), root))
+        replica_target = replica.target_from_config(jr.get("replica"), root)
+    except (witness.WitnessError, replica.ReplicaError) as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
     ob = data.get("outbox") or {}
     host = listen.get("host", "127.0.0.1")
     port = int(listen.get("port", 8080))
@@ -336,5 +347,7 @@ def config_from_dict(
         log_level=data.get("log_level", "INFO"),
         outbox_give_up_after=float(ob.get("give_up_after", 86400.0)),
         raw=data,
+        witnesses=witnesses,
+        replica=replica_target,
         lines=lines,
     )

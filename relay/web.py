@@ -21,9 +21,12 @@ RELAY_KEY: web.AppKey[Any] = web.AppKey("relay", object)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """503 while a check (e.g. the scheduled journal verification) fails, so monitoring notices."""
     relay = request.app[RELAY_KEY]
-    return web.json_response({"ok": True, "channels": sorted(relay.channels), "pending": relay.outbox.pending,
-                              "policy_version": relay.policies.version})
+    ok = relay.health.ok
+    return web.json_response({"ok": ok, "channels": sorted(relay.channels), "pending": relay.outbox.pending,
+                              "policy_version": relay.policies.version, "checks": relay.health.to_dict()},
+                             status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -47,6 +50,7 @@ async def metrics(request: web.Request) -> web.Response:
     ):
         kind = "gauge" if name.endswith("pending") else "counter"
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += relay.health.metric_lines()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

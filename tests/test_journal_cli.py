@@ -52,13 +52,13 @@ async def test_verify_ok_and_broken(tmp_path: Path, jopen: Any) -> None:
     out = relay("verify", "--data-dir", str(data))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok: 4 events, head seq 4 hash ")
-    report = json.loads(relay("verify", "--data-dir", str(data), "--json").stdout)
-    assert report["ok"] is True and report["count"] == 4
+    report = json.loads(relay("verify", "--data-dir", str(data), "--json", "--full").stdout)
+    assert report["ok"] is True and report["count"] == 4 and report["mode"] == "full"
     tamper(data / "journal.sqlite3", "UPDATE events SET body_json=replace(body_json, 'statement', 'invoice') WHERE seq=2")
-    out = relay("verify", "--data-dir", str(data))
+    out = relay("verify", "--data-dir", str(data), "--full")
     assert out.returncode == 1
     assert out.stdout.startswith("seq 2: hash mismatch")
-    report = json.loads(relay("verify", "--data-dir", str(data), "--json").stdout)
+    report = json.loads(relay("verify", "--data-dir", str(data), "--json", "--full").stdout)
     assert (report["ok"], report["first_bad_seq"], report["problem"]) == (False, 2, "hash mismatch")
 
 

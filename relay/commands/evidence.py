@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from relay.commands.compliance_common import emit_json, reporting
 from relay.evidence import (ExportFilter, SearchQuery, parse_formats, parse_time, search, verify_export,
                             write_export)
 from relay.evidence.keys import load_private_key, load_public_key
+from relay.evidence.packing import ZipError, pack_zip, unpack_zip
 from relay.evidence.verify import INTEGRITY_ONLY
 from relay.compliance.holds import load_state
 
@@ -120,12 +122,17 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
                                         include_restricted=args.include_restricted, actor=args.actor,
                                         hmac=settings.hmac_key is not None,
                                         progress=_progress if args.progress > 0 else None,
-                                        progress_every=max(1, args.progress))
+                                        progress_every=max(1, args.progress), index=getattr(args, "index", False))
         finally:
             await journal.close()
         return result.summary()
 
     summary = asyncio.run(go())
+    if getattr(args, "zip", False):
+        try:
+            summary["zip"] = str(pack_zip(Path(args.out)))
+        except ZipError as exc:
+            raise CommandError(str(exc)) from None
     if note:
         print(f"relay: note: {note}", file=sys.stderr)
     if args.json:
@@ -136,6 +143,8 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
           f" {summary['directory']} as {', '.join(summary['formats'])}; {summary['files']} files in the signed manifest")
     if c["withheld_restricted"]:
         print(f"  withheld {c['withheld_restricted']} messages under erasure requests (admins: --include-restricted)")
+    if summary.get("zip"):
+        print(f"  packed as {summary['zip']}")
     if summary["checkpoint_seq"] is None:
         print("  note: no checkpoint covers the newest events yet; the manifest signature still covers every file")
     return 0
@@ -148,7 +157,16 @@ NOT_AUTHENTICATED_EXIT = 3
 def cmd_verify_export(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         key = load_public_key(a.public_key) if a.public_key else None
-        report = verify_export(Path(a.directory), key)
+        directory = Path(a.directory)
+        if directory.suffix == ".zip" and directory.is_file():
+            with tempfile.TemporaryDirectory(prefix="relay-verify-") as tmp:
+                try:
+                    root = unpack_zip(directory, Path(tmp))
+                except ZipError as exc:
+                    raise CommandError(str(exc)) from None
+                report = verify_export(root, key)
+        else:
+            report = verify_export(directory, key)
         if a.json:
             emit_json(report.to_dict())
         else:

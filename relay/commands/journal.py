@@ -16,8 +16,10 @@ from typing import Any
 from relay.cli import CommandError
 from relay.journal import Journal, JournalError
 from relay.journal import settings as journal_settings
+from relay.journal import replica, signing
 from relay.journal.backend import open_journal
 from relay.journal.chain import canonical_json
+from relay.journal.witness import Witness, WitnessError, ad_hoc
 from relay.commands.common import journal_settings_of
 from relay.commands import evidence as evidence_commands
 from relay.compliance.restricted import RESTRICTED_NOTE, RestrictedEvents, withheld_body
@@ -39,9 +41,25 @@ def setup(parser: argparse.ArgumentParser) -> None:
         p.set_defaults(handler=_reporting(handler))
         return p
 
-    p = verb("verify", "recompute the hash chain, blob digests and checkpoints", cmd_verify)
+    p = verb("verify", "recompute the hash chain, blob digests and checkpoints (incremental from the last"
+             " verified checkpoint; --full for the whole chain)", cmd_verify)
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--full", action="store_true", help="the whole chain from seq 1, not only what is new since the last verify")
+    p.add_argument("--witness", nargs="*", default=None, metavar="NAME|DIR|URL",
+                   help="also check against witnesses: the configured ones (journal.witnesses) when none is named;"
+                        " a name, a directory, an http(s) URL or syslog-file:PATH")
     p.add_argument("--export", type=Path, default=None, metavar="DIR", help="verify an export directory instead")
+    p.add_argument("--replica", default=None, metavar="DIR",
+                   help="verify the WORM copy (DIR or s3://bucket/prefix: its chain, blobs, checkpoints) and that it agrees with the journal")
+
+    p = verb("replicate", "copy new events, blobs and checkpoints to the WORM copy (what relay run does on a schedule)",
+             cmd_replicate)
+    p.add_argument("--to", default=None, metavar="DIR", help="the copy (default: journal.replica.path)")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("restore", "rebuild a journal from a WORM copy into a new data directory (--data-dir)", cmd_restore)
+    p.add_argument("--from", dest="source", required=True, metavar="DIR", help="the copy")
+    p.add_argument("--json", action="store_true")
 
     p = verb("show", "print events, one per line", cmd_show)
     p.add_argument("--conversation", help="only this conversation id")
@@ -67,6 +85,10 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--progress", type=int, default=10000, metavar="N",
                    help="a progress line on stderr every N events and every N messages (default 10000; 0: none)")
+    p.add_argument("--index", action="store_true",
+                   help="also index.csv and index.json: one row per exported message (seq, time, conversation,"
+                        " parties, channel, verdict, file)")
+    p.add_argument("--zip", action="store_true", help="also pack the export as DIR.zip (verify with verify --export DIR.zip)")
     evidence_commands.add_export_filters(p)
 
     p = verb("verify-export", "check an export offline: signature, every file's digest, events, checkpoint",
@@ -136,16 +158,90 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return evidence_commands.cmd_verify_export(argparse.Namespace(
                 directory=args.export, public_key=str(s.data_dir / "keys" / "journal_ed25519.pub")
                 if (s.data_dir / "keys" / "journal_ed25519.pub").exists() else None, json=args.json))
-        else:
+        elif args.replica is not None:
             journal = await _open(s)
             try:
-                report = await journal.verify()
+                public = signing.load_public(s.data_dir / "keys")
+                report = await replica.verify_copy(replica.target_for(args.replica, s.replica), s.hmac_key, journal.path, public)
+            except replica.ReplicaError as exc:
+                raise CommandError(str(exc)) from None
+            finally:
+                await journal.close()
+        else:
+            witnesses = _witnesses(s, args.witness)
+            journal = await _open(s)
+            try:
+                report = await journal.verify_recorded(full=args.full, witnesses=witnesses)
+            except WitnessError as exc:
+                raise CommandError(str(exc)) from None
             finally:
                 await journal.close()
         print(json.dumps(report.to_dict()) if args.json else report.line())
         return 0 if report.ok else 1
 
     return _run(go)
+
+
+def _replica_target(s: journal_settings.JournalSettings, spec: str | None) -> replica.ReplicaTarget:
+    if spec is not None:
+        return replica.target_for(spec, s.replica)
+    if s.replica is None:
+        raise CommandError("no copy named: pass --to DIR or set journal.replica.path")
+    return s.replica
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    target = _replica_target(s, args.to)
+
+    async def go() -> int:
+        journal = await _open(s)
+        try:
+            result = await replica.sync(journal, target)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            await journal.close()
+        print(json.dumps(result.to_dict()) if args.json else
+              f"copied {result.copied_events} events and {result.copied_blobs} blobs to {target.name}; copy head seq {result.head}")
+        return 0
+
+    return _run(go)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        raise CommandError("restore needs --data-dir NEW_DIR (a new, empty directory for the rebuilt journal)")
+    target = replica.target_for(args.source, _settings(args).replica)
+
+    async def go() -> int:
+        try:
+            count = await replica.restore(target, args.data_dir)
+        except replica.ReplicaError as exc:
+            raise CommandError(str(exc)) from None
+        journal = await Journal.open(args.data_dir, read_only=True, hmac_key=_settings(args).hmac_key)
+        try:
+            report = await journal.verify_recorded(full=True)
+        finally:
+            await journal.close()
+        if args.json:
+            print(json.dumps({"restored": count, "verify": report.to_dict()}))
+        else:
+            print(f"restored {count} events into {args.data_dir}; verify: {report.line()}")
+        return 0 if report.ok else 1
+
+    return _run(go)
+
+
+def _witnesses(s: journal_settings.JournalSettings, specs: list[str] | None) -> list[Witness]:
+    if specs is None:
+        return []
+    if not specs:
+        if not s.witnesses:
+            raise CommandError("--witness: no journal.witnesses configured; name a directory or URL")
+        return list(s.witnesses)
+    named = {w.name: w for w in s.witnesses}
+    return [named.get(spec) or ad_hoc(spec, Path.cwd()) for spec in specs]
 
 
 def _summary(body: dict[str, Any], width: int = 140) -> str:

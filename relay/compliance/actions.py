@@ -22,9 +22,15 @@ ACTIONS = ActionTable({
     "hold.release": "relay.compliance.holds_actions:hold_release",
     "erase.request": "relay.compliance.holds_actions:erase_request",
     "evidence.prepare": "relay.evidence.prepare:prepare",
+    "journal.verify": "relay.compliance.verification:verify_action",
+    "journal.replicate": "relay.compliance.replication:replicate_action",
 })
 
-WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",),
+WORKFLOW = Workflow(ACTIONS, tasks=("relay.compliance.review:run_sweeper",
+                                    "relay.compliance.verification:run_verifier",
+                                    "relay.compliance.replication:run_replicator",
+                                    "relay.compliance.archive_feed:run_archive"),
                     reopened="relay.compliance.handover:reopened_history")
-"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, and the history
-an employee gets in a conversation's reopened topic."""
+"""What `relay run` hands the app: these actions, the review queue's SLA sweeper, the scheduled
+journal verification, the WORM copy, the archive feed, and the history an employee gets in a
+conversation's reopened topic."""

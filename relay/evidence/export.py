@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.evidence.collect import ExportFilter, Reader, candidate_conversations, iso
+from relay.evidence.index import IndexWriter
 from relay.evidence.manifest import write_manifest
 from relay.evidence.outputs import Outputs
 from relay.evidence.plan import Plan
@@ -81,7 +82,7 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
                        formats: tuple[str, ...] = FORMATS, restricted_clients: Mapping[str, int] | None = None,
                        include_restricted: bool = False, actor: str = "", hmac: bool = False,
                        now: float | None = None, progress: Callable[[str], None] | None = None,
-                       progress_every: int = 10000) -> ExportResult:
+                       progress_every: int = 10000, index: bool = False) -> ExportResult:
     """Select by `flt`, render the chosen formats into `out` (new or empty) and sign a manifest.
 
     Streams: one pass settles which messages are exported (`Plan`), a second writes the events
@@ -89,7 +90,8 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
     memory holds a chunk of events (one conversation when HTML is asked for) and the manifest's
     list of files with their digests, which is signed as one document. `now` is the
     export time written into transcripts and the manifest (default: the clock); `progress`
-    receives a line every `progress_every` events or messages.
+    receives a line every `progress_every` events or messages. `index` adds `index.csv` and
+    `index.json` (relay/evidence/index.py).
     """
     _prepare(out)
     head = await head_seq(reader)
@@ -102,8 +104,11 @@ async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed2551
         events, top = await write_events(reader, plan, scope, outputs, formats,
                                          _ticker(progress, progress_every, "wrote {n} events of at most %d" % head))
         exported_at = iso(time.time() if now is None else now)
+        rows = IndexWriter(outputs) if index else None
         await write_messages(reader, plan, outputs, formats, exported_at,
-                             _ticker(progress, progress_every, "wrote {n} of %d messages" % plan.messages))
+                             _ticker(progress, progress_every, "wrote {n} of %d messages" % plan.messages), index=rows)
+        if rows is not None:
+            rows.close()
         await _check_not_erased_meanwhile(reader, head, out)
         checkpoint = await covering_checkpoint(reader, head, top)
         meta = {

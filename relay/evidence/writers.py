@@ -15,6 +15,7 @@ from typing import Callable
 
 from relay.evidence.collect import MESSAGE_REF_KINDS, Ev, MessageRecord, Reader
 from relay.evidence.eml import render_eml
+from relay.evidence.index import IndexWriter
 from relay.evidence.outputs import Outputs
 from relay.evidence.plan import Plan, attachment_shas
 from relay.evidence.scan import Scope, scan
@@ -123,12 +124,14 @@ async def _blobs_for(reader: Reader, plan: Plan, m: MessageRecord) -> dict[str, 
 
 
 async def write_messages(reader: Reader, plan: Plan, outputs: Outputs, formats: tuple[str, ...], exported_at: str,
-                         progress: Callable[[int], None] | None = None, chunk: int = 50) -> None:
-    """One EML file per exported message and one HTML transcript per conversation."""
+                         progress: Callable[[int], None] | None = None, chunk: int = 50,
+                         index: IndexWriter | None = None) -> None:
+    """One EML file per exported message and one HTML transcript per conversation (and, with
+    `index`, a row per message naming its file)."""
     eml, html = "eml" in formats, "html" in formats
     if html:
         private_dir(outputs.root / "transcripts")
-    if not (eml or html):
+    if not (eml or html or index):
         return
     done = 0
     for conv in plan.conversations:
@@ -137,9 +140,11 @@ async def write_messages(reader: Reader, plan: Plan, outputs: Outputs, formats: 
         while seqs := plan.message_seqs(conv, after, chunk):
             records = await plan.records(reader, seqs)
             for m in records:
+                eml_path = f"eml/{safe_name(m.conversation)}/{m.seq:08d}-{safe_name(m.id)}.eml"
                 if eml:
-                    outputs.write(f"eml/{safe_name(m.conversation)}/{m.seq:08d}-{safe_name(m.id)}.eml",
-                                  render_eml(m, await _blobs_for(reader, plan, m)))
+                    outputs.write(eml_path, render_eml(m, await _blobs_for(reader, plan, m)))
+                if index is not None:
+                    index.add(m, eml_path if eml else f"transcripts/{safe_name(conv)}.html" if html else "events.jsonl")
             if html:
                 whole.extend(records)
             after = seqs[-1]

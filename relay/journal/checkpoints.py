@@ -24,6 +24,10 @@ def write(directory: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+MAX_FILE_BYTES = 64 * 1024
+"""A checkpoint file is a few hundred bytes; a bigger one is not read (and fails as unreadable)."""
+
+
 def read_all(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Every readable checkpoint file, by seq; an unreadable one is returned with an empty dict."""
     if not directory.is_dir():
@@ -31,6 +35,8 @@ def read_all(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     found: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(directory.glob("checkpoint-*.json")):
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ValueError("too large")
             record = json.loads(path.read_text())
             if not isinstance(record, dict):
                 record = {}

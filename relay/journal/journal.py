@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from relay.journal.blobs import BlobStore
 from relay.journal.chain import GENESIS, Event
 from relay.journal.opening import DB_NAME, LOCK_NAME, SYNCHRONOUS, JournalError
 from relay.journal.reads import JournalReads
+from relay.journal.witness import Witness
 from relay.journal.submitting import Submitting, _check_utf8  # noqa: F401  (bench_valid_input measures it)
 from relay.journal.writer import GroupCommitWriter, JournalStats, Unit
 from relay.private_files import create_private, private_dir, tighten_logged
@@ -44,10 +46,12 @@ class Journal(Submitting, JournalReads, GroupCommitWriter):
         synchronous: str = "FULL",
         read_only: bool = False,
         max_batch: int = 10000,
+        witnesses: Sequence[Witness] = (),
     ) -> Journal:
         """`read_only` opens an existing journal for queries and verify only (no writer, no keys made).
 
         `max_batch` caps events per transaction; 1 disables group commit (the benchmark baseline).
+        `witnesses` get a copy of every signed checkpoint (relay/journal/witness.py).
         """
         self = object.__new__(cls)
         data_dir = Path(data_dir)
@@ -82,6 +86,8 @@ class Journal(Submitting, JournalReads, GroupCommitWriter):
         self._wal_mark = 0
         self._checkpoint_record: dict[str, Any] | None = None
         self._file_tasks: set[asyncio.Task[None]] = set()
+        self.witnesses = tuple(witnesses)
+        self._witness_pending: dict[str, list[dict[str, Any]]] = {}
         if read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
@@ -113,6 +119,7 @@ class Journal(Submitting, JournalReads, GroupCommitWriter):
             reader.row_factory = sqlite3.Row
             self._reader = reader
             await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA cache_size=-16384")  # 16 MiB: index pages of hot-path lookups stay cached
             if read_only:
                 await opening.check_meta_readonly(reader, self._hmac_key, self.path)
                 row = await reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")

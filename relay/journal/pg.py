@@ -22,7 +22,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from relay.journal.chain import (
     GENESIS, Event, canonical_json, fast_canonical, link_bytes, make_event,
 )
 from relay.journal.opening import JournalError
+from relay.journal.schema import PROJECTIONS_VERSION
 from relay.journal.submitting import Submitting
 from relay.journal.writer import GroupCommitWriter, JournalStats, Unit as _Unit
 from relay.journal.projections import Record, rows_to_events
@@ -171,6 +172,7 @@ class PgJournal(Submitting, GroupCommitWriter):
         pool_size: int = 4,
         relay_id: str | None = None,
         lease_seconds: float = 10.0,
+        witnesses: Sequence[Any] = (),
     ) -> PgJournal:
         """`data_dir` holds what stays local to one relay: its signing key and checkpoint files.
 
@@ -205,6 +207,8 @@ class PgJournal(Submitting, GroupCommitWriter):
         self._head_hash = GENESIS
         self._since_cp = 0
         self._file_tasks: set[asyncio.Task[None]] = set()
+        self.witnesses = tuple(witnesses)
+        self._witness_pending: dict[str, list[dict[str, Any]]] = {}
         self._signing_key = None
         self.relay_id = relay_id or f"{socket.gethostname()}:{hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]}"
         self.lease_seconds = lease_seconds
@@ -264,6 +268,12 @@ class PgJournal(Submitting, GroupCommitWriter):
                 await db.executemany("INSERT INTO meta(key, value) VALUES($1, $2)", list(self._meta_for_key().items()))
             else:
                 self._check_meta(meta)
+            if meta.get("projections") != PROJECTIONS_VERSION:  # written by an older relay: replay (issue 12)
+                if meta:
+                    count = await self._rebuild_in(db)
+                    log.info("journal projections rebuilt (version %s, %d events)", PROJECTIONS_VERSION, count)
+                await db.execute("INSERT INTO meta(key, value) VALUES('projections', $1)"
+                                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value", PROJECTIONS_VERSION)
             public = signing.public_hex(self._signing_key.public_key())  # type: ignore[union-attr]
             await db.execute(
                 "INSERT INTO signers(public_key, first_ts) VALUES($1, $2) ON CONFLICT DO NOTHING", public, time.time()
@@ -620,6 +630,12 @@ class PgJournal(Submitting, GroupCommitWriter):
             last = rows[-1][0]
 
     # --- reading and checking -----------------------------------------------------------
+
+    async def verify_recorded(self, *, full: bool = False, witnesses: Sequence[Any] = ()) -> VerifyReport:
+        """Always the whole chain here: incremental verify and `--witness` are the SQLite journal's for now."""
+        if witnesses:
+            raise JournalError("verify --witness reads witnesses for the SQLite journal only (not yet on PostgreSQL)")
+        return await self.verify()
 
     async def verify(self, chunk: int = 2000) -> VerifyReport:
         """Whole chain from seq 1 in one snapshot, every named blob, checkpoints signed by a key

@@ -28,6 +28,10 @@ class JournalSettings:
     checkpoint_seconds: float = 60.0
     checkpoint_dir: Path | None = None
     synchronous: str = "FULL"
+    witnesses: tuple[Any, ...] = ()
+    """`journal.witnesses`, built: what `verify --witness` reads back."""
+    replica: Any = None
+    """`journal.replica`, built (relay/journal/replica.py): the WORM copy, or None."""
     url: str | None = None
     """`postgresql://user@host:port/db`: the journal is on PostgreSQL (password from ${ENV})."""
 
@@ -85,6 +89,15 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
     key = text(block.get("hmac_key"), "journal.hmac_key")
     cp_text = text(block.get("checkpoint_dir"), "journal.checkpoint_dir")
     cp_dir = from_file(cp_text) if cp_text else None
+    from relay.journal.witness import WitnessError, from_config
+
+    from relay.journal.replica import ReplicaError, target_from_config
+
+    try:
+        witnesses = tuple(from_config(block.get("witnesses"), base))
+        replica = target_from_config(block.get("replica"), base)
+    except (WitnessError, ReplicaError) as exc:
+        raise SettingsError(f"{where}: {exc}") from None
     try:
         return JournalSettings(
             data_dir=Path(root),
@@ -93,6 +106,8 @@ def load(config: Path | None, data_dir: Path | None = None) -> JournalSettings:
             checkpoint_seconds=float(block.get("checkpoint_seconds", 60.0)),
             checkpoint_dir=cp_dir,
             synchronous=str(block.get("synchronous", "FULL")),
+            witnesses=witnesses,
+            replica=replica,
             url=text(block.get("url"), "journal.url"),
         )
     except (TypeError, ValueError) as exc:

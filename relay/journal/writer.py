@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.journal import checkpoints, projections, signing
 from relay.journal.chain import Event, canonical_json, fast_canonical, link_bytes, make_event
 from relay.journal.opening import JournalError
+from relay.journal.witness import publish_all
 
 log = logging.getLogger("relay.journal")
 
@@ -40,6 +41,7 @@ class JournalStats:
     checkpoints: int = 0
     projection_errors: int = 0
     wal_restarts: int = 0
+    witness_failures: int = 0
 
 
 Item = tuple[str, "str | None", str, dict[str, Any], float, str, str]
@@ -114,6 +116,8 @@ class GroupCommitWriter:
     _wal_mark: int
     _checkpoint_record: dict[str, Any] | None
     _file_tasks: set[asyncio.Task[None]]
+    witnesses: tuple[Any, ...]
+    _witness_pending: dict[str, list[dict[str, Any]]]
 
     async def _writer(self) -> None:
         try:
@@ -305,3 +309,18 @@ class GroupCommitWriter:
             await asyncio.to_thread(checkpoints.write, self.checkpoint_dir, record)
         except OSError as exc:
             log.error("cannot write checkpoint file to %s: %r", self.checkpoint_dir, exc)
+        if self.witnesses:
+            await self._witness(record)
+
+    async def _witness(self, record: dict[str, Any]) -> None:
+        """Every witness at once; a failure is logged, counted and journaled (`witness.failed`),
+        and what it missed goes again with the next checkpoint."""
+        failures = await publish_all(self.witnesses, self._witness_pending, record, self.checkpoint_dir)
+        for line in failures:
+            self.stats.witness_failures += 1
+            log.error("%s", line)
+            if not self._closing:
+                try:
+                    await self.append("witness.failed", {"seq": record.get("seq"), "error": line})  # type: ignore[attr-defined]
+                except Exception as exc:
+                    log.error("cannot journal witness.failed: %r", exc)
