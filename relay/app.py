@@ -27,6 +27,7 @@ from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
+from relay.private_files import private_dir
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -53,7 +54,7 @@ class AlreadyRunning(RuntimeError):
 
 
 def _lock(data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     fd = os.open(data_dir / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,12 +64,17 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
-async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
-    """Journal `policy.loaded` unless the newest one already names this version."""
+async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False,
+                         warning: str = "") -> None:
+    """Journal `policy.loaded` unless the newest one already names this version; `warning` is
+    the watcher's rule-count drop warning for this set, kept in the event."""
     rows = await journal.fetchall(lookups.LATEST_POLICY_LOADED, (1 if shadow else 0,))
     if rows and rows[0]["v"] == ps.version:
         return
-    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
+    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory), "rules": len(ps.rules)}
+    if warning:
+        body["warning"] = warning
+        log.warning("policy set %s: %s", ps.version[:12], warning)
     if shadow:
         body["shadow"] = True
     await journal.append("policy.loaded", body)
@@ -289,7 +295,8 @@ class RelayApp:
 
     async def _on_policy_loaded(self, ps: PolicySet) -> None:
         log.info("policy set %s is active", ps.version[:12])
-        await _policy_loaded(self.journal, ps, self.config.policies_dir)
+        await _policy_loaded(self.journal, ps, self.config.policies_dir,
+                             warning=self.watcher.last_warning if self.watcher is not None else "")
 
     async def _on_shadow_loaded(self, ps: PolicySet) -> None:
         if self.config.shadow_policies_dir is not None:
