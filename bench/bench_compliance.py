@@ -3,7 +3,8 @@
 Search: the FTS5 trigram index (what `relay journal search` uses) against a LIKE scan of every
 message (the baseline a tokenizer-less design would need for CJK), median of 5 runs each, for a
 Latin phrase and a Japanese term. Export: messages per second written as JSON lines + EML + HTML
-with a signed manifest, against JSON lines alone (the baseline).
+with a signed manifest, against JSON lines alone (the baseline), and against the same export
+with every EML rendered by the standard library's email package (the writer it replaced).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.calibration import calibration_us, cpu_figure, process_cpu  # noqa: E402
 from relay.evidence import ExportFilter, SearchQuery, search, write_export  # noqa: E402
 from relay.evidence.keys import load_private_key  # noqa: E402
 from relay.journal import Journal  # noqa: E402
@@ -89,17 +91,31 @@ async def run() -> None:
         j = await Journal.open(data, read_only=True)
         try:
             key = load_private_key(data / "keys" / "journal_ed25519")
-            base, full = [], []
+            base, full, cpu = [], [], []
             for n in range(3):
                 t0 = time.perf_counter()
                 await write_export(j, Path(tmp) / f"b{n}", ExportFilter(), key, formats=("jsonl",))
                 base.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), process_cpu()
                 await write_export(j, Path(tmp) / f"f{n}", ExportFilter(), key)
                 full.append(time.perf_counter() - t0)
+                cpu.append((process_cpu() - c0) / EXPORTED * 1e6)
+            import relay.evidence.writers as writers
+            from relay.evidence.eml import render_with_email
+
+            direct, writers.render_eml = writers.render_eml, lambda m, blobs: render_with_email(m, blobs)
+            try:
+                t0 = time.perf_counter()
+                await write_export(j, Path(tmp) / "old", ExportFilter(), key)
+                old = time.perf_counter() - t0
+            finally:
+                writers.render_eml = direct
             b, f = statistics.median(base), statistics.median(full)
             print(f"export {EXPORTED} messages: JSON lines {EXPORTED / b:,.0f} msg/s; all three formats + signed manifest"
-                  f" {EXPORTED / f:,.0f} msg/s; ratio {f / b:.2f}x the JSON-lines time")
+                  f" {EXPORTED / f:,.0f} msg/s; ratio {f / b:.2f}x the JSON-lines time;"
+                  f" all formats {cpu_figure(statistics.median(cpu), calibration_us())}")
+            print(f"export: all formats with every EML through the email package (the writer before issue 12)"
+                  f" {EXPORTED / old:,.0f} msg/s: the direct EML writer is {old / f:.1f}x faster")
         finally:
             await j.close()
 

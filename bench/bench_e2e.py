@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.calibration import calibration_us, cpu_figure, process_cpu
 from bots.memory.channel import MemoryChannel
 from relay.app import RelayApp
 from relay.model import Inbound, Outgoing, Party
@@ -112,13 +113,25 @@ async def latency(rate: float, seconds: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    runs = 3
-    relay_rates = [asyncio.run(relay_throughput(6000)) for _ in range(runs)]
-    bare_rates = [asyncio.run(bare_throughput(6000)) for _ in range(runs)]
+    runs, n = 3, 6000
+    relay_cpu: list[float] = []
+    bare_cpu: list[float] = []
+
+    def timed(run: Any, cpu: list[float]) -> float:
+        t0 = process_cpu()
+        rate = asyncio.run(run(n))
+        cpu.append((process_cpu() - t0) / n * 1e6)  # start-up and shutdown included
+        return rate
+
+    relay_rates = [timed(relay_throughput, relay_cpu) for _ in range(runs)]
+    bare_rates = [timed(bare_throughput, bare_cpu) for _ in range(runs)]
     r = statistics.median(relay_rates)
     b = statistics.median(bare_rates)
-    print(f"e2e: {r:,.0f} msg/s sustained through relay (median of {runs}; runs {', '.join(f'{x:,.0f}' for x in relay_rates)})")
-    print(f"e2e: bare forwarder {b:,.0f} msg/s; relay/bare ratio {r / b:.3f}x (target: relay >= 3,000 msg/s)")
+    cal = calibration_us()
+    print(f"e2e: {r:,.0f} msg/s sustained through relay (median of {runs}; runs {', '.join(f'{x:,.0f}' for x in relay_rates)});"
+          f" {cpu_figure(statistics.median(relay_cpu), cal)}")
+    print(f"e2e: bare forwarder {b:,.0f} msg/s; {cpu_figure(statistics.median(bare_cpu), cal)};"
+          f" relay/bare ratio {r / b:.3f}x (target: relay >= 3,000 msg/s)")
     lats = [asyncio.run(latency(500, 4.0)) for _ in range(runs)]
     p50 = statistics.median(x[0] for x in lats)
     p99 = statistics.median(x[1] for x in lats)

@@ -25,7 +25,7 @@ from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.health import Health
 from relay.hub_lookups import early_receipts
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
@@ -67,11 +67,7 @@ def _lock(data_dir: Path) -> int:
 
 async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
     """Journal `policy.loaded` unless the newest one already names this version."""
-    kind_filter = "json_extract(body_json, '$.shadow') IS " + ("1" if shadow else "NULL")
-    rows = await journal.fetchall(
-        f"SELECT json_extract(body_json, '$.version') AS v FROM events WHERE kind = 'policy.loaded' "
-        f"AND {kind_filter} ORDER BY seq DESC LIMIT 1"
-    )
+    rows = await journal.fetchall(lookups.LATEST_POLICY_LOADED, (1 if shadow else 0,))
     if rows and rows[0]["v"] == ps.version:
         return
     body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}

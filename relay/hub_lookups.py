@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from relay.hub_records import Event, message_id_for
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.model import Inbound
 
 RECEIPT_PREFIXES = ("receipt", "marker:", "status:", "error:")
@@ -25,10 +25,7 @@ async def receipt_events(journal: Journal, inb: Inbound, mid: str) -> list[Event
     status = inb.text.strip()
     if not inb.reply_to or not status.startswith(RECEIPT_PREFIXES):
         return []
-    rows = await journal.fetchall(
-        "SELECT delivery_id, message_id, conversation, platform_id FROM deliveries WHERE channel = ? "
-        "AND platform_id IN (?, ?) ORDER BY seq DESC LIMIT 1",
-        (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
+    rows = await journal.fetchall(lookups.RECEIPT_DELIVERY, (inb.channel, inb.reply_to, f"template:{inb.reply_to}"))
     if not rows:
         return []
     r = rows[0]
@@ -56,9 +53,7 @@ async def early_receipts(journal: Journal, delivered: dict[str, object], deliver
     if not channel or not pid:
         return []
     sid = pid.removeprefix("template:")
-    rows = await journal.fetchall(
-        "SELECT id, text FROM messages WHERE kind = 'event' AND reply_to = ? AND channel = ? AND seq < ? "
-        "ORDER BY seq", (message_id_for(channel, sid), channel, delivered_seq))
+    rows = await journal.fetchall(lookups.EARLY_RECEIPTS, (message_id_for(channel, sid), channel, delivered_seq))
     base = {k: delivered.get(k) for k in ("delivery_id", "message_id", "channel", "platform_id")}
     out: list[Event] = []
     for r in rows:
@@ -72,7 +67,5 @@ async def inherited_disclaimers(journal: Journal, inb: Inbound) -> tuple[str, ..
     """An edit keeps the disclaimers its original carried (e.g. the recording notice)."""
     if inb.kind != "edit" or not inb.edits:
         return ()
-    rows = await journal.fetchall(
-        "SELECT body_json FROM events WHERE kind = 'policy.verdict' AND json_extract(body_json, '$.message_id') = ? "
-        "ORDER BY seq DESC LIMIT 1", (message_id_for(inb.channel, inb.edits),))
+    rows = await journal.fetchall(lookups.LATEST_VERDICT, (message_id_for(inb.channel, inb.edits),))
     return tuple(json.loads(rows[0]["body_json"]).get("disclaimers") or ()) if rows else ()

@@ -10,6 +10,7 @@ import json
 
 from relay.hub_notices import HubNotices
 from relay.hub_records import Event, delivery_id_for, verdict_from_json
+from relay.journal import lookups
 from relay.model import Party
 from relay.outbox import Delivery, party_json
 from relay.policy import apply_verdict
@@ -25,11 +26,8 @@ class HubReview(HubNotices):
         d = self._held.get(message_id)
         if d is not None:
             return d
-        rows = await self.journal.fetchall("SELECT body_json, conversation FROM events WHERE kind = 'message.received' "
-                                           "AND json_extract(body_json, '$.id') = ? LIMIT 1", (message_id,))
-        vrows = await self.journal.fetchall("SELECT body_json FROM events WHERE kind = 'policy.verdict' "
-                                            "AND json_extract(body_json, '$.message_id') = ? ORDER BY seq DESC LIMIT 1",
-                                            (message_id,))
+        rows = await self.journal.fetchall(lookups.RECEIVED_EVENT, (message_id,))
+        vrows = await self.journal.fetchall(lookups.LATEST_VERDICT, (message_id,))
         if not rows or not vrows:
             return None
         body = json.loads(rows[0]["body_json"])
@@ -57,7 +55,7 @@ class HubReview(HubNotices):
         d = await self.held_delivery(message_id)
         if d is None:
             raise LookupError(f"no held message {message_id!r}")
-        done = await self.journal.fetchall("SELECT 1 FROM deliveries WHERE delivery_id = ?", (d.delivery_id,))
+        done = await self.journal.fetchall(lookups.DELIVERY_EXISTS, (d.delivery_id,))
         events: list[Event] = [("review.decided", {"message_id": message_id, "decision": "release",
                                                    "reviewer": actor, "reason": reason}, d.conversation)]
         if not done:

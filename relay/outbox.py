@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from bots.base import Channel, Permanent, Retryable
 from bots.send_order import WINDOW, Window
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.model import Attachment, Outgoing, Party
 
 log = logging.getLogger("relay.outbox")
@@ -139,11 +139,7 @@ class Outbox:
         if claim is not None:
             rows = await claim(True, self.remote)
         else:
-            rows = await self.journal.fetchall(
-                "SELECT d.delivery_id, d.message_id, d.conversation, d.channel, d.to_json, d.out_json, d.attempts, "
-                "e.ts AS queued_ts FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.state = 'queued' "
-                "ORDER BY d.seq"
-            )
+            rows = await self.journal.fetchall(lookups.QUEUED_DELIVERIES)
         self._enqueue_rows(rows)
         return len(rows)
 
@@ -311,11 +307,7 @@ class Outbox:
             "SELECT platform_id FROM messages WHERE id = ? AND channel = ?", (message_id, channel))
         if own and own[0]["platform_id"]:
             return own[0]["platform_id"]
-        rows = await self.journal.fetchall(
-            "SELECT platform_id FROM deliveries WHERE message_id = ? AND channel = ? AND state = 'delivered' "
-            "ORDER BY seq LIMIT 1",
-            (message_id, channel),
-        )
+        rows = await self.journal.fetchall(lookups.DELIVERED_PLATFORM_ID, (message_id, channel))
         return rows[0]["platform_id"] if rows else None
 
     async def build(self, d: Delivery) -> Outgoing:

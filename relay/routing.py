@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from relay.config import Config, Employee
-from relay.journal import Journal
+from relay.journal import Journal, lookups
 from relay.model import Party
 
 DEACTIVATED_NS = "employees.deactivated"
@@ -71,20 +71,12 @@ class Router:
         conv = self._cache.get(conversation)
         if conv is not None:
             return conv
-        rows = await self.journal.fetchall(
-            "SELECT id, client_channel, client_user, client_display, employee "
-            "FROM conversations WHERE id = ?",
-            (conversation,),
-        )
+        rows = await self.journal.fetchall(lookups.CONVERSATION, (conversation,))
         if not rows:
             return None
         r = rows[0]
         desk = self.config.desk_for_channel(r["client_channel"])
-        sent = await self.journal.fetchall(
-            "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.conversation = ? "
-            "AND d.channel = ? AND m.direction = 'outbound' AND m.kind != 'event' LIMIT 1",
-            (r["id"], r["client_channel"]),
-        )
+        sent = await self.journal.fetchall(lookups.CONVERSATION_HAS_OUTBOUND, (r["id"], r["client_channel"]))
         conv = Conversation(
             id=r["id"],
             client=Party(r["client_channel"], r["client_user"], r["client_display"] or ""),
@@ -163,5 +155,5 @@ class Router:
             self.on_change(employee)
 
     async def conversations_of(self, employee: str) -> list[str]:
-        rows = await self.journal.fetchall("SELECT id FROM conversations WHERE employee = ? ORDER BY opened_seq", (employee,))
+        rows = await self.journal.fetchall(lookups.EMPLOYEE_CONVERSATIONS, (employee,))
         return [r["id"] for r in rows]

@@ -58,14 +58,14 @@ def test_missing_packages_are_installed_with_one_update_and_their_services_stopp
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "RELAY_PG_LIB": str(empty)}
     out = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     if os.getuid() != 0:
-        assert out.returncode == 1 and "apt-get install -y prosody chromium postgresql" in out.stderr
+        assert out.returncode == 1 and "apt-get install -y prosody chromium postgresql openssl" in out.stderr
         return
     assert out.returncode == 0, out.stderr
     calls = log.read_text().splitlines()
-    assert "installing prosody chromium postgresql" in out.stderr
+    assert "installing prosody chromium postgresql openssl" in out.stderr
     assert calls == [
         "apt-get update -q",
-        "apt-get install -y -q prosody chromium postgresql",
+        "apt-get install -y -q prosody chromium postgresql openssl",
         "service prosody stop",
         "service postgresql stop",
     ]

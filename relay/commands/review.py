@@ -63,7 +63,8 @@ def _add_restricted_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--as", dest="actor", default="", help="who asks (an admin under reviewers:)")
 
 
-def _read_items(args: argparse.Namespace, config: Any, message_id: str | None = None) -> dict[str, ReviewItem]:
+def _read_items(args: argparse.Namespace, config: Any, message_id: str | None = None,
+               pending: bool = False) -> dict[str, ReviewItem]:
     """The queue, with items under an erasure request marked (their content is withheld from
     the summary) unless an admin passed --include-restricted --as NAME."""
     from relay.commands.evidence import admin_check
@@ -71,7 +72,7 @@ def _read_items(args: argparse.Namespace, config: Any, message_id: str | None = 
     admin_check(args)
 
     async def load(journal: Any) -> dict[str, ReviewItem]:
-        items = await load_items(journal, message_id)
+        items = await load_items(journal, message_id, pending=pending)
         if not args.include_restricted:
             await withhold_restricted(journal, items)
         return items
@@ -99,7 +100,7 @@ def _want(state: str, wanted: str) -> bool:
 def cmd_list(args: argparse.Namespace) -> int:
     config = config_of(args)
     settings = compliance_settings(config.raw)
-    items = _read_items(args, config)
+    items = _read_items(args, config, pending=args.state in ("open", "escalated", "pending"))
     now = time.time()
     rows = [i.summary(now, settings) for i in items.values()
             if _want(i.state, args.state) and (args.rule is None or args.rule in i.rule_ids())]

@@ -15,6 +15,7 @@ from relay.actions import AdminError
 from relay.evidence.collect import client_key, is_restricted, iso
 from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.compliance.holds import load_state
+from relay.journal import lookups
 from relay.routing import RoutingError
 
 
@@ -41,13 +42,7 @@ async def history_text(app: Any, conversation: str, previous: str | None, limit:
     withheld: one line says how many, none of their text, senders' names or file names.
     """
     conv = await app.router.get(conversation)
-    rows = await app.journal.fetchall(
-        "SELECT m.seq, m.ts, m.direction, m.kind, m.sender_user, m.sender_display, m.text, m.attachments_json,"
-        " m.erased, m.action, (SELECT d.out_json FROM deliveries d WHERE d.message_id = m.id"
-        "   AND COALESCE(json_extract(d.out_json, '$.kind'), '') != 'notice' ORDER BY d.seq LIMIT 1) AS out_json"
-        " FROM messages m WHERE m.conversation = ? AND m.kind != 'event' AND m.channel != 'relay'"
-        " ORDER BY m.seq DESC LIMIT ?",
-        (conversation, limit))
+    rows = await app.journal.fetchall(lookups.CONVERSATION_HISTORY, (conversation, limit))
     client = conv.client if conv else None
     party = {"channel": client.channel, "user": client.user} if client else None
     under_request = party is not None and client_key(party) in restricted
@@ -107,9 +102,7 @@ async def reroute_pending(app: Any, conversation: str, previous: str | None, to:
     old = app.config.employees.get(previous) if previous else None
     if old is None:
         return 0
-    rows = await app.journal.fetchall(
-        "SELECT delivery_id, message_id, to_json, out_json FROM deliveries WHERE state = 'queued'"
-        " AND conversation = ? AND channel = ? ORDER BY seq", (conversation, old.channel))
+    rows = await app.journal.fetchall(lookups.QUEUED_IN_CONVERSATION, (conversation, old.channel))
     pending = [r for r in rows if (json.loads(r["to_json"] or "{}") or {}).get("user") == old.address]
     if not app.offline:
         taken = {d.delivery_id for d in app.outbox.withdraw(old.channel, old.address, conversation)}
@@ -167,7 +160,10 @@ async def handover(app: Any, employee: str, to: str, actor: str, conversation: s
         raise HandoverError("hand over to someone else (--to names the same employee)")
     if not app.router.is_active(to):
         raise HandoverError(f"employee {to!r} is not active")
-    mine = await app.router.conversations_of(employee)
+    if conversation is not None:  # one conversation: one row, not the employee's whole history
+        mine = [r["id"] for r in await app.journal.fetchall(lookups.CONVERSATION_OF_EMPLOYEE, (conversation, employee))]
+    else:
+        mine = await app.router.conversations_of(employee)
     if conversation is not None:
         if conversation not in mine:
             conv = await app.router.get(conversation)

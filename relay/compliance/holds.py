@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from relay.compliance.retention import RetentionError
-from relay.evidence.collect import Ev, Reader, client_matches, iter_events
+from relay.evidence.collect import Ev, Reader, client_matches, row_to_ev
 
 HOLD_SCOPES = ("conversation", "client", "employee")
 
@@ -59,7 +59,9 @@ def restricted_clients(events: Iterable[Ev]) -> dict[str, int]:
 
 
 async def load_state(reader: Reader) -> tuple[dict[str, Hold], dict[str, int]]:
-    evs = await iter_events(reader, ("hold.added", "hold.released", "erasure.requested"))
+    from relay.journal import lookups  # here: CLI help must not load the journal
+
+    evs = [row_to_ev(r) for r in await reader.fetchall(lookups.COMPLIANCE_STATE_EVENTS)]
     return active_holds(evs), restricted_clients(evs)
 
 

@@ -182,40 +182,28 @@ class ReviewItem:
         return out
 
 
-async def load_items(reader: Reader, message_id: str | None = None) -> dict[str, ReviewItem]:
-    """The review queue from the events (`message_id` limits it to one item)."""
-    one = " AND json_extract(body_json, '$.message_id') = ?" if message_id else ""
+async def load_items(reader: Reader, message_id: str | None = None, pending: bool = False) -> dict[str, ReviewItem]:
+    """The review queue, read through its projections (`message_id` limits it to one item,
+    `pending` to the items no decision has closed: a superset of the open ones, bounded by the
+    reviewers' backlog rather than by the journal's length)."""
+    from relay.journal import lookups  # here: `relay review --help` must not load the journal
+
+    where = lookups.REVIEW_WHERE["one" if message_id else "pending" if pending else "all"]
     params: tuple[Any, ...] = (message_id,) if message_id else ()
-    # SQLite's json_extract gives JSON true as 1; PostgreSQL needs the boolean spelled out
-    review = ("(body_json::jsonb->'review') = 'true'::jsonb" if getattr(reader, "dialect", "sqlite") == "postgresql"
-              else "json_extract(body_json, '$.review')")
-    in_conv = ""
-    if message_id:  # one item: read only its conversation's events (the events_conversation index)
-        conv = await reader.fetchall("SELECT conversation FROM messages WHERE id = ?", (message_id,))
-        if conv and conv[0]["conversation"] is not None:
-            in_conv, params = " AND conversation = ?", (conv[0]["conversation"], message_id)
-            one = in_conv + one
-    rows = await reader.fetchall(
-        "SELECT seq, ts, conversation, body_json FROM events WHERE kind = 'policy.verdict'"
-        f" AND {review} AND json_extract(body_json, '$.shadow') IS NULL" + one
-        + " ORDER BY seq", params)
     items: dict[str, ReviewItem] = {}
-    for r in rows:
+    for r in await reader.fetchall(lookups.REVIEW_VERDICTS.format(where=where), params):
         b = json.loads(r["body_json"])
         mid = str(b.get("message_id"))
         items[mid] = ReviewItem(mid, int(r["seq"]), float(r["ts"]), r["conversation"] or "", str(b.get("action")),
                                 list(b.get("rules") or []))
     if not items:
         return items
-    msg_one = " AND json_extract(body_json, '$.id') = ?" if message_id else ""
-    msg_one = in_conv + msg_one
-    for r in await reader.fetchall("SELECT seq, body_json FROM events WHERE kind = 'message.received'" + msg_one, params):
+    for r in await reader.fetchall(lookups.REVIEW_MESSAGES.format(where=where), params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("id")))
         if item is not None:
             item.message, item.message_seq = b, int(r["seq"])
-    for r in await reader.fetchall("SELECT seq, ts, body_json FROM events WHERE kind = 'review.decided'" + one
-                                   + " ORDER BY seq", params):
+    for r in await reader.fetchall(lookups.REVIEW_DECISIONS.format(where=where), params):
         b = json.loads(r["body_json"])
         item = items.get(str(b.get("message_id")))
         if item is not None:
@@ -343,7 +331,7 @@ async def _sweep(app: Any, now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     policies = getattr(app, "policies", None)
     breached: list[str] = []
-    for item in (await load_items(app.journal)).values():
+    for item in (await load_items(app.journal, pending=True)).values():
         sla = item.sla(s, policies)
         if sla is None or not item.is_open or item.sla_breached or now - item.ts <= sla:
             continue

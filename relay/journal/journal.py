@@ -114,6 +114,7 @@ class Journal(Submitting, JournalReads, GroupCommitWriter):
             reader.row_factory = sqlite3.Row
             self._reader = reader
             await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA cache_size=-16384")  # 16 MiB: index pages of hot-path lookups stay cached
             if read_only:
                 await opening.check_meta_readonly(reader, self._hmac_key, self.path)
                 row = await reader.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")

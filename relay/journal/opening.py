@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import fcntl
 import hmac
+import logging
 from pathlib import Path
 from typing import IO
 
 import aiosqlite
 
-from relay.journal import schema
+from relay.journal import lookups, projections, schema
 from relay.journal.chain import GENESIS
+
+log = logging.getLogger("relay.journal")
 
 DB_NAME = "journal.sqlite3"
 LOCK_NAME = "journal.lock"
@@ -49,20 +52,18 @@ async def prepare_writer(db: aiosqlite.Connection, path: Path, sync: str, hmac_k
     await db.execute(f"PRAGMA synchronous={sync}")
     await db.execute("PRAGMA wal_autocheckpoint=0")
     await db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot index pages stay cached between commits
-    await db.executescript(schema.CORE + schema.PROJECTIONS)
+    await db.executescript(schema.CORE)
     meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
     if not meta:
         await db.executemany("INSERT INTO meta(key, value) VALUES(?, ?)", list(meta_for_key(hmac_key).items()))
     else:
         check_meta(meta, hmac_key, path)
+    await db._execute(projections.upgrade, db._conn)
     rows = await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
     if rows:
         head_seq, head_hash = rows[0][0], rows[0][1]
-    recent = await db.execute_fetchall(
-        "SELECT kind FROM events ORDER BY seq DESC LIMIT ?", (checkpoint_every + 1,)
-    )
-    kinds = [r[0] for r in recent]
-    since_cp = kinds.index("checkpoint") if "checkpoint" in kinds else min(len(kinds), checkpoint_every)
+    last_cp = await db.execute_fetchall(lookups.LAST_CHECKPOINT)
+    since_cp = min(head_seq - (last_cp[0][0] or 0), checkpoint_every)  # by index, not a walk back
     return head_seq, head_hash, since_cp
 
 
@@ -84,4 +85,9 @@ def check_meta(meta: dict[str, str], hmac_key: bytes | None, path: Path) -> None
 
 async def check_meta_readonly(reader: aiosqlite.Connection, hmac_key: bytes | None, path: Path) -> None:
     rows = await reader.execute_fetchall("SELECT key, value FROM meta")
-    check_meta({r[0]: r[1] for r in rows}, hmac_key, path)
+    meta = {r[0]: r[1] for r in rows}
+    check_meta(meta, hmac_key, path)
+    if meta.get("projections") != schema.PROJECTIONS_VERSION:  # events, verify and export still work
+        log.warning("%s has projections of an older relay (version %s, this relay reads %s): reviews may not"
+                    " load until `relay journal rebuild` runs once, or the relay starts (it upgrades them)",
+                    path, meta.get("projections", "1"), schema.PROJECTIONS_VERSION)

@@ -33,6 +33,7 @@ from relay.journal.chain import (
     GENESIS, Event, canonical_json, fast_canonical, link_bytes, make_event,
 )
 from relay.journal.opening import JournalError
+from relay.journal.schema import PROJECTIONS_VERSION
 from relay.journal.submitting import Submitting
 from relay.journal.writer import GroupCommitWriter, JournalStats, Unit as _Unit
 from relay.journal.projections import Record, rows_to_events
@@ -264,6 +265,12 @@ class PgJournal(Submitting, GroupCommitWriter):
                 await db.executemany("INSERT INTO meta(key, value) VALUES($1, $2)", list(self._meta_for_key().items()))
             else:
                 self._check_meta(meta)
+            if meta.get("projections") != PROJECTIONS_VERSION:  # written by an older relay: replay (issue 12)
+                if meta:
+                    count = await self._rebuild_in(db)
+                    log.info("journal projections rebuilt (version %s, %d events)", PROJECTIONS_VERSION, count)
+                await db.execute("INSERT INTO meta(key, value) VALUES('projections', $1)"
+                                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value", PROJECTIONS_VERSION)
             public = signing.public_hex(self._signing_key.public_key())  # type: ignore[union-attr]
             await db.execute(
                 "INSERT INTO signers(public_key, first_ts) VALUES($1, $2) ON CONFLICT DO NOTHING", public, time.time()

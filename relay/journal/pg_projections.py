@@ -41,9 +41,20 @@ CREATE TABLE IF NOT EXISTS review_queue(
   message_id TEXT PRIMARY KEY, seq BIGINT, conversation TEXT, action TEXT, rules_json TEXT,
   state TEXT, decided_by TEXT, decision TEXT, reason TEXT, decided_seq BIGINT);
 CREATE INDEX IF NOT EXISTS review_queue_open ON review_queue(seq) WHERE state='open';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS verdict_seq BIGINT;
+CREATE INDEX IF NOT EXISTS conversations_employee ON conversations(employee, opened_seq);
+CREATE INDEX IF NOT EXISTS conversations_client_channel ON conversations(client_channel);
+CREATE INDEX IF NOT EXISTS deliveries_platform ON deliveries(channel, platform_id);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries(message_id, channel, seq);
+CREATE INDEX IF NOT EXISTS deliveries_conversation ON deliveries(conversation, channel, seq);
+CREATE INDEX IF NOT EXISTS review_queue_pending ON review_queue(seq) WHERE state!='decided';
+CREATE TABLE IF NOT EXISTS review_decisions(seq BIGINT PRIMARY KEY, message_id TEXT);
+CREATE INDEX IF NOT EXISTS review_decisions_message ON review_decisions(message_id, seq);
+CREATE TABLE IF NOT EXISTS policy_loads(seq BIGINT PRIMARY KEY, version TEXT, shadow INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS policy_loads_latest ON policy_loads(shadow, seq);
 """
 
-TABLES = ("messages", "conversations", "deliveries", "review_queue")
+TABLES = ("messages", "conversations", "deliveries", "review_queue", "review_decisions", "policy_loads")
 
 Projection = Callable[[asyncpg.Connection, Sequence[Record]], Awaitable[None]]
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError,
@@ -113,11 +124,11 @@ async def policy_verdict(db: asyncpg.Connection, evs: Sequence[Record]) -> None:
             continue
         mid = _text(body.get("message_id"))
         rules = _json(body.get("rules") or [])
-        stamps.append((_text(body.get("action")), rules, mid))
+        stamps.append((_text(body.get("action")), rules, seq, mid))
         if body.get("review"):
             reviews.append((mid, seq, conversation, _text(body.get("action")), rules))
     if stamps:
-        await db.executemany("UPDATE messages SET action=$1, rules_json=$2 WHERE id=$3", stamps)
+        await db.executemany("UPDATE messages SET action=$1, rules_json=$2, verdict_seq=$3 WHERE id=$4", stamps)
     if reviews:
         await db.executemany(
             "INSERT INTO review_queue(message_id, seq, conversation, action, rules_json, state)"
@@ -158,6 +169,8 @@ async def delivery_failed(db: asyncpg.Connection, evs: Sequence[Record]) -> None
 
 
 async def review_decided(db: asyncpg.Connection, evs: Sequence[Record]) -> None:
+    await db.executemany("INSERT INTO review_decisions(seq, message_id) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                         [(ev[0], _text(ev[4].get("message_id"))) for ev in evs])
     rows = [
         ("escalated" if b.get("decision") == "escalate" else "decided", _text(b.get("reviewer")),
          _text(b.get("decision")), _text(b.get("reason")), seq, _text(b.get("message_id")))
@@ -199,6 +212,11 @@ async def retention_erased(db: asyncpg.Connection, evs: Sequence[Record]) -> Non
         await db.execute("UPDATE messages SET erased=1, text='', sender_display=NULL WHERE seq = ANY($1::bigint[])", seqs)
 
 
+async def policy_loaded(db: asyncpg.Connection, evs: Sequence[Record]) -> None:
+    await db.executemany("INSERT INTO policy_loads(seq, version, shadow) VALUES($1, $2, $3) ON CONFLICT DO NOTHING",
+                         [(ev[0], _text(ev[4].get("version")), 1 if ev[4].get("shadow") else 0) for ev in evs])
+
+
 BY_KIND: dict[str, Projection] = {
     "message.received": message_received,
     "policy.verdict": policy_verdict,
@@ -208,6 +226,7 @@ BY_KIND: dict[str, Projection] = {
     "review.decided": review_decided,
     "conversation.assigned": conversation_assigned,
     "retention.erased": retention_erased,
+    "policy.loaded": policy_loaded,
 }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from relay.journal.chain import Event, canonical_json
-from relay.journal.schema import PROJECTIONS, drop_projections
+from relay.journal.schema import PROJECTIONS, PROJECTIONS_VERSION, drop_projections, mark_projections, projections_current
 
 log = logging.getLogger("relay.journal")
 
@@ -123,10 +123,10 @@ def policy_verdict(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
             continue
         mid = body.get("message_id")
         rules = _json(body.get("rules") or [])
-        stamps.append((body.get("action"), rules, mid))
+        stamps.append((body.get("action"), rules, seq, mid))
         if body.get("review"):
             reviews.append((mid, seq, conversation, mid, body.get("action"), rules))
-    db.executemany("UPDATE messages SET action=?, rules_json=? WHERE id=?", stamps)
+    db.executemany("UPDATE messages SET action=?, rules_json=?, verdict_seq=? WHERE id=?", stamps)
     if reviews:
         db.executemany(
             "INSERT OR REPLACE INTO review_queue(message_id, seq, conversation, action, rules_json, state)"
@@ -180,7 +180,10 @@ def delivery_failed(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
 
 
 def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
-    """An annotation leaves the item as it was; an escalation keeps it open for supervisors."""
+    """An annotation leaves the item as it was; an escalation keeps it open for supervisors.
+    Every decision (annotations too) is listed under its message, so an item's history is read by index."""
+    db.executemany("INSERT OR IGNORE INTO review_decisions(seq, message_id) VALUES(?, ?)",
+                   [(ev[0], ev[4].get("message_id")) for ev in evs])
     db.executemany(
         "UPDATE review_queue SET state=?, decided_by=?, decision=?, reason=?, decided_seq=?"
         " WHERE message_id=?",
@@ -241,6 +244,12 @@ def retention_erased(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     db.executemany("DELETE FROM messages_fts WHERE rowid=?", seqs)
 
 
+def policy_loaded(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
+    """Which policy set (live or shadow) was loaded when: start-up reads the newest by index."""
+    db.executemany("INSERT OR IGNORE INTO policy_loads(seq, version, shadow) VALUES(?, ?, ?)",
+                   [(ev[0], ev[4].get("version"), 1 if ev[4].get("shadow") else 0) for ev in evs])
+
+
 BY_KIND: dict[str, Projection] = {
     "message.received": message_received,
     "policy.verdict": policy_verdict,
@@ -250,6 +259,7 @@ BY_KIND: dict[str, Projection] = {
     "review.decided": review_decided,
     "conversation.assigned": conversation_assigned,
     "retention.erased": retention_erased,
+    "policy.loaded": policy_loaded,
 }
 
 
@@ -326,4 +336,25 @@ def rebuild(db: sqlite3.Connection, chunk: int = 2000) -> int:
         events = rows_to_records(rows)
         apply_events(db, events)
         count += len(events)
+    mark_projections(db)
+    if count:
+        log.info("journal projections rebuilt (version %s, %d events)", PROJECTIONS_VERSION, count)
+    return count
+
+
+def upgrade(db: sqlite3.Connection) -> int | None:
+    """Bring the projections to this code's version (`schema.PROJECTIONS_VERSION`) when the writer
+    opens a journal: a journal written by an older relay has them rebuilt from its events, in one
+    transaction. Returns how many events were replayed, or None when nothing was needed."""
+    if projections_current(db):
+        db.executescript(PROJECTIONS)
+        return None
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        count = rebuild(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
     return count

@@ -15,6 +15,10 @@ CORE = """
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, conversation TEXT,
   body_json TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_retention_erased ON events(seq) WHERE kind='retention.erased';
+CREATE INDEX IF NOT EXISTS events_checkpoint ON events(seq) WHERE kind='checkpoint';
+CREATE INDEX IF NOT EXISTS events_compliance_state ON events(seq)
+  WHERE kind IN ('hold.added', 'hold.released', 'erasure.requested');
 CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, seq);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv(namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
@@ -26,7 +30,7 @@ CREATE TABLE IF NOT EXISTS messages(
   id TEXT PRIMARY KEY, seq INTEGER, conversation TEXT, direction TEXT, channel TEXT,
   platform_id TEXT, chat TEXT, sender_channel TEXT, sender_user TEXT, sender_display TEXT,
   kind TEXT, text TEXT, edits TEXT, reply_to TEXT, attachments_json TEXT, ts REAL,
-  action TEXT, rules_json TEXT, employee TEXT, erased INTEGER DEFAULT 0,
+  action TEXT, rules_json TEXT, employee TEXT, erased INTEGER DEFAULT 0, verdict_seq INTEGER,
   UNIQUE(channel, platform_id));
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation, seq);
 CREATE INDEX IF NOT EXISTS messages_edits ON messages(edits) WHERE edits IS NOT NULL;
@@ -34,25 +38,47 @@ CREATE INDEX IF NOT EXISTS messages_receipts ON messages(reply_to) WHERE kind = 
 CREATE TABLE IF NOT EXISTS conversations(
   id TEXT PRIMARY KEY, client_channel TEXT, client_user TEXT, client_display TEXT,
   employee TEXT, opened_seq INTEGER, last_seq INTEGER, first_outbound_seq INTEGER);
-CREATE INDEX IF NOT EXISTS conversations_employee ON conversations(employee);
+CREATE INDEX IF NOT EXISTS conversations_employee ON conversations(employee, opened_seq);
+CREATE INDEX IF NOT EXISTS conversations_client_channel ON conversations(client_channel);
 CREATE TABLE IF NOT EXISTS deliveries(
   delivery_id TEXT PRIMARY KEY, seq INTEGER, message_id TEXT, conversation TEXT, channel TEXT,
   to_json TEXT, out_json TEXT, state TEXT, platform_id TEXT, attempts INTEGER DEFAULT 0,
   reason TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries(seq) WHERE state='queued';
-CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries(message_id);
+CREATE INDEX IF NOT EXISTS deliveries_platform ON deliveries(channel, platform_id);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries(message_id, channel, seq);
+CREATE INDEX IF NOT EXISTS deliveries_conversation ON deliveries(conversation, channel, seq);
 CREATE TABLE IF NOT EXISTS review_queue(
   message_id TEXT PRIMARY KEY, seq INTEGER, conversation TEXT, action TEXT, rules_json TEXT,
   state TEXT, decided_by TEXT, decision TEXT, reason TEXT, decided_seq INTEGER);
 CREATE INDEX IF NOT EXISTS review_queue_open ON review_queue(seq) WHERE state='open';
+CREATE INDEX IF NOT EXISTS review_queue_pending ON review_queue(seq) WHERE state!='decided';
+CREATE TABLE IF NOT EXISTS review_decisions(seq INTEGER PRIMARY KEY, message_id TEXT);
+CREATE INDEX IF NOT EXISTS review_decisions_message ON review_decisions(message_id, seq);
+CREATE TABLE IF NOT EXISTS policy_loads(seq INTEGER PRIMARY KEY, version TEXT, shadow INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS policy_loads_latest ON policy_loads(shadow, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, tokenize='trigram');
 """
 
-PROJECTION_TABLES = ("messages", "conversations", "deliveries", "review_queue", "messages_fts")
+PROJECTION_TABLES = ("messages", "conversations", "deliveries", "review_queue", "review_decisions", "policy_loads",
+                     "messages_fts")
+PROJECTIONS_VERSION = "2"
+"""`meta.projections`: bumped whenever the projection tables or what they hold change; a journal
+written with another version has its projections rebuilt from the events when the writer opens it.
+2: messages.verdict_seq, review_decisions, policy_loads, indexes for receipts, replies, handover (issue 12)."""
 
 
 def create_all(db: sqlite3.Connection) -> None:
     db.executescript(CORE + PROJECTIONS)
+
+
+def projections_current(db: sqlite3.Connection) -> bool:
+    row = db.execute("SELECT value FROM meta WHERE key='projections'").fetchone()
+    return row is not None and row[0] == PROJECTIONS_VERSION
+
+
+def mark_projections(db: sqlite3.Connection) -> None:
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('projections', ?)", (PROJECTIONS_VERSION,))
 
 
 def drop_projections(db: sqlite3.Connection) -> None:
