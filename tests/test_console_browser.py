@@ -186,3 +186,113 @@ async def test_roles_and_sessions(relay: RelayApp, browser: Browser) -> None:
     assert "SEC inquiry 2026-14" in await dave.evaluate("document.getElementById('holds').textContent")
     rows = await relay.journal.fetchall("SELECT body_json FROM events WHERE kind = 'hold.added'")
     assert json.loads(rows[-1]["body_json"])["actor"] == "dave"
+
+
+KEYS = {"Tab": ("Tab", 9, "\t"), "Enter": ("Enter", 13, "\r"), "ArrowDown": ("ArrowDown", 40, "")}
+
+
+async def press(page: Page, k: str, alt: bool = False) -> None:
+    """One key as the keyboard sends it through the browser's input pipeline (Tab, Enter, an
+    arrow, or Alt+a letter for an access key)."""
+    code, vk, text = KEYS[k] if k in KEYS else (f"Key{k.upper()}", ord(k.upper()), k)
+    down: dict[str, Any] = {"key": k, "code": code, "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk,
+                            "modifiers": 1 if alt else 0}
+    if text:
+        down.update(text=text, unmodifiedText=text)
+    await page.call("Input.dispatchKeyEvent", {"type": "keyDown" if text else "rawKeyDown", **down})
+    await page.call("Input.dispatchKeyEvent", {"type": "keyUp", **{x: y for x, y in down.items()
+                                                                   if x not in ("text", "unmodifiedText")}})
+
+
+FOCUSED = ("(() => { const a = document.activeElement; if (!a || a === document.body) return 'body';"
+           " return a.id || (a.className ? a.tagName.toLowerCase() + '.' + a.className : '')"
+           " || (a.tagName.toLowerCase() + ':' + (a.getAttribute('href') || a.textContent.trim())); })()")
+
+
+async def tab_until(page: Page, done: str, limit: int = 150) -> list[str]:
+    """Tab until `done` holds for the focused element; the focus order on the way."""
+    order: list[str] = []
+    for _ in range(limit):
+        await press(page, "Tab")
+        order.append(await page.evaluate(FOCUSED))
+        if await page.evaluate(f"(a => {done})(document.activeElement)"):
+            return order
+    raise AssertionError(f"never focused {done!r}; focus went {order}")
+
+
+async def test_queue_item_decide_with_the_keyboard_alone(relay: RelayApp, browser: Browser) -> None:
+    mid = await client_says(relay, "kbd", "a guaranteed profit, keyboard only")
+    page = await log_in(browser, relay, "carol")
+    await page.goto(relay.base_url + "/console/dashboard")
+
+    # the access key of the navigation moves to the queue
+    await press(page, "q", alt=True)
+    await page.wait_for("location.pathname === '/console/queue' && document.readyState === 'complete'"
+                        " && document.getElementById('queue-rows')")
+    # the first Tab reaches the skip link; Enter on it puts the next Tab into the page's content
+    assert await tab_until(page, "a.classList.contains('skip')", limit=1) == ["a.skip"]
+    await press(page, "Enter")
+    await page.wait_for("document.activeElement && document.activeElement.id === 'main'")
+    order = await tab_until(page, f"a.getAttribute('href') === '/console/item/{mid}'")
+    filters = ["f-state", "f-rule", "f-channel", "f-desk", "f-employee", "f-older", "f-newer", "f-breached", "f-sort",
+               "f-apply"]
+    assert order[:len(filters)] == filters, order  # the filters in reading order, no navigation after the skip
+    assert not any(x.startswith("a:/console/") and "item" not in x for x in order[:len(filters)])
+    await press(page, "Enter")
+    await page.wait_for(f"location.pathname === '/console/item/{mid}' && document.getElementById('decide')")
+
+    # on the item page: skip link, the navigation in its order, log out, ... then the decision form
+    order = await tab_until(page, "a.id === 'decision'")
+    nav = ["a:/console/queue", "a:/console/search", "a:/console/dashboard", "a:/console/exports", "a:/console/policies"]
+    assert order[0] == "a.skip" and order[1:1 + len(nav)] == nav, order
+    assert order.index("decision") > len(nav) + 1
+    for _ in range(10):
+        if await page.evaluate("document.getElementById('decision').value") == "non-compliant":
+            break
+        await press(page, "ArrowDown")
+    assert await page.evaluate("document.getElementById('decision').value") == "non-compliant"
+    assert await tab_until(page, "a.id === 'reason'", limit=1) == ["reason"]
+    await page.call("Input.insertText", {"text": "promises a return"})
+    assert await tab_until(page, "a.id === 'decide-submit'", limit=1) == ["decide-submit"]
+    await page.evaluate("window.__before = true")
+    await press(page, "Enter")
+    await page.wait_for("!window.__before && document.readyState === 'complete' && document.querySelector('.notice')")
+    assert "non-compliant by carol" in await page.evaluate("document.getElementById('item-state').textContent")
+    last = (await decisions(relay))[-1]
+    assert {k: last.get(k) for k in ("message_id", "decision", "reviewer", "reason")} == {
+        "message_id": mid, "decision": "non-compliant", "reviewer": "carol", "reason": "promises a return"}
+
+
+async def test_conversation_prints_the_whole_timeline_without_the_console(relay: RelayApp, browser: Browser) -> None:
+    user = "printer"
+    long_word = "https://example.com/" + "x" * 400
+    for i in range(30):
+        await client_says(relay, user, f"message {i} of the print test" + (f" see {long_word}" if i == 7 else ""))
+    row = await relay.journal.fetchall("SELECT conversation FROM messages WHERE sender_user = ? LIMIT 1", (user,))
+    page = await log_in(browser, relay, "carol")
+    await page.goto(relay.base_url + f"/console/conversation/{row[0]['conversation']}")
+    await page.wait_for("document.querySelector('.transcript')")
+    shown = "(s => document.querySelector(s).getClientRects().length > 0)"  # laid out at all
+    assert await page.evaluate(f"{shown}('header nav')")  # the screen shows the console around it
+    await page.call("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert await page.evaluate("matchMedia('print').matches")
+        for selector in ("header", "header nav", "footer", "#print", ".skip"):
+            assert not await page.evaluate(f"{shown}({json.dumps(selector)})"), f"{selector} is printed"
+        rows = await page.evaluate(
+            "[...document.querySelectorAll('.transcript tr')].map(r => [getComputedStyle(r).display,"
+            " r.getBoundingClientRect().height, r.textContent])")
+        texts = " ".join(t for _, _, t in rows)
+        assert all(f"message {i} of the print test" in texts for i in range(30))
+        assert all(d != "none" and h > 0 for d, h, _ in rows), [r[:2] for r in rows if r[0] == "none" or r[1] <= 0]
+        # nothing of the timeline is cut off: no clipping box around it, and no line wider than the page
+        clipped = await page.evaluate(
+            "(() => { const out = []; for (let n = document.querySelector('.transcript'); n && n !== document;"
+            " n = n.parentNode) { const s = getComputedStyle(n); if (s.maxHeight !== 'none' || s.overflowY === 'hidden'"
+            " || s.overflowY === 'scroll' || s.overflowY === 'auto') out.push(n.tagName); } return out; })()")
+        assert clipped == []
+        width = await page.evaluate("[document.querySelector('.transcript table').getBoundingClientRect().right,"
+                                    " document.documentElement.clientWidth]")
+        assert width[0] <= width[1] + 1, width
+    finally:
+        await page.call("Emulation.setEmulatedMedia", {"media": ""})

@@ -42,11 +42,10 @@ async def dashboard_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         f" (rq.state IN ('open', 'escalated') AND {due_sql(q, f)} < ?) OR (rq.decided_by = 'relay' AND rq.decision = 'escalate')",
         (rule_map, now)))[0]["n"]
     open_n = (await j.fetchall("SELECT COUNT(*) AS n FROM review_queue WHERE state IN ('open', 'escalated')"))[0]["n"]
-    reviewers = await j.fetchall("SELECT decided_by, decision, COUNT(*) AS n FROM review_queue WHERE decided_by IS NOT NULL"
-                                 " GROUP BY decided_by, decision ORDER BY decided_by, decision")
+    reviewers = await j.fetchall("SELECT reviewer, decision, n FROM reviewer_decisions ORDER BY reviewer, decision")
     per_reviewer: dict[str, int] = {}
     for r in reviewers:
-        per_reviewer[r["decided_by"]] = per_reviewer.get(r["decided_by"], 0) + int(r["n"])
+        per_reviewer[r["reviewer"]] = per_reviewer.get(r["reviewer"], 0) + int(r["n"])
     since = now - DAYS * 86400
     days = [datetime.fromtimestamp(since + 86400 * (i + 1), timezone.utc).strftime("%Y-%m-%d") for i in range(DAYS)]
     per_day = await j.fetchall(
@@ -65,10 +64,10 @@ async def dashboard_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                  [(k, *[v[a] for a, _ in AGES], sum(v.values())) for k, v in sorted(rules.items())], "by-rule")
         + "<h2>Open items by age</h2>"
         + bar_chart("Open items by age", [(a, float(sum(v[a] for v in rules.values()))) for a, _ in AGES])
-        + "<h2>Decisions per reviewer</h2><p class='hint'>Each item's latest closing or escalating decision.</p>"
+        + "<h2>Decisions per reviewer</h2><p class='hint'>Every decision journaled (<code>review.decided</code>), annotations and escalations included.</p>"
         + bar_chart("Decisions per reviewer", sorted(((k, float(v)) for k, v in per_reviewer.items()), key=lambda x: -x[1]))
-        + _table("Decisions per reviewer", ("Reviewer", "Decision", "Items"),
-                 [(r["decided_by"], r["decision"], r["n"]) for r in reviewers], "per-reviewer")
+        + _table("Decisions per reviewer", ("Reviewer", "Decision", "Decisions"),
+                 [(r["reviewer"], r["decision"], r["n"]) for r in reviewers], "per-reviewer")
         + f"<h2>Messages per channel per day (last {DAYS} days, UTC)</h2>"
         + stacked_columns("Messages per channel per day", days, series)
         + _table("Messages per channel per day", ("Day", *series), [(d, *[int(s[i]) for s in series.values()])

@@ -9,8 +9,10 @@ by `relay.evidence.write_export` from the running journal into `<data_dir>/conso
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import secrets
 import time
 import zipfile
@@ -28,6 +30,8 @@ from relay.evidence.keys import load_private_key
 
 log = logging.getLogger("relay.console")
 MAX_JOBS = 50
+JOB_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
+MAX_RECORD = 256 * 1024  # a job's record on disk (state, summary, verify result, progress lines)
 
 
 @dataclass
@@ -51,6 +55,66 @@ class Job:
     def say(self, line: str) -> None:
         self.lines.append(line.replace("\n", " ")[:500])
         self.changed.set()
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "actor": self.actor, "filters": self.filters, "formats": list(self.formats),
+                "include_restricted": self.include_restricted, "started": self.started, "state": self.state,
+                "error": self.error, "summary": self.summary, "verify": self.verify, "lines": self.lines[-200:]}
+
+
+def _save(job: Job) -> None:
+    """`<id>.json` beside the export (0600, written whole then renamed), so the Export page lists
+    it after a restart."""
+    path = job.directory.with_suffix(".json")
+    tmp = path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(job.record(), fh, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def _private(directory: Path) -> None:
+    """The export holds the record: directories 0700, files 0600."""
+    os.chmod(directory, 0o700)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
+def _load(root: Path, path: Path) -> Job | None:
+    """A finished job from its record, or None (and a warning naming the file) if it is not one."""
+    try:
+        if path.stat().st_size > MAX_RECORD:
+            raise ValueError(f"larger than {MAX_RECORD} bytes")
+        r = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(r, dict) or r.get("id") != path.stem or r.get("state") not in ("done", "failed"):
+            raise ValueError("not a finished export's record")
+        job = Job(path.stem, str(r["actor"]), root / path.stem, dict(r.get("filters") or {}),
+                  tuple(f for f in r.get("formats") or () if f in FORMATS), bool(r.get("include_restricted")),
+                  started=float(r["started"]), lines=[str(x)[:500] for x in r.get("lines") or ()][-200:],
+                  state=r["state"], error=str(r.get("error") or ""), summary=dict(r.get("summary") or {}),
+                  verify=dict(r.get("verify") or {}))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("console export record %s skipped: %s", path, exc)
+        return None
+    archive = job.directory.with_suffix(".zip")
+    job.archive = archive if archive.is_file() else None
+    return job
+
+
+def _read_finished(root: Path) -> list[Job]:
+    paths = sorted((p for p in root.glob("*.json") if JOB_ID.fullmatch(p.stem)), reverse=True)[:MAX_JOBS]
+    return [job for path in paths if (job := _load(root, path)) is not None]
+
+
+async def load_finished(console: Any) -> None:
+    """Once per run: the newest finished exports of earlier runs, from their records on disk."""
+    if console.exports_read:
+        return
+    console.exports_read = True
+    for job in await asyncio.to_thread(_read_finished, _root(console)):
+        if job.id not in console.exports:
+            console.exports[job.id] = job
 
 
 def _root(console: Any) -> Path:
@@ -78,6 +142,7 @@ async def _run(console: Any, job: Job, flt: ExportFilter) -> None:
                                     actor=job.actor, hmac=relay.config.hmac_key is not None,
                                     progress=job.say, progress_every=1000)
         job.summary = result.summary()
+        await asyncio.to_thread(_private, job.directory)
         job.say(f"written: {job.summary['counts']['messages']} messages, {job.summary['files']} files")
         report = await asyncio.to_thread(verify_export, job.directory, key.public_key())
         job.verify = report.to_dict()
@@ -94,6 +159,10 @@ async def _run(console: Any, job: Job, flt: ExportFilter) -> None:
         job.state, job.error = "failed", str(exc)
         job.say(f"failed: {exc}")
     finally:
+        try:
+            await asyncio.to_thread(_save, job)
+        except OSError as exc:
+            log.error("console export %s: its record could not be written (%s); it is listed until a restart", job.id, exc)
         job.changed.set()
 
 
@@ -121,6 +190,7 @@ def _job_row(job: Job) -> str:
 
 @guarded()
 async def exports_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
+    await load_finished(ctx.console)
     jobs = sorted(ctx.console.exports.values(), key=lambda j: -j.started)
     table = ("<table id='jobs'><thead><tr><th>Export</th><th>Started</th><th>By</th><th>State</th><th></th></tr></thead>"
              f"<tbody>{''.join(_job_row(j) for j in jobs)}</tbody></table>" if jobs else "<p>No exports started here yet.</p>")
@@ -163,7 +233,8 @@ async def start(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     return see_other(f"/console/exports/{job_id}")
 
 
-def _job(ctx: Ctx, request: web.Request) -> Job | None:
+async def _job(ctx: Ctx, request: web.Request) -> Job | None:
+    await load_finished(ctx.console)
     job = ctx.console.exports.get(request.match_info["job"])
     if job is None or (job.actor != ctx.reviewer.id and ctx.reviewer.role != "admin"):
         return None
@@ -172,7 +243,7 @@ def _job(ctx: Ctx, request: web.Request) -> Job | None:
 
 @guarded()
 async def job_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
-    job = _job(ctx, request)
+    job = await _job(ctx, request)
     if job is None:
         return ctx.refuse("no such export of yours (exports are listed on the Export page)", 404)
     verify = ""
@@ -199,7 +270,7 @@ async def job_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
 
 @guarded()
 async def job_events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
-    job = _job(ctx, request)
+    job = await _job(ctx, request)
     if job is None:
         return web.json_response({"error": "no such export"}, status=404)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
@@ -227,7 +298,7 @@ async def job_events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
 
 @guarded()
 async def download(request: web.Request, ctx: Ctx) -> web.StreamResponse:
-    job = _job(ctx, request)
+    job = await _job(ctx, request)
     if job is None or job.archive is None or not job.archive.exists():
         return ctx.refuse("this export has no archive (yet)", 404)
     return web.FileResponse(job.archive, headers={"Content-Disposition": f'attachment; filename="relay-export-{job.id}.zip"',

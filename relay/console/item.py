@@ -63,16 +63,26 @@ def _rules_html(item: Item, policies: Any) -> str:
 
 
 def _deliveries_html(item: Item, reveal: bool) -> str:
-    if not item.deliveries:
-        return "<p id='deliveries'>Not delivered to anyone" + (" (held for review)." if item.queue["action"] == "quarantine" else ".") + "</p>"
+    """The message's own deliveries, then the notices the relay sent about it (held, rejected):
+    a notice to the sender is not a delivery of the message."""
+    own = [d for d in item.deliveries if d["out"].get("kind") != "notice"]
+    notices = [d for d in item.deliveries if d["out"].get("kind") == "notice"]
+    html = (_delivery_table("deliveries", "What each recipient received", own, item.restricted and not reveal) if own else
+            "<p id='deliveries'>Not delivered to anyone" + (" (held for review)." if item.queue["action"] == "quarantine" else ".") + "</p>")
+    if notices:
+        html += _delivery_table("notices", "Notices the relay sent about it", notices, False)
+    return html
+
+
+def _delivery_table(ident: str, caption: str, deliveries: list[dict[str, Any]], withheld: bool) -> str:
     rows = []
-    for d in item.deliveries:
+    for d in deliveries:
         to = d["to"]
-        text = "<em>withheld</em>" if item.restricted and not reveal else e(d["out"].get("text"))
+        text = "<em>withheld</em>" if withheld else e(d["out"].get("text"))
         fails = "; ".join(str(x.get("reason")) for x in d["events"] if x["kind"] == "delivery.failed")
         rows.append(f"<tr><td>{e(to.get('user'))}@{e(to.get('channel'))}</td><td class='received'>{text}</td>"
                     f"<td>{e(d['state'])}</td><td>{e(fails)}</td></tr>")
-    return ("<table id='deliveries'><caption>What each recipient received</caption><thead><tr><th>Recipient</th>"
+    return (f"<table id='{ident}'><caption>{e(caption)}</caption><thead><tr><th>Recipient</th>"
             "<th>Text as sent</th><th>State</th><th>Failures</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 

@@ -25,10 +25,11 @@ async def policies_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                    " the set below stays active. Fix these and save again:</p><ul>"
                    + "".join(f"<li><code>{e(x)}</code></li>" for x in errors) + "</ul></div>"
                    if errors else "<p id='reload-ok'>The last reload succeeded: the files on disk are the active set.</p>")
+    reload_html = _attempt_html(getattr(watcher, "last_reload", None)) + reload_html
     loaded, failed_at = await _last_reload(ctx.console.journal)
     if loaded is not None:
-        reload_html = (f"<p id='last-reload'>Last reload: set <code>{e(loaded['version'][:12])}…</code> journaled"
-                       f" {e(iso(loaded['ts']))} (seq {int(loaded['seq'])}).</p>") + reload_html
+        reload_html += (f"<p id='last-reload'>Active set <code>{e(loaded['version'][:12])}…</code> journaled"
+                        f" {e(iso(loaded['ts']))} (seq {int(loaded['seq'])}).</p>")
     if failed_at is not None:
         reload_html += (f"<p id='last-failure'>Last rejected edit journaled {e(iso(failed_at['ts']))}"
                         f" (seq {int(failed_at['seq'])}): " + e("; ".join(failed_at["errors"])) + "</p>")
@@ -59,6 +60,23 @@ async def policies_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
               "<th>Severity</th><th>Action</th><th>Where</th><th>Tests</th><th>SLA (s)</th></tr></thead>"
               f"<tbody>{rows}</tbody></table><h2>Rule tests</h2>{tests_html}{shadow}")
     return ctx.page("Policies", body, current="/console/policies")
+
+
+RESULTS = {"loaded": "a new set was loaded and is active",
+           "unchanged": "the files compile to the set already active",
+           "rejected": "the edit was rejected; the set below stays active"}
+
+
+def _attempt_html(attempt: Any) -> str:
+    """The watcher's last reload attempt as it saw it: time, result, the errors (file:line)."""
+    if attempt is None:
+        return "<p id='reload-attempt'>No reload attempt since the relay started.</p>"
+    errors = ("<ul id='reload-attempt-errors'>" + "".join(f"<li><code>{e(x)}</code></li>" for x in attempt.errors)
+              + "</ul>" if attempt.errors else "")
+    return (f"<p id='reload-attempt' data-result='{e(attempt.result)}'>Last reload attempt"
+            f" <time id='reload-attempt-at' data-at='{attempt.at:.3f}'>{e(iso(attempt.at))}</time>: <strong id='reload-attempt-result'>"
+            f"{e(attempt.result)}</strong> ({e(RESULTS.get(attempt.result, attempt.result))}); active set"
+            f" <code>{e(attempt.version[:12])}…</code>.</p>" + errors)
 
 
 async def _last_reload(journal: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

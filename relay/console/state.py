@@ -40,6 +40,7 @@ class Console:
         self._holds: dict[str, Any] = {}
         self._restricted: dict[str, int] = {}
         self.exports: dict[str, Any] = {}
+        self.exports_read = False  # finished exports of earlier runs read from disk (console.exports)
         self.feed: Any = None
         self.priming: "asyncio.Task[Any] | None" = None
         self.closing = False

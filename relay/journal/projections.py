@@ -181,7 +181,8 @@ def delivery_failed(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
 
 def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
     """An annotation leaves the item as it was; an escalation keeps it open for supervisors.
-    Every decision (annotations too) is listed under its message, so an item's history is read by index."""
+    Every decision (annotations too) is listed under its message, so an item's history is read by index,
+    and counted per reviewer in `reviewer_decisions`, for the dashboard."""
     db.executemany("INSERT OR IGNORE INTO review_decisions(seq, message_id) VALUES(?, ?)",
                    [(ev[0], ev[4].get("message_id")) for ev in evs])
     db.executemany(
@@ -193,6 +194,11 @@ def review_decided(db: sqlite3.Connection, evs: Sequence[Record]) -> None:
             for seq, _, _, _, b, _, _, _ in evs
             if b.get("decision") != "annotate"
         ],
+    )
+    db.executemany(
+        "INSERT INTO reviewer_decisions(reviewer, decision, n) VALUES(?, ?, 1)"
+        " ON CONFLICT(reviewer, decision) DO UPDATE SET n = n + 1",
+        [(str(b.get("reviewer") or ""), str(b.get("decision") or "")) for _, _, _, _, b, _, _, _ in evs],
     )
 
 

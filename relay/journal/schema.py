@@ -57,15 +57,18 @@ CREATE TABLE IF NOT EXISTS review_decisions(seq INTEGER PRIMARY KEY, message_id 
 CREATE INDEX IF NOT EXISTS review_decisions_message ON review_decisions(message_id, seq);
 CREATE TABLE IF NOT EXISTS policy_loads(seq INTEGER PRIMARY KEY, version TEXT, shadow INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS policy_loads_latest ON policy_loads(shadow, seq);
+CREATE TABLE IF NOT EXISTS reviewer_decisions(
+  reviewer TEXT NOT NULL, decision TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(reviewer, decision));
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, tokenize='trigram');
 """
 
 PROJECTION_TABLES = ("messages", "conversations", "deliveries", "review_queue", "review_decisions", "policy_loads",
-                     "messages_fts")
-PROJECTIONS_VERSION = "2"
+                     "reviewer_decisions", "messages_fts")
+PROJECTIONS_VERSION = "3"
 """`meta.projections`: bumped whenever the projection tables or what they hold change; a journal
 written with another version has its projections rebuilt from the events when the writer opens it.
-2: messages.verdict_seq, review_decisions, policy_loads, indexes for receipts, replies, handover (issue 12)."""
+2: messages.verdict_seq, review_decisions, policy_loads, indexes for receipts, replies, handover (issue 12).
+3: reviewer_decisions (every decision counted per reviewer, the console's dashboard; issue 11)."""
 
 
 def create_all(db: sqlite3.Connection) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from relay.policy.engine import PolicySet
@@ -22,6 +24,17 @@ log = logging.getLogger("relay.policy")
 OnLoaded = Callable[[PolicySet], Awaitable[None]]
 OnError = Callable[[list[str]], Awaitable[None]]
 Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class ReloadAttempt:
+    """The watcher's last look at a changed directory, as it saw it (the console shows it even when
+    nothing was journaled, e.g. an edit reverted to the active set)."""
+
+    at: float
+    result: str  # "loaded" (a new set is active), "unchanged" (same set as active) or "rejected"
+    version: str  # the set active after the attempt
+    errors: tuple[str, ...] = ()
 
 
 def fingerprint(directory: Path) -> Fingerprint:
@@ -60,6 +73,7 @@ class PolicyWatcher:
         self._seen: Fingerprint | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_errors: list[str] = []
+        self.last_reload: ReloadAttempt | None = None
 
     @property
     def current(self) -> PolicySet:
@@ -79,6 +93,7 @@ class PolicyWatcher:
             raise
         self._seen = seen
         self._current = loaded
+        self.last_reload = ReloadAttempt(time.time(), "loaded", loaded.version)
         log.info("policy set %s loaded from %s (%d rules)", loaded.version[:12], self.directory, len(loaded.rules))
         await self._loaded(loaded)
         self._task = asyncio.create_task(self._poll(), name=f"policy-watcher:{self.directory}")
@@ -105,8 +120,10 @@ class PolicyWatcher:
             return False
         self.last_errors = []
         if self._current is not None and loaded.version == self._current.version:
+            self.last_reload = ReloadAttempt(time.time(), "unchanged", loaded.version)
             return False
         self._current = loaded
+        self.last_reload = ReloadAttempt(time.time(), "loaded", loaded.version)
         log.info("policy set %s loaded from %s (%d rules)", loaded.version[:12], self.directory, len(loaded.rules))
         await self._loaded(loaded)
         return True
@@ -131,6 +148,8 @@ class PolicyWatcher:
 
     async def _report(self, errors: list[str]) -> None:
         self.last_errors = list(errors)
+        active = self._current.version if self._current is not None else ""
+        self.last_reload = ReloadAttempt(time.time(), "rejected", active, tuple(errors))
         for line in errors:
             log.error("policy reload rejected, keeping the last good set: %s", line)
         if self._on_error is None:
