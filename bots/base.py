@@ -141,6 +141,19 @@ class StaffSessions(Protocol):
         returns how many connections were closed."""
 
 
+@runtime_checkable
+class LiveConversations(Protocol):
+    """A staff-side channel that keeps conversations open in live views (the web desk).
+
+    When a conversation is handed to someone else the relay calls `handed_away` right after
+    recording it, so the previous employee's open views stop offering it at once.
+    """
+
+    async def handed_away(self, address: str, conversation: str, to: str) -> int:
+        """Tell the open views of `address` that `conversation` now belongs to `to` (a display
+        name); returns how many connections were told."""
+
+
 ChannelFactory = Callable[[str, Mapping[str, Any], ChannelContext], Channel]
 
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from bots.base import Channel, ChannelContext, EmployeeInfo, StaffSessions, load_factory
+from bots.base import Channel, ChannelContext, EmployeeInfo, LiveConversations, StaffSessions, load_factory
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.health import Health
@@ -271,6 +271,16 @@ class RelayApp:
         if emp is None or not isinstance(channel, StaffSessions):
             return 0
         return await channel.end_sessions(emp.address, f"employee {employee_id} deactivated: desk access withdrawn")
+
+    async def conversation_handed_away(self, previous: str | None, conversation: str, to: str) -> int:
+        """Withdraw a conversation just handed to `to` from what `previous` has open (desk tabs);
+        returns how many connections were told (0 offline, or on a channel without live views)."""
+        emp = self.config.employees.get(previous) if previous else None
+        channel = self.channels.get(emp.channel) if emp is not None else None
+        if emp is None or not isinstance(channel, LiveConversations):
+            return 0
+        new = self.config.employees.get(to)
+        return await channel.handed_away(emp.address, conversation, new.name if new is not None else to)
 
     def _write_admin_files(self) -> None:
         d = self.config.data_dir

@@ -31,6 +31,7 @@ DEFAULT_NOTICES: dict[str, str] = {
                             " Answer a client in that client's own topic or thread.",
     "rejected": "Your message was reviewed by compliance and will not be delivered.",
     "held": "Your message is held for a compliance review before it is delivered.",
+    "released": "Your message was cleared by the compliance review and sent.",
 }
 
 

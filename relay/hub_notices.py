@@ -38,12 +38,14 @@ class HubNotices(HubPolicy):
         return Delivery(did, mid, cid, to.channel, to, out)
 
     def _notice(self, events: list[Event], mid: str, conv: Conversation | None, to: Party, text: str,
-                conversation: str | None = None, about: str = "") -> Delivery:
+                conversation: str | None = None, about: str = "", extra: dict[str, Any] | None = None) -> Delivery:
         """A notice from the relay; `about` (held, rejected…) makes it answer message `mid` of `to`."""
         out = {"kind": "notice", "text": text, "attachments": [], "origin": party_json(SYSTEM),
                "client": party_json(conv.client) if conv else None, "action": "allow", "rules": []}
         if about:
             out.update(about=about, reply_to=mid)
+        if extra:
+            out.update(extra)
         d = self._queue(events, mid, conv, to, out)
         if conversation and not d.conversation:
             d.conversation = conversation
@@ -67,14 +69,17 @@ class HubNotices(HubPolicy):
 
     # -- used by handover, alerts and the outbox ----------------------------------------------
     async def notify(self, channel: str, address: str, text: str, conversation: str | None = None,
-                     key: str | None = None) -> Delivery:
-        """Send a journaled alert or notice to any configured channel address."""
+                     key: str | None = None, handed_from: Party | None = None) -> Delivery:
+        """Send a journaled alert or notice to any configured channel address; with `handed_from`
+        it is the handover notice of `conversation` (about "handover"), so a desk that shows the
+        history itself can show it as a one-line marker."""
         if channel not in self.config.channels:
             raise ValueError(f"no channel named {channel!r}")
         mid = "a-" + hashlib.sha256(f"{key or time.time_ns()}\x00{channel}\x00{address}".encode()).hexdigest()[:24]
         conv = await self.router.get(conversation) if conversation else None
         events: list[Event] = []
-        d = self._notice(events, mid, conv, Party(channel, address), text, conversation=conversation)
+        handover = {"about": "handover", "handed_from": party_json(handed_from)} if handed_from is not None else None
+        d = self._notice(events, mid, conv, Party(channel, address), text, conversation=conversation, extra=handover)
         await self.journal.append_many(events)
         self.outbox.enqueue(d)
         return d

@@ -12,7 +12,7 @@ from relay.hub_notices import HubNotices
 from relay.hub_records import Event, delivery_id_for, verdict_from_json
 from relay.journal import lookups
 from relay.model import Party
-from relay.outbox import Delivery, party_json
+from relay.outbox import Delivery, party_json, party_of
 from relay.policy import apply_verdict
 
 
@@ -62,11 +62,26 @@ class HubReview(HubNotices):
             events.append(("delivery.queued", {"delivery_id": d.delivery_id, "message_id": message_id,
                                                "channel": d.channel, "to": party_json(d.to), "out": {**d.out, "action": "quarantine"}},
                            d.conversation))
+        told = await self._released_notice(events, message_id, d.conversation)
         await self.journal.append_many(events)
         self._held.pop(message_id, None)
         if not done:
             self.outbox.enqueue(d)
+        if told is not None:
+            self.outbox.enqueue(told)
         return d
+
+    async def _released_notice(self, events: list[Event], message_id: str, conversation: str) -> Delivery | None:
+        """The sender who was told their message is held is told it is released (a silent hold stays silent)."""
+        rows = await self.journal.fetchall(lookups.HELD_NOTICE_TO, (message_id,))
+        if not rows:
+            return None
+        sender = party_of(json.loads(rows[0]["to_json"] or "null"))
+        if sender is None or sender.channel not in self.config.channels:
+            return None
+        conv = await self.router.get(conversation) if conversation else None
+        return self._notice(events, message_id, conv, sender, self.config.notices["released"],
+                            conversation=conversation, about="released")
 
     async def reject(self, message_id: str, actor: str, reason: str = "") -> None:
         """Never deliver a quarantined message; the sender is told."""

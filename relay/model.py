@@ -152,7 +152,8 @@ class Outgoing:
     ids on the target channel. `origin` is who wrote it (shown to employees), with the
     verdict summary in `action` and `rules`. `client` is the conversation's client, so a
     staff-side adapter can name a topic or contact after them. A notice about one message
-    (held, rejected, blocked) has that message in `reply_to` and says what it is in `about`.
+    (held, rejected, blocked) has that message in `reply_to` and says what it is in `about`;
+    a handover notice has `about` "handover" and the employee it came from in `handed_from`.
     """
 
     conversation: str
@@ -168,6 +169,7 @@ class Outgoing:
     action: str = "allow"
     rules: tuple[str, ...] = ()
     about: str = ""
+    handed_from: Party | None = None
 
 
 @dataclass(frozen=True)

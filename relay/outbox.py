@@ -330,6 +330,7 @@ class Outbox:
             action=o.get("action", "allow"),
             rules=tuple(o.get("rules") or ()),
             about=str(o.get("about") or ""),
+            handed_from=party_of(o.get("handed_from")),
         )
 
     async def _attempt(self, d: Delivery) -> float | None:

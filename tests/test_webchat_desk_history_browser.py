@@ -99,3 +99,46 @@ async def test_the_desk_remembers_across_logins_and_browser_profiles(tmp_path: P
         await bob.wait_for("[...document.querySelectorAll('#messages .msg.staff')]"
                            ".some(e => e.textContent.includes('never send card numbers'))")
         assert await bob.evaluate("document.querySelectorAll('.conv').length") == 1
+
+
+async def test_a_release_and_a_handover_show_at_once_on_the_open_pages(tmp_path: Path) -> None:
+    """Released: the client's page says sent, the desk shows the text. Handed over: the previous
+    employee's open desk marks the conversation read-only; the new desk has one marker line and
+    the history, not a text dump of it."""
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing; .ci/run installs it"
+    cfg = web_config(tmp_path / "data")
+    async with running(cfg) as relay, chromium() as browser:
+        client = await browser.new_page()
+        await client.goto(relay.base_url + "/chat")
+        await client.wait_for("document.getElementById('status').textContent === 'connected'")
+        await client.type_into("text", "Your fund has a guaranteed return, right?")
+        await client.click("send")
+        await client.wait_for("document.querySelector('.msg.me.held .state')")
+        alice = await browser.new_page()
+        await log_in(alice, relay.base_url)
+        await alice.wait_for("document.querySelector('.msg.them.held')?.textContent.includes('[held for compliance review]')")
+
+        [row] = await relay.journal.fetchall("SELECT message_id FROM review_queue WHERE state = 'open'")
+        await run_action_async(config_from_dict(cfg), "review.release",
+                               {"message_id": row["message_id"], "actor": "carol", "reason": "a question"})
+        await client.wait_for("document.querySelector('.msg.me.released .state')?.textContent.startsWith('sent')")
+        shown = await client.evaluate("document.querySelector('.msg.me').textContent")
+        assert "cleared by the compliance review" in shown and "held for review" not in shown
+        await alice.wait_for("document.querySelector('.msg.them .body')?.textContent.includes('guaranteed return')")
+        assert await alice.evaluate("document.querySelectorAll('.msg.them.held').length") == 0
+
+        bob = await browser.new_page()
+        await log_in(bob, relay.base_url, "bob")
+        await run_action_async(config_from_dict(cfg), "handover", {"employee": "alice", "to": "bob", "actor": "erin"})
+        await alice.wait_for("document.querySelector('.conv.handed .sub')?.textContent.includes('handed over to Bob')")
+        assert "read-only" in await alice.evaluate("document.querySelector('.msg.notice.handed').textContent")
+        await alice.type_into("reply-text", "Still there?")
+        await alice.click("reply-send")
+        assert "read-only" in await alice.evaluate("document.getElementById('error').textContent")
+        assert await alice.evaluate("document.querySelectorAll('.msg.me').length") == 0
+
+        await bob.wait_for("document.querySelector('#messages .msg.marker')?.textContent === 'Handed over from Alice'")
+        await bob.wait_for("[...document.querySelectorAll('#messages .msg.them')].some(e => e.textContent.includes('guaranteed return'))")
+        text = await bob.evaluate(BODIES)
+        assert "Handover:" not in text and "Last " not in text
+        assert await bob.evaluate("document.querySelectorAll('#messages .msg.marker').length") == 1

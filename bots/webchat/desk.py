@@ -146,6 +146,11 @@ class WebDeskChannel(SocketChannel):
         log.info("desk %s: %s deactivated; %d login(s) ended, %d socket(s) closed", self.name, address, logins, closed)
         return closed
 
+    async def handed_away(self, address: str, conversation: str, to: str) -> int:
+        """A handover: the open desks of `address` mark the conversation as handed to `to`, read-only."""
+        return await self.sockets.push(address, {"type": "handed_over", "conversation": conversation,
+                                                 "to": {"name": to}})
+
     def _refusal(self, request: web.Request, key: str) -> tuple[int, str] | None:
         employee = self.ctx.employees.get(key)
         if employee is None or not employee.active:

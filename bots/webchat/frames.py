@@ -157,8 +157,11 @@ def desk_push(out: Outgoing, urls: Sequence[str | None] = ()) -> Frame:
     if out.kind == "delete":
         return {"type": "delete", "conversation": out.conversation, "id": out.edits or out.message_id}
     if out.kind == "notice":
-        return _notice(out, {"type": "notice", "conversation": out.conversation, "id": out.message_id,
-                             "text": out.text})
+        frame = _notice(out, {"type": "notice", "conversation": out.conversation, "id": out.message_id,
+                              "text": out.text})
+        if out.handed_from is not None:  # the desk shows the history itself: this is its marker
+            frame["from"] = _party(out.handed_from)
+        return frame
     return {
         "type": "message",
         "conversation": out.conversation,

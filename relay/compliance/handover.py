@@ -16,6 +16,7 @@ from relay.evidence.collect import client_key, is_restricted, iso
 from relay.compliance.restricted import RESTRICTED_NOTE
 from relay.compliance.holds import load_state
 from relay.journal import lookups
+from relay.model import Party
 from relay.routing import RoutingError
 
 
@@ -138,10 +139,15 @@ async def _move(app: Any, conversation: str, to: str, actor: str, reason: str,
     except RoutingError as exc:
         raise HandoverError(str(exc)) from exc
     rerouted = await reroute_pending(app, conversation, previous, to)
+    if not app.offline:
+        await app.conversation_handed_away(previous, conversation, to)
     emp = app.config.employees[to]
     seq = (app.journal.head or (0, ""))[0]
     text = await history_text(app, conversation, previous, history_size(app), restricted)
-    await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}")
+    old = app.config.employees.get(previous) if previous else None
+    handed_from = Party(old.channel, old.id, old.name) if old is not None else Party("relay", "", "")
+    await app.hub.notify(emp.channel, emp.address, text, conversation=conversation, key=f"handover:{conversation}:{seq}",
+                         handed_from=handed_from)
     notice = app.config.notices["handover"]
     sent = await app.hub.send_system_message(conversation, notice, f"handover:{conversation}:{seq}")
     return {"conversation": conversation, "previous": previous, "employee": to, "rerouted": rerouted,

@@ -85,6 +85,12 @@ CONVERSATION_HISTORY = (
 )
 """Handover: the last messages of a conversation as they were delivered."""
 
+HELD_NOTICE_TO = (
+    "SELECT to_json FROM deliveries WHERE message_id = ? AND json_extract(out_json, '$.about') = 'held'"
+    " ORDER BY seq LIMIT 1"
+)
+"""Release: whom the `held` notice of a message went to (nobody: a silent hold, released silently)."""
+
 QUEUED_IN_CONVERSATION = (
     "SELECT delivery_id, message_id, to_json, out_json FROM deliveries WHERE state = 'queued'"
     " AND conversation = ? AND channel = ? ORDER BY seq"
@@ -124,6 +130,7 @@ HOT_PATH: dict[str, str] = {
     "review decisions (pending)": REVIEW_DECISIONS.format(where=REVIEW_WHERE["pending"]),
     "conversation history": CONVERSATION_HISTORY,
     "queued in conversation": QUEUED_IN_CONVERSATION,
+    "held notice to": HELD_NOTICE_TO,
     "employee conversations": EMPLOYEE_CONVERSATIONS,
     "conversation of employee": CONVERSATION_OF_EMPLOYEE,
     "last checkpoint": LAST_CHECKPOINT,

@@ -1,5 +1,5 @@
 // Client web chat: one WebSocket, a transcript kept in this browser, resend of unacked messages;
-// a notice about one of the visitor's messages (held for review, rejected, blocked) marks that message.
+// a notice about one of the visitor's messages (held for review, released, rejected, blocked) marks that message.
 "use strict";
 (function () {
   const prefix = document.body.dataset.prefix;
@@ -16,7 +16,8 @@
 
   const save = () => localStorage.setItem(storeKey, JSON.stringify(entries.slice(-500)));
   const find = (id) => entries.find((e) => e.id === id);
-  const OUTCOME = { held: "held for review, not yet delivered", rejected: "not delivered: rejected by compliance",
+  const OUTCOME = { held: "held for review, not yet delivered", released: "sent: cleared by the review",
+    rejected: "not delivered: rejected by compliance",
     blocked: "not delivered: blocked by policy", undeliverable: "not delivered" };
 
   function render() {

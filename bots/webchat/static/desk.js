@@ -59,6 +59,7 @@
       const c = conv(x.conversation);
       c.client = x.client;
       c.last = x.last;
+      c.handedTo = "";  // listed: it is (again) mine
       if (x.withheld) c.withheld = x.withheld;
     }
     const relay = state.order.filter((cid) => cid === "relay");
@@ -102,7 +103,8 @@
     if (cid !== current) state.convs[cid].unread += 1;
   }
 
-  const MINE = { delivered: "sent · delivered · edit", held: "held for compliance review, not delivered",
+  const MINE = { delivered: "sent · delivered · edit", released: "sent · cleared by the review · edit",
+    held: "held for compliance review, not delivered",
     rejected: "rejected by compliance, not delivered", blocked: "blocked by policy, not delivered",
     failed: "not delivered", undeliverable: "not delivered", refused: "not forwarded" };
   const HELD_BACK = { held: "held for compliance review", rejected: "rejected by compliance", blocked: "blocked by policy" };
@@ -119,7 +121,7 @@
     nav.replaceChildren(...state.order.map((cid) => {
       const c = state.convs[cid];
       const div = document.createElement("div");
-      div.className = "conv" + (cid === current ? " active" : "");
+      div.className = "conv" + (cid === current ? " active" : "") + (c.handedTo ? " handed" : "");
       div.dataset.conversation = cid;
       const who = document.createElement("div");
       who.className = "who";
@@ -128,7 +130,8 @@
       const sub = document.createElement("div");
       sub.className = "sub";
       const last = c.entries[c.entries.length - 1];
-      sub.textContent = ((c.client && c.client.channel) || "") + (last ? " · " + (last.text || "").slice(0, 40) : "");
+      sub.textContent = ((c.client && c.client.channel) || "") + (c.handedTo ? " · handed over to " + c.handedTo :
+        last ? " · " + (last.text || "").slice(0, 40) : "");
       div.append(who, sub);
       div.addEventListener("click", () => select(cid));
       return div;
@@ -142,7 +145,7 @@
     const fromBottom = box.scrollHeight - box.scrollTop;
     box.replaceChildren(...c.entries.map((e) => {
       const div = document.createElement("div");
-      div.className = "msg " + e.who + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "") +
+      div.className = "msg " + e.who + (e.marker ? " marker" : "") + (e.state === "failed" ? " failed" : "") + (e.deleted ? " deleted" : "") +
         (e.delivery && e.delivery !== "delivered" && e.delivery !== "pending" ? " " + e.delivery : "");
       div.dataset.id = e.id;
       if (e.who !== "notice") {
@@ -168,9 +171,17 @@
       }
       return div;
     }));
+    if (c.handedTo) {  // handed away while open here: read-only until the list is reloaded
+      const div = document.createElement("div");
+      div.className = "msg notice handed";
+      div.textContent = "Handed over to " + c.handedTo + "; read-only here.";
+      box.append(div);
+    }
     if (keepScroll) box.scrollTop = box.scrollHeight - fromBottom; else box.scrollTop = box.scrollHeight;
     keepScroll = false;
   }
+
+  const readOnly = (c) => "This conversation was handed over to " + c.handedTo + "; it is read-only here.";
 
   function render() { renderList(); renderMessages(); }
 
@@ -188,6 +199,7 @@
   }
 
   function editReply(c, original) {
+    if (c.handedTo) { showError(readOnly(c)); return; }
     const text = prompt("Edit your reply", original.text);
     if (text === null || !text.trim() || text === original.text) return;
     const e = { id: "e" + randomId(), who: "edit", text, state: "sending", target: original.id,
@@ -245,16 +257,31 @@
       e.delivery = f.about || e.delivery;
       e.note = f.text || "";
       if (f.about === "refused") askConversations(null, 0, false);  // e.g. handed to a colleague meanwhile
+    } else if (f.type === "handed_over" && f.conversation && state.convs[f.conversation]) {
+      state.convs[f.conversation].handedTo = (f.to && f.to.name) || "a colleague";
     } else if (f.type === "message" || f.type === "notice") {
       const cid = f.conversation || "relay";
       const known = !!state.convs[cid];
       const c = conv(cid);
       if (!f.conversation) c.client = { name: "Relay notices", channel: "" };
-      if (findEntry(c, f.id)) return;
+      const held = findEntry(c, f.id);
+      if (held && f.type === "message" && HELD_BACK[held.delivery] && !held.text) {  // released by a reviewer
+        Object.assign(held, { text: f.text || "", verdict: f.verdict || held.verdict, files: f.attachments || [],
+          delivery: "delivered" });
+        save(); render();
+        return;
+      }
+      if (held) return;
       if (f.client) c.client = f.client;
       if (!current) current = cid;
-      c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
-        from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
+      if (f.about === "handover") {  // the history comes from the server: one line, not the text of it
+        c.handedTo = "";
+        c.entries.push({ id: f.id, who: "notice", marker: true, files: [],
+          text: f.from && f.from.name ? "Handed over from " + f.from.name : "Assigned to you" });
+      } else {
+        c.entries.push({ id: f.id, who: f.type === "notice" ? "notice" : "them", text: f.text || "",
+          from: f.from ? f.from.name : "", verdict: f.verdict || null, files: f.attachments || [] });
+      }
       touch(cid);
       if (!known && f.conversation) askConversations(null, 0, false);  // e.g. just handed over: its client and history
     } else if (f.type === "edit" || f.type === "delete") {
@@ -358,6 +385,7 @@
     const text = $("reply-text").value;
     if (!text.trim() && !pendingUploads.length) return;
     const c = state.convs[current];
+    if (c.handedTo) { showError(readOnly(c)); return; }
     const e = { id: "r" + randomId(), who: "me", text, state: "sending",
       files: pendingUploads.map((u) => ({ name: u.name, size: u.size })) };
     e.frame = { type: "reply", conversation: c.id, id: e.id, text };
