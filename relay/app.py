@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +24,7 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, LiveConversations, 
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.health import Health
+from relay.hub_lookups import early_receipts
 from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
@@ -188,6 +190,7 @@ class RelayApp:
                                               if c.give_up_after is not None})
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
+        self.outbox.on_delivered = partial(early_receipts, self.journal)
         if offline:
             return
 
