@@ -121,6 +121,7 @@ class Outbox:
         self._platform_ids: dict[tuple[str, str], str] = {}
         self._commits: set[asyncio.Task[Any]] = set()
         self._adopter: asyncio.Task[None] | None = None
+        self._adopting = 0
         self.remote: set[str] = set()
         """Channels another relay sends on (shared journal, connection-held channel whose lease
         it holds): their deliveries are handed back in the journal for that relay to claim."""
@@ -151,10 +152,15 @@ class Outbox:
         claim = getattr(self.journal, "claim_deliveries", None)
         if claim is None:
             return 0
-        rows = await claim(include_own, self.remote)
-        known = {d.delivery_id for lane in self._lanes.values() for d in lane.items}
-        rows = [r for r in rows if r["delivery_id"] not in known]
-        self._enqueue_rows(rows)
+        self._adopting += 1  # lanes hold still until what is claimed is in them, in order
+        try:
+            rows = await claim(include_own, self.remote)
+            known = {d.delivery_id for lane in self._lanes.values() for d in lane.items}
+            rows = [r for r in rows if r["delivery_id"] not in known]
+            self._enqueue_rows(rows)
+            await self._reorder([d.lane for d in self._from_rows(rows)])
+        finally:
+            self._adopting -= 1
         if rows:
             log.info("outbox: took over %d deliveries of a stopped relay", len(rows))
         return len(rows)
@@ -188,6 +194,25 @@ class Outbox:
                 await self.adopt()
             except Exception:  # the database away: the journal retries; try again next round
                 log.exception("outbox: could not take over deliveries")
+
+    async def _reorder(self, lanes: list[LaneKey]) -> None:
+        """Deliveries taken over join lanes where this relay's own later ones wait (held back by
+        `_held_elsewhere`): put each such lane's waiting items back in journal order."""
+        seqs_of = getattr(self.journal, "delivery_seqs", None)
+        for key in dict.fromkeys(lanes):
+            lane = self._lanes.get(key)
+            if seqs_of is None or lane is None or len(lane.items) < 2:
+                continue
+            seqs = await seqs_of([d.delivery_id for d in lane.items])
+            busy = [d for d in lane.items if any(d is b for b in lane.batch)]
+            waiting = [d for d in lane.items if not any(d is b for b in lane.batch)]
+            waiting.sort(key=lambda d: seqs.get(d.delivery_id, 1 << 62))
+            lane.items.clear()
+            lane.items.extend(busy + waiting)
+
+    def _from_rows(self, rows: Any) -> list[Delivery]:
+        return [Delivery(r["delivery_id"], r["message_id"], r["conversation"] or "", r["channel"],
+                         party_of(json.loads(r["to_json"])) or Party(r["channel"], ""), {}) for r in rows]
 
     def _enqueue_rows(self, rows: Any) -> None:
         for r in rows:
@@ -259,6 +284,15 @@ class Outbox:
     async def _run(self, key: LaneKey, lane: _Lane) -> None:
         while lane.items and not self._stopping:
             window = self._window(key[0])
+            # the window's last: nothing queued elsewhere before it means nothing before any of it
+            held = await self._held_elsewhere(lane.items[min(window, len(lane.items)) - 1])
+            if held:
+                lane.wake.clear()
+                try:
+                    await asyncio.wait_for(lane.wake.wait(), timeout=held)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             batch = [lane.items[i] for i in range(min(window, len(lane.items)))]
             lane.batch, lane.released = batch, set()
             try:
@@ -283,6 +317,22 @@ class Outbox:
                 pass
         if not lane.items:
             self._lanes.pop(key, None)
+
+    async def _held_elsewhere(self, d: Delivery) -> float | None:
+        """On a shared journal: seconds to wait while an earlier delivery of the same lane is
+        queued by another relay (alive, or dead and not yet taken over), so order holds per
+        conversation; None to send now (or when the journal cannot say)."""
+        earlier = getattr(self.journal, "earlier_queued_elsewhere", None)
+        if earlier is None:
+            return None
+        try:
+            blocked = await earlier(d.delivery_id)
+        except Exception:  # the database away: the send's own journaling retries it
+            log.warning("outbox: could not check the order of %s", d.delivery_id)
+            return None
+        if self._adopting:  # an earlier one may just have been claimed but not yet be in the lane
+            return 0.05
+        return min(self.max_delay, 0.25) if blocked else None
 
     def _window(self, channel_name: str) -> int:
         channel = self.channels.get(channel_name)

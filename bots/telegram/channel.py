@@ -36,6 +36,8 @@ class TelegramChannel:
         self.name = name
         self.cfg = cfg
         self.ctx = ctx
+        self.exclusive = cfg.mode == "polling"
+        """One getUpdates poller per bot token: on a shared journal only the lease holder polls."""
         timeout = cfg.request_timeout
         self.bot = Bot(
             cfg.token,

@@ -57,6 +57,8 @@ class XmppChannel:
         self.name = name
         self.settings = settings
         self.ctx = ctx
+        self.exclusive = True
+        """One XMPP session per account or component: on a shared journal only the lease holder connects."""
         self.staff = settings.mode == "component"
         self.link = Link(settings, self._make_xmpp, self._on_online)
         self._deliver: Deliver | None = None

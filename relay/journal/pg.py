@@ -382,6 +382,28 @@ class PgJournal(Submitting, GroupCommitWriter):
 
         return list(await self._with_retry(claim))
 
+    async def earlier_queued_elsewhere(self, delivery_id: str) -> bool:
+        """Whether an earlier delivery to the same recipient in the same conversation is still
+        queued and not this relay's (the outbox holds this one back until it is sent)."""
+        async def probe(conn: asyncpg.Connection) -> bool:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS(SELECT 1 FROM deliveries d JOIN deliveries o ON o.conversation = d.conversation"
+                " AND o.channel = d.channel AND o.to_json = d.to_json AND o.seq < d.seq"
+                " WHERE d.delivery_id = $1 AND o.state = 'queued' AND o.owner IS DISTINCT FROM $2)",
+                delivery_id, self.relay_id,
+            ))
+
+        return bool(await self._with_retry(probe))
+
+    async def delivery_seqs(self, delivery_ids: list[str]) -> dict[str, int]:
+        """The journal position of each delivery's `delivery.queued` (to put lanes in order)."""
+        async def fetch(conn: asyncpg.Connection) -> dict[str, int]:
+            rows = await conn.fetch("SELECT delivery_id, seq FROM deliveries WHERE delivery_id = ANY($1::text[])",
+                                    delivery_ids)
+            return {r["delivery_id"]: int(r["seq"]) for r in rows}
+
+        return dict(await self._with_retry(fetch))
+
     async def release_deliveries(self, delivery_ids: list[str]) -> None:
         """Give up queued deliveries this relay owns (for another relay's outbox to claim)."""
         async def release(conn: asyncpg.Connection) -> None:

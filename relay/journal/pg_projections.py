@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS deliveries(
   to_json TEXT, out_json TEXT, state TEXT, platform_id TEXT, attempts INTEGER DEFAULT 0,
   reason TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries(seq) WHERE state='queued';
+CREATE INDEX IF NOT EXISTS deliveries_queued_lane ON deliveries(conversation, seq) WHERE state='queued';
 CREATE TABLE IF NOT EXISTS review_queue(
   message_id TEXT PRIMARY KEY, seq BIGINT, conversation TEXT, action TEXT, rules_json TEXT,
   state TEXT, decided_by TEXT, decision TEXT, reason TEXT, decided_seq BIGINT);
