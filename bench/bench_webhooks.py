@@ -71,7 +71,8 @@ def _wc_pushes() -> list[tuple[dict[str, str], bytes]]:
                f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
                f"<Content><![CDATA[你好，我想了解一下基金 {i}]]></Content><MsgId>{10**15 + i}</MsgId></xml>").encode()
         enc = crypto.encrypt(xml)
-        q = {"timestamp": "1", "nonce": str(i), "encrypt_type": "aes", "msg_signature": sha1_signature("tok", "1", str(i), enc)}
+        ts = str(int(time.time()))
+        q = {"timestamp": ts, "nonce": str(i), "encrypt_type": "aes", "msg_signature": sha1_signature("tok", ts, str(i), enc)}
         out.append((q, f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>".encode()))
     return out
 

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,10 +24,12 @@ from bots.base import Channel, ChannelContext, EmployeeInfo, LiveConversations, 
 from relay.actions import Workflow
 from relay.config import Config, ConfigError, config_from_dict
 from relay.health import Health
+from relay.hub_lookups import early_receipts
 from relay.journal import Journal, lookups
 from relay.channel_leases import ChannelLeases, exclusive_names
 from relay.journal.backend import open_journal
 from relay.channel_check import check_channels
+from relay.private_files import private_dir
 from relay.outbox import Outbox
 from relay.policy import PolicyLoadError, PolicySet, PolicyWatcher
 from relay.routing import Router
@@ -53,7 +56,7 @@ class AlreadyRunning(RuntimeError):
 
 
 def _lock(data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     fd = os.open(data_dir / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,12 +66,17 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
-async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False) -> None:
-    """Journal `policy.loaded` unless the newest one already names this version."""
+async def _policy_loaded(journal: Journal, ps: PolicySet, directory: Path, shadow: bool = False,
+                         warning: str = "") -> None:
+    """Journal `policy.loaded` unless the newest one already names this version; `warning` is
+    the watcher's rule-count drop warning for this set, kept in the event."""
     rows = await journal.fetchall(lookups.LATEST_POLICY_LOADED, (1 if shadow else 0,))
     if rows and rows[0]["v"] == ps.version:
         return
-    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory)}
+    body: dict[str, Any] = {"version": ps.version, "files": dict(ps.files), "dir": str(directory), "rules": len(ps.rules)}
+    if warning:
+        body["warning"] = warning
+        log.warning("policy set %s: %s", ps.version[:12], warning)
     if shadow:
         body["shadow"] = True
     await journal.append("policy.loaded", body)
@@ -182,6 +190,7 @@ class RelayApp:
                                               if c.give_up_after is not None})
         self.hub = Hub(cfg, self.journal, self.router, self.outbox, lambda: self.policies, shadow_current)
         self.outbox.on_permanent = self.hub.on_permanent_failure
+        self.outbox.on_delivered = partial(early_receipts, self.journal)
         if offline:
             return
 
@@ -304,7 +313,8 @@ class RelayApp:
 
     async def _on_policy_loaded(self, ps: PolicySet) -> None:
         log.info("policy set %s is active", ps.version[:12])
-        await _policy_loaded(self.journal, ps, self.config.policies_dir)
+        await _policy_loaded(self.journal, ps, self.config.policies_dir,
+                             warning=self.watcher.last_warning if self.watcher is not None else "")
 
     async def _on_shadow_loaded(self, ps: PolicySet) -> None:
         if self.config.shadow_policies_dir is not None:

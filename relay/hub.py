@@ -18,7 +18,8 @@ from typing import Callable
 from bots.base import Deliver
 from relay.config import Config
 from relay.hub_lookups import inherited_disclaimers, receipt_events
-from relay.hub_records import Event, HubStats, attachment_json, message_id_for, received_body, verdict_json
+from relay.hub_policy import with_integrity_flag
+from relay.hub_records import Event, HubStats, RawRefs, attachment_json, message_id_for, received_body, verdict_json
 from relay.hub_review import HubReview
 from relay.journal import Journal
 from relay.model import Attachment, Inbound, Party, Receipt, Verdict, conversation_id
@@ -133,7 +134,7 @@ class Hub(HubReview):
                 await self.tell_sender_undelivered(body["message_id"], body["reason"])
         return Receipt(mid, conv)
 
-    async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], str]:
+    async def _store_blobs(self, inb: Inbound) -> tuple[tuple[Attachment, ...], RawRefs]:
         limit = self.config.max_attachment_bytes
         kept: list[Attachment] = []
         puts = []
@@ -152,14 +153,15 @@ class Hub(HubReview):
             replace(a.without_data(), sha256=by_obj[id(a)], size=len(a.data)) if id(a) in by_obj else a for a in kept
         )
         raw_sha = await self.journal.put_blob(inb.raw) if len(inb.raw) > INLINE_RAW_MAX else ""
-        return final, raw_sha
+        dec_sha = await self.journal.put_blob(inb.decrypted) if len(inb.decrypted) > INLINE_RAW_MAX else ""
+        return final, RawRefs(raw_sha, dec_sha)
 
     async def _from_client(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
-                           raw_sha: str) -> tuple[list[Event], list[Delivery], str]:
+                           raw_sha: RawRefs) -> tuple[list[Event], list[Delivery], str]:
         cid = conversation_id(inb.channel, inb.chat)
         events: list[Event] = []
         conv = await self.router.get(cid)
-        if inb.kind == "event":
+        if inb.kind == "event" and not inb.notice:
             # statuses, receipts, unreadable payloads: journaled, but they open no conversation
             body = received_body(inb, mid, "inbound", attachments, raw_sha, conv, conv.employee if conv else None)
             events.append(("message.received", body, cid if conv else None))
@@ -190,8 +192,11 @@ class Hub(HubReview):
         deliveries: list[Delivery] = []
         if conv.employee is not None:
             to = self.router.staff_party(conv.employee)
-            inherited = await inherited_disclaimers(self.journal, inb)
-            deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
+            if inb.kind == "event":  # something the client sent that cannot be shown: the employee is told
+                deliveries.append(self._notice(events, mid, conv, to, inb.notice))
+            else:
+                inherited = await inherited_disclaimers(self.journal, inb)
+                deliveries += self._evaluate_and_route(inb, mid, "inbound", attachments, conv, to, (), events, inherited)
         else:
             events.append(("delivery.failed", {"delivery_id": None, "message_id": mid, "channel": None,
                                                "reason": "no active employee on the desk; waiting for a handover",
@@ -206,7 +211,7 @@ class Hub(HubReview):
         return events, deliveries, cid
 
     async def _from_staff(self, inb: Inbound, mid: str, attachments: tuple[Attachment, ...],
-                          raw_sha: str) -> tuple[list[Event], list[Delivery], str]:
+                          raw_sha: RawRefs) -> tuple[list[Event], list[Delivery], str]:
         events: list[Event] = []
         conv = await self.router.get(inb.chat)
         emp = self.config.employee_by_address(inb.channel, inb.sender.user)
@@ -254,7 +259,7 @@ class Hub(HubReview):
         verdict: Verdict | None = None
         if kind != "delete":
             inp = self._eval_input(direction, inb.channel, inb.text, usable, groups, conv, mid)
-            verdict = self._evaluate(inp)
+            verdict = with_integrity_flag(self._evaluate(inp), usable)
             if inherited:
                 kept = tuple(d for d in inherited if d not in verdict.disclaimers)
                 verdict = replace(verdict, disclaimers=kept + verdict.disclaimers)

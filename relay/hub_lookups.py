@@ -31,10 +31,35 @@ async def receipt_events(journal: Journal, inb: Inbound, mid: str) -> list[Event
     r = rows[0]
     base = {"delivery_id": r["delivery_id"], "message_id": r["message_id"], "channel": inb.channel,
             "platform_id": r["platform_id"]}
-    out: list[Event] = [("delivery.receipt", {**base, "status": status, "event_id": mid}, r["conversation"])]
+    return _linked(base, status, mid, r["conversation"])
+
+
+def _linked(base: dict[str, object], status: str, mid: str, conversation: str | None) -> list[Event]:
+    out: list[Event] = [("delivery.receipt", {**base, "status": status, "event_id": mid}, conversation)]
     if status.startswith(("status:failed", "error:")):
         out.append(("delivery.failed", {**base, "reason": f"the network reported: {status}", "permanent": True,
-                                        "attempt": 0}, r["conversation"]))
+                                        "attempt": 0}, conversation))
+    return out
+
+
+async def early_receipts(journal: Journal, delivered: dict[str, object], delivered_seq: int,
+                         conversation: str | None) -> list[Event]:
+    """Receipts journaled before `message.delivered` (seq below `delivered_seq`), now linked.
+
+    A status callback can beat the send's own answer; it was journaled then with nothing to
+    link to. Those before the delivered event cannot have been linked, later ones were.
+    """
+    channel, pid = str(delivered.get("channel") or ""), str(delivered.get("platform_id") or "")
+    if not channel or not pid:
+        return []
+    sid = pid.removeprefix("template:")
+    rows = await journal.fetchall(lookups.EARLY_RECEIPTS, (message_id_for(channel, sid), channel, delivered_seq))
+    base = {k: delivered.get(k) for k in ("delivery_id", "message_id", "channel", "platform_id")}
+    out: list[Event] = []
+    for r in rows:
+        status = (r["text"] or "").strip()
+        if status.startswith(RECEIPT_PREFIXES):
+            out += _linked(base, status, r["id"], conversation)
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from relay.config import Config
 from relay.hub_policy import HubPolicy
-from relay.hub_records import SYSTEM, Event, delivery_id_for, message_id_for, received_body, verdict_json
+from relay.hub_records import SYSTEM, Event, RawRefs, delivery_id_for, message_id_for, received_body, verdict_json
 from relay.journal import Journal
 from relay.model import Inbound, Party
 from relay.outbox import Delivery, Outbox, party_json
@@ -55,7 +55,7 @@ class HubNotices(HubPolicy):
         """A message the relay itself sends a client (welcome, handover notice): journaled and policy-checked."""
         inb = Inbound(channel="relay", platform_id=platform_id, sender=SYSTEM, chat=conv.id, text=text)
         mid = message_id_for("relay", platform_id)
-        body = received_body(inb, mid, "outbound", (), "", conv, None)
+        body = received_body(inb, mid, "outbound", (), RawRefs(), conv, None)
         events.append(("message.received", body, conv.id))
         verdict = self._evaluate(self._eval_input("outbound", conv.client.channel, text, (), (), conv, mid))
         events.append(("policy.verdict", verdict_json(verdict, mid), conv.id))

@@ -7,14 +7,30 @@ rule, the shadow verdict and the per-action counters live here, apart from routi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Callable
 
 from relay.hub_records import Event, HubStats, verdict_json
-from relay.model import Attachment, Verdict
+from relay.model import Attachment, RuleHit, Verdict, action_rank
 from relay.policy import EvalInput, PolicySet
 from relay.routing import Conversation
 
 log = logging.getLogger("relay.hub")
+
+INTEGRITY_RULE = "RELAY-INTEGRITY"
+"""The hit added when a file's bytes differ from what the network declared: flagged for review."""
+
+
+def with_integrity_flag(verdict: Verdict, attachments: tuple[Attachment, ...]) -> Verdict:
+    """`verdict`, at least flagged and in review, with one hit per attachment whose bytes do not
+    match what the network declared (compliance must see such a file, not take it on trust)."""
+    bad = [a for a in attachments if a.integrity]
+    if not bad:
+        return verdict
+    hits = tuple(RuleHit(INTEGRITY_RULE, "relay", "flag", "high", f"{a.name or 'file'}: {a.integrity}"[:300])
+                 for a in bad)
+    action = verdict.action if action_rank(verdict.action) >= action_rank("flag") else "flag"
+    return replace(verdict, action=action, matched=verdict.matched + hits, review=True)
 
 
 class HubPolicy:

@@ -19,6 +19,14 @@ SYSTEM = Party("relay", "system", "relay")
 Event = tuple[str, dict[str, Any], str | None]
 
 
+@dataclass(frozen=True)
+class RawRefs:
+    """Blob digests of a received item's raw payload and of its decrypted form ('' = inline)."""
+
+    raw: str = ""
+    decrypted: str = ""
+
+
 def message_id_for(channel: str, platform_id: str) -> str:
     """Deterministic relay id of a received item, so a redelivery maps to the same id."""
     return "m-" + hashlib.sha256(f"{channel}\x00{platform_id}".encode()).hexdigest()[:24]
@@ -56,12 +64,15 @@ def verdict_from_json(vb: dict[str, Any]) -> Verdict:
 
 
 def attachment_json(a: Attachment) -> dict[str, Any]:
-    return {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256,
-            "platform_ref": a.platform_ref, "refused": a.refused}
+    out = {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256,
+           "platform_ref": a.platform_ref, "refused": a.refused}
+    if a.integrity:
+        out["integrity"] = a.integrity
+    return out
 
 
 def received_body(inb: Inbound, mid: str, direction: str, attachments: tuple[Attachment, ...],
-                  raw_sha: str, conv: Conversation | None, employee: str | None,
+                  raw_sha: RawRefs, conv: Conversation | None, employee: str | None,
                   refused: str | None = None) -> dict[str, Any]:
     """The `message.received` body: the item as it arrived, raw bytes inline or named by blob."""
     body: dict[str, Any] = {
@@ -79,15 +90,22 @@ def received_body(inb: Inbound, mid: str, direction: str, attachments: tuple[Att
         "reply_to_platform": inb.reply_to,
         "edits_platform": inb.edits,
         "sent_at": inb.sent_at,
-        "raw_sha256": raw_sha or None,
+        "raw_sha256": raw_sha.raw or None,
         "client": party_json(conv.client) if conv else None,
         "employee": employee,
     }
-    if inb.raw and not raw_sha:
+    if inb.raw and not raw_sha.raw:
         body["raw_inline"] = base64.b64encode(inb.raw).decode("ascii")
         body["raw_digest"] = hashlib.sha256(inb.raw).hexdigest()
+    if raw_sha.decrypted:
+        body["decrypted_sha256"] = raw_sha.decrypted
+    elif inb.decrypted:
+        body["decrypted_inline"] = base64.b64encode(inb.decrypted).decode("ascii")
+        body["decrypted_digest"] = hashlib.sha256(inb.decrypted).hexdigest()
     if refused:
         body["refused"] = refused
+    if inb.notice:
+        body["notice"] = inb.notice
     return body
 
 

@@ -43,6 +43,8 @@ class Attachment:
     Adapters fill `data` on receipt (or leave it empty and set `refused` when the file was
     not fetched, e.g. over the size limit); the hub stores the bytes as a blob and keeps only
     `sha256`. The outbox fills `data` again from the blob store before `Channel.send`.
+    `integrity` names a problem with the bytes as received that does not stop them being kept
+    (e.g. the network declared another SHA-256 for the file than the bytes downloaded have).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Attachment:
     platform_ref: str = ""
     refused: str = ""
     data: bytes = field(default=b"", repr=False, compare=False)
+    integrity: str = ""
 
     @staticmethod
     def of(name: str, mime: str, data: bytes, platform_ref: str = "") -> Attachment:
@@ -72,7 +75,8 @@ class Attachment:
         return base.rsplit(".", 1)[-1].lower() if "." in base else ""
 
     def without_data(self) -> Attachment:
-        return Attachment(self.name, self.mime, self.size, self.sha256, self.platform_ref, self.refused)
+        return Attachment(self.name, self.mime, self.size, self.sha256, self.platform_ref, self.refused,
+                          integrity=self.integrity)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,11 @@ class Inbound:
     client's chat (the hub derives the conversation id from `(channel, chat)`); for a
     staff-side channel the relay conversation id the employee is answering (the adapter
     maps topics, JIDs or desk tabs to it). `reply_to` and `edits` are platform ids on this
-    channel. Unknown content is kind `event` with `raw` kept, never dropped.
+    channel. Unknown content is kind `event` with `raw` kept, never dropped. `raw` is the
+    payload exactly as received; `decrypted` is what the adapter decrypted it to, when the
+    network encrypts its payloads (WeChat safe mode), journaled beside it. `notice`, on a
+    client's `event`, is what the employee must be told about it (e.g. the client sent
+    something the network cannot carry): the hub opens the conversation and sends it as a notice.
     """
 
     channel: str
@@ -97,6 +105,8 @@ class Inbound:
     edits: str | None = None
     sent_at: float | None = None
     raw: bytes = field(default=b"", repr=False)
+    decrypted: bytes = field(default=b"", repr=False)
+    notice: str = ""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ log = logging.getLogger("relay.outbox")
 
 LaneKey = tuple[str, str, str]
 FailureHook = Callable[["Delivery", str], Awaitable[None]]
+DeliveredHook = Callable[[dict[str, Any], int, "str | None"], Awaitable[list[tuple[str, dict[str, Any], "str | None"]]]]
+"""(message.delivered body, its seq, conversation) → events to journal after it (early receipts linked)."""
 
 
 @dataclass
@@ -113,6 +115,7 @@ class Outbox:
         self.give_up_after = give_up_after
         self.channel_give_up = dict(channel_give_up or {})
         self.on_permanent = on_permanent
+        self.on_delivered: DeliveredHook | None = None
         self._lanes: dict[LaneKey, _Lane] = {}
         self._stopping = False
         self._platform_ids: dict[tuple[str, str], str] = {}
@@ -489,11 +492,21 @@ class Outbox:
     async def _journal_delivered(self, d: Delivery, body: dict[str, Any]) -> None:
         for attempt in range(5):
             try:
-                await self.journal.append("message.delivered", body, conversation=d.conversation)
-                return
+                ev = await self.journal.append("message.delivered", body, conversation=d.conversation)
+                break
             except Exception:
                 log.exception("outbox: journaling delivery %s failed (attempt %d)", d.delivery_id, attempt + 1)
                 await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            return
+        if self.on_delivered is None:
+            return
+        try:  # receipts that arrived before this event, parked unlinked in the journal, linked now
+            early = await self.on_delivered(body, ev.seq, d.conversation)
+            if early:
+                await self.journal.append_many(early)
+        except Exception:
+            log.exception("outbox: linking early receipts of delivery %s failed", d.delivery_id)
 
     async def _fail(self, d: Delivery, base: dict[str, Any], reason: str) -> None:
         self.failed += 1

@@ -38,6 +38,7 @@ class Media:
     data: bytes
     mime: str
     declared_size: Any = None
+    served: bytes | None = None
 
 
 @dataclass
@@ -71,10 +72,12 @@ class FakeGraph(FakeServer):
         app.router.add_post("/{version}/{phone}/messages", self._messages)
         app.router.add_post("/{version}/{phone}/media", self._upload)
 
-    def add_media(self, media_id: str, data: bytes, mime: str, declared_size: Any = "exact") -> None:
+    def add_media(self, media_id: str, data: bytes, mime: str, declared_size: Any = "exact",
+                  served: bytes | None = None) -> None:
         """`declared_size` is what the lookup reports: "exact" (as a string, like Meta often
-        does), a number, a string, or None to leave `file_size` out."""
-        self.media[media_id] = Media(data, mime, str(len(data)) if declared_size == "exact" else declared_size)
+        does), a number, a string, or None to leave `file_size` out. `served`: other bytes than
+        the lookup's `sha256` names, as a corrupted or substituted download would deliver."""
+        self.media[media_id] = Media(data, mime, str(len(data)) if declared_size == "exact" else declared_size, served)
 
     def fail_next(self, code: int | None = None, status: int | None = None, delay: float = 0.0, times: int = 1) -> None:
         self.faults.extend(Fault(code, status, delay) for _ in range(times))
@@ -130,7 +133,7 @@ class FakeGraph(FakeServer):
         media = self.media.get(media_id)
         if media is None:
             return web.Response(status=404)
-        return web.Response(body=media.data, content_type=media.mime.split(";")[0])
+        return web.Response(body=media.data if media.served is None else media.served, content_type=media.mime.split(";")[0])
 
     async def _upload(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

@@ -34,6 +34,8 @@ class FakeSignalCli:
     fetched: list[str] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     subscriptions: int = 0
+    answer_delay: float = 0.0
+    """Seconds to hold a `send` answer after the message went out (its receipts can go first)."""
     _server: asyncio.Server | None = None
     _clients: list[asyncio.StreamWriter] = field(default_factory=list)
     _subscribed: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -72,6 +74,8 @@ class FakeSignalCli:
                 result, error = self._handle(writer, req.get("method"), req.get("params") or {})
                 answer: dict[str, Any] = {"jsonrpc": "2.0", "id": req.get("id")}
                 answer.update({"error": error} if error else {"result": result})
+                if self.answer_delay and req.get("method") == "send":
+                    await asyncio.sleep(self.answer_delay)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
                 if req.get("method") == "subscribeReceive":

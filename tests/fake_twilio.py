@@ -10,6 +10,7 @@ sorted parameter name and value)), computed here independently of the twilio lib
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -53,6 +54,8 @@ class FakeTwilio(FakeServer):
     media: dict[str, tuple[bytes, str, bool]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    answer_delay: float = 0.0
+    """Seconds to hold the answer after a message is accepted (its status callbacks can go first)."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
@@ -107,6 +110,8 @@ class FakeTwilio(FakeServer):
                 fetched.append((resp.content_type, await resp.read()))
         sid = ("MM" if media_urls else "SM") + secrets.token_hex(16)
         self.sent.append({**form, "_sid": sid, "_media": fetched})  # type: ignore[dict-item]
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return web.json_response({"sid": sid, "account_sid": self.account_sid, "to": to, "from": form.get("From"),
                                   "body": body, "status": "queued", "num_segments": "1", "error_code": None,
                                   "api_version": "2010-04-01"}, status=201)

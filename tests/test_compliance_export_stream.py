@@ -143,7 +143,7 @@ async def test_a_large_export_streams_in_bounded_memory(tmp_path: Path) -> None:
     # chunk of events, one conversation (40 messages) and the manifest's file list: about 3 MB.
     assert peak < bodies / 5, (peak, bodies)
     assert "read 9000 events of at most 9602" in lines and "wrote 2000 of 2400 messages" in lines
-    assert verify_export(tmp_path / "out").ok
+    assert verify_export(tmp_path / "out", load_public_key(str(tmp_path / "data" / "keys" / "journal_ed25519.pub"))).ok
 
 
 async def test_an_erasure_during_the_export_is_refused_not_signed(tmp_path: Path) -> None:

@@ -197,7 +197,8 @@ async def test_export_leaves_out_assignments_naming_a_restricted_client(tmp_path
     assert "conversation.assigned" not in kinds and "message.received" in kinds
     before = [x for x in (out / "events.jsonl").read_text().splitlines() if json.loads(x)["seq"] < h.seqs["a2"]]
     assert "Ann Private" not in "\n".join(before)
-    assert cli("journal", "verify-export", str(out), "--config", str(cfg)).returncode == 0
+    pub = str(tmp_path / "data" / "keys" / "journal_ed25519.pub")
+    assert cli("journal", "verify-export", str(out), "--public-key", pub, "--config", str(cfg)).returncode == 0
     admin = tmp_path / "admin-export"
     r = cli("journal", "export", "--out", str(admin), "--client", "webchat:ann", "--include-restricted", "--as", "erin",
             "--config", str(cfg))

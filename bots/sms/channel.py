@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+from dataclasses import replace
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
@@ -121,8 +122,18 @@ class SmsChannel(WebhookChannel):
         if flat.get("AccountSid") not in (None, self.settings.account_sid):
             items = [Item(raw_event(self.name, body, "webhook for another AccountSid"))]
         else:
-            items = [parse_status(self.name, flat, body) if status_only else parse_form(self.name, flat, body)]
+            items = [await self._first_part(parse_status(self.name, flat, body) if status_only
+                                            else parse_form(self.name, flat, body))]
         return await self._journal(deliver, lambda: items, "webhook not journaled; answering 500 so Twilio retries")
+
+    async def _first_part(self, item: Item) -> Item:
+        """A status of a split text's later part names the first part's sid (its delivery's id);
+        the part's own sid stays in the raw form journaled with it."""
+        inb = item.inbound
+        if inb.kind != "event" or not inb.reply_to:
+            return item
+        first = await self.ctx.state.get(f"part:{inb.reply_to}")
+        return replace(item, inbound=replace(inb, reply_to=first)) if first else item
 
     async def _take(self, deliver: Any, item: Item) -> None:
         """A STOP/START is remembered before the message is journaled (and so acknowledged)."""
@@ -176,8 +187,11 @@ class SmsChannel(WebhookChannel):
         text, files = content_to_send(out)
         media = self._media_urls(files)
         bodies = messages(text, self.settings.max_segments) or [""]
-        sids = [await self._post_once(f"sent:{out.message_id}:{i}", out.to.user, part, media if i == 0 else [])
-                for i, part in enumerate(bodies)]
+        sids: list[str] = []
+        for i, part in enumerate(bodies):
+            sids.append(await self._post_once(f"sent:{out.message_id}:{i}", out.to.user, part, media if i == 0 else []))
+            if i:  # a later part's status callback is about the delivery the first sid names
+                await self.ctx.state.put(f"part:{sids[i]}", sids[0])
         return sids[0]
 
     def _media_urls(self, files: list[Attachment]) -> list[str]:

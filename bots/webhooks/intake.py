@@ -93,6 +93,7 @@ class MediaRef:
     mime: str
     name: str
     declared_size: int | None = None
+    declared_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,11 @@ class Item:
     """One parsed webhook item: the Inbound (without attachment bytes) and what to fetch.
 
     `touches_window` says the client interacted (opens or refreshes the service window).
+    `account` is the business number the network addressed the item to (WhatsApp's
+    `metadata.phone_number_id`; '' when the payload names none).
     """
 
     inbound: Inbound
     media: tuple[MediaRef, ...] = ()
     touches_window: bool = False
+    account: str = ""

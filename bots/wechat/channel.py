@@ -41,6 +41,10 @@ T = TypeVar("T")
 WINDOW_HOURS = 48.0
 WINDOW_REASON = "outside WeChat's 48-hour customer-service window"
 TEXT_LIMIT_BYTES = 2048
+SIGNATURE_WINDOW = 300.0
+"""Seconds a push's signed `timestamp` may be from now: WeChat's own SDKs allow 5 minutes.
+The signature covers only token, timestamp and nonce (and `Encrypt`), so without a window a
+signed URL seen once could be replayed with any body for ever."""
 TOKEN_ERRORS: frozenset[int] = frozenset({40001, 40014, 42001})
 RETRY_AFTER: dict[int, float] = {-1: 1.0, 45009: 60.0}
 UPLOAD_LIMITS: dict[str, int] = {"image": 10 << 20, "voice": 2 << 20}
@@ -77,6 +81,7 @@ class WeChatSettings:
     api_url: str = "https://api.weixin.qq.com"
     path: str = ""
     timeout: float = 10.0
+    signature_window: float = SIGNATURE_WINDOW
 
     @staticmethod
     def parse(name: str, settings: Mapping[str, Any]) -> WeChatSettings:
@@ -85,6 +90,10 @@ class WeChatSettings:
         if aes is not None and (not isinstance(aes, str) or len(aes) != 43):
             raise ChannelConfigError(f"channel {name}: `encoding_aes_key` must be the 43-character key from the WeChat console")
         timeout = timeout_setting(name, settings, 10.0)
+        window = settings.get("signature_window", SIGNATURE_WINDOW)
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 86400:
+            raise ChannelConfigError(f"channel {name}: `signature_window` must be a number of seconds "
+                                     f"between 1 and 86400 (default {SIGNATURE_WINDOW:g})")
         return WeChatSettings(
             app_id=required_setting(name, settings, "app_id"),
             app_secret=required_setting(name, settings, "app_secret"),
@@ -93,6 +102,7 @@ class WeChatSettings:
             api_url=str(settings.get("api_url") or "https://api.weixin.qq.com").rstrip("/"),
             path=str(settings.get("path") or f"/webhooks/{name}"),
             timeout=timeout,
+            signature_window=float(window),
         )
 
 
@@ -171,35 +181,50 @@ class WeChatChannel(WebhookChannel):
         expected = sha1_signature(self.settings.token, q.get("timestamp", ""), q.get("nonce", ""))
         return signature_matches(expected, q.get("signature"))
 
+    def _stale(self, q: Mapping[str, str]) -> str | None:
+        """Why the signed `timestamp` is outside the window (None when it is inside)."""
+        value = q.get("timestamp", "").strip()
+        if not value.isdigit() or len(value) > 12:
+            return "signature timestamp missing or not a number"
+        age = time.time() - int(value)
+        if abs(age) > self.settings.signature_window:
+            return (f"signature timestamp is {abs(age):.0f} s {'old' if age > 0 else 'in the future'}, "
+                    f"outside the {self.settings.signature_window:g} s window (signature_window)")
+        return None
+
     async def handle_verify(self, request: web.Request) -> web.Response:
-        """WeChat's server check: echo `echostr` when the URL signature is right."""
-        if self._url_signature_ok(request.query):
+        """WeChat's server check: echo `echostr` when the URL signature is right and fresh."""
+        if self._url_signature_ok(request.query) and self._stale(request.query) is None:
             return web.Response(text=request.query.get("echostr", ""), content_type="text/plain")
-        return web.Response(status=403, text="signature mismatch")
+        return web.Response(status=403, text="signature mismatch or outside the time window")
 
     async def handle_post(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await read_body(request, "WeChat", WECHAT_MAX_BODY)
         except BodyTooLarge as exc:
             return await self._refusals.answer(request, exc)
-        status = await self.receive(request.query, body)
-        return web.Response(status=status, text="success" if status == 200 else {401: "bad signature", 503: "not started"}.get(status, "error"))
+        status, why = await self.receive_checked(request.query, body)
+        return web.Response(status=status, text="success" if status == 200 else why)
 
-    def authenticate(self, q: Mapping[str, str], body: bytes) -> Item | None:
-        """The push as an Item when it is authentic (None otherwise): plain or safe mode."""
+    def authenticate(self, q: Mapping[str, str], body: bytes) -> Item | str:
+        """The push as an Item when it is authentic and fresh, else why it is refused."""
         if q.get("encrypt_type", "raw") != "aes":
             if self.crypto is not None:
-                log.warning("%s: plaintext push refused: safe mode (encoding_aes_key) is configured", self.name)
-                return None
-            return parse_push(self.name, body) if self._url_signature_ok(q) else None
+                return "plaintext push refused: safe mode (encoding_aes_key) is configured"
+            if not self._url_signature_ok(q):
+                return "bad signature"
+            return self._stale(q) or parse_push(self.name, body)
         encrypted = encrypt_field(body)
         if encrypted is None:
-            if not self._url_signature_ok(q):
-                return None
-            return Item(raw_event(self.name, body, "encrypted push without a readable Encrypt element"))
+            # The URL signature does not cover the body: without `Encrypt` and its
+            # msg_signature, nothing says WeChat sent this body.
+            return "encrypted push without an Encrypt element (msg_signature cannot be checked)"
         expected = sha1_signature(self.settings.token, q.get("timestamp", ""), q.get("nonce", ""), encrypted)
         if not signature_matches(expected, q.get("msg_signature")):
-            return None
+            return "bad msg_signature"
+        stale = self._stale(q)
+        if stale is not None:
+            return stale
         if self.crypto is None:
             log.error("%s: encrypted push journaled unread: configure encoding_aes_key (safe mode)", self.name)
             return Item(raw_event(self.name, body, "encrypted push, but no encoding_aes_key is configured"))
@@ -208,18 +233,24 @@ class WeChatChannel(WebhookChannel):
         except CryptoError as exc:
             log.error("%s: signed push journaled unread: cannot decrypt (%s)", self.name, exc)
             return Item(raw_event(self.name, body, f"cannot decrypt: {exc}"))
-        return parse_push(self.name, xml)
+        item = parse_push(self.name, xml, raw=body)
+        return replace(item, inbound=replace(item.inbound, decrypted=xml))
 
     async def receive(self, q: Mapping[str, str], body: bytes) -> int:
         """Handle one push; returns the HTTP status (200 is answered with `success`)."""
+        return (await self.receive_checked(q, body))[0]
+
+    async def receive_checked(self, q: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        """Handle one push: the HTTP status and, when it is not 200, why."""
         item = self.authenticate(q, body)
-        if item is None:
-            log.warning("%s: push refused: bad or missing signature", self.name)
-            return 401
+        if isinstance(item, str):
+            log.warning("%s: push refused, nothing journaled: %s", self.name, item)
+            return (403 if "window" in item or "timestamp" in item else 401), item
         deliver = self._deliver
         if deliver is None:
-            return 503
-        return await self._journal(deliver, lambda: (item,), "push not journaled; answering 500 so WeChat retries")
+            return 503, "not started"
+        status = await self._journal(deliver, lambda: (item,), "push not journaled; answering 500 so WeChat retries")
+        return status, "" if status == 200 else "error"
 
     async def _fetch(self, ref: MediaRef) -> Attachment:
         """Temporary media by id; a failure is journaled as a refusal (WeChat retries only

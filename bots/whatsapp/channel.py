@@ -7,11 +7,13 @@ Every POST is checked against `X-Hub-Signature-256` before it is read, journaled
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import aiohttp
@@ -27,7 +29,7 @@ from bots.base import (
 )
 from bots.webhooks.channel import WebhookChannel, content_to_send, mount
 from bots.webhooks.body import WHATSAPP_MAX_BODY, BodyTooLarge, read_body
-from bots.webhooks.intake import MediaRef
+from bots.webhooks.intake import Item, MediaRef
 from bots.whatsapp.parse import parse_size, parse_webhook
 from bots.webhooks.settings import refuse_unknown_settings, require_client_side, required_setting, timeout_setting
 from relay.model import Attachment, Outgoing
@@ -148,12 +150,41 @@ def split_text(text: str, limit: int) -> list[str]:
     return [text[i:i + limit] for i in range(0, len(text), limit)] or [""]
 
 
+def declared_digest(value: Any) -> bytes | None:
+    """A SHA-256 as Meta writes it (hex in media lookups, base64 in webhooks); None if unusable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        raw = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value.replace("-", "+").replace("_", "/")
+                                                                            + "=" * (-len(value) % 4), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def digest_problem(data: bytes, **declared: Any) -> str:
+    """'' when the bytes match every usable declared SHA-256, else what differs (for the record)."""
+    actual = hashlib.sha256(data).digest()
+    wrong = [f"{where} declared {digest.hex()}" for where, value in declared.items()
+             if (digest := declared_digest(value)) is not None and digest != actual]
+    if not wrong:
+        return ""
+    return f"sha256 mismatch: the downloaded bytes hash to {actual.hex()}, but the {' and the '.join(wrong)}"
+
+
+NUMBERS: web.AppKey[dict[str, dict[str, "WhatsAppChannel"]]] = web.AppKey("whatsapp_numbers", dict)
+"""Per webhook path, the channels (by phone_number_id) of the one Meta app that posts there."""
+
+
 class WhatsAppChannel(WebhookChannel):
     """One WhatsApp Business phone number, as a client-side channel."""
 
     def __init__(self, name: str, settings: WhatsAppSettings, ctx: ChannelContext) -> None:
         super().__init__(name, ctx, WINDOW_HOURS, settings.timeout)
         self.settings = settings
+        self.numbers: dict[str, WhatsAppChannel] = {settings.phone_number_id: self}
+        """The channels sharing this webhook URL, by phone_number_id (this one at least)."""
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -178,11 +209,37 @@ class WhatsAppChannel(WebhookChannel):
         if not signature_ok(self.settings.app_secret, body, signature):
             log.warning("%s: webhook refused: bad or missing X-Hub-Signature-256", self.name)
             return 401
-        deliver = self._deliver
-        if deliver is None:
+        if self._deliver is None:
             return 503
-        return await self._journal(deliver, lambda: parse_webhook(self.name, body),
-                                   "webhook not journaled; answering 500 so Meta redelivers")
+        status = 200
+        for target, items in self._route(parse_webhook(self.name, body)):
+            deliver = target._deliver
+            if deliver is None:
+                status = max(status, 503)
+                continue
+            status = max(status, await target._journal(deliver, lambda items=items: items,
+                                                       "webhook not journaled; answering 500 so Meta redelivers"))
+        return status
+
+    def _route(self, items: list[Item]) -> list[tuple[WhatsAppChannel, list[Item]]]:
+        """Items by the channel configured for the number they were sent to
+        (`metadata.phone_number_id`); those for a number no channel has are left out and logged."""
+        routed: dict[str, tuple[WhatsAppChannel, list[Item]]] = {}
+        unknown: dict[str, int] = {}
+        for item in items:
+            target = self.numbers.get(item.account) if item.account else self
+            if target is None:
+                unknown[item.account] = unknown.get(item.account, 0) + 1
+                continue
+            if target is not self:
+                inb = item.inbound
+                item = replace(item, inbound=replace(inb, channel=target.name, sender=replace(inb.sender, channel=target.name)))
+            routed.setdefault(target.name, (target, []))[1].append(item)
+        for number, count in unknown.items():
+            log.warning("%s: %d webhook item(s) for phone_number_id %s not journaled: no whatsapp channel is configured "
+                        "for that number (add one with that phone_number_id and this channel's path to receive them)",
+                        self.name, count, number[:40])
+        return list(routed.values())
 
     async def _fetch(self, ref: MediaRef) -> Attachment:
         """media id → URL (size checked here) → bytes. Transient failures raise (Meta retries)."""
@@ -203,7 +260,14 @@ class WhatsAppChannel(WebhookChannel):
                               refused=f"too large: {size} bytes over the {limit}-byte limit (not downloaded)")
         if not isinstance(url, str) or not url:
             return Attachment(ref.name, mime, size or 0, platform_ref=ref.media_id, refused="media lookup gave no url")
-        return await self._download(ref, url, mime, limit)
+        got = await self._download(ref, url, mime, limit)
+        if got.refused:
+            return got
+        problem = digest_problem(got.data, **{"media lookup": info.get("sha256"), "webhook": ref.declared_sha256})
+        if problem:
+            log.warning("%s: media %s: %s; kept as received and flagged for review", self.name, ref.media_id[:80], problem)
+            return replace(got, integrity=problem)
+        return got
 
     async def _download(self, ref: MediaRef, url: str, mime: str, limit: int) -> Attachment:
         try:
@@ -351,5 +415,19 @@ def create(name: str, settings: Mapping[str, Any], ctx: ChannelContext) -> Chann
     """Build the channel and mount its webhook (GET verification, POST notifications)."""
     require_client_side(name, "WhatsApp", ctx)
     channel = WhatsAppChannel(name, WhatsAppSettings.parse(name, settings), ctx)
-    mount(ctx.app, channel.settings.path, channel.handle_verify, channel.handle_post)
+    paths = ctx.app.setdefault(NUMBERS, {}) if NUMBERS not in ctx.app else ctx.app[NUMBERS]
+    path, number = channel.settings.path, channel.settings.phone_number_id
+    shared = paths.get(path)
+    if shared is None:
+        paths[path] = channel.numbers
+        mount(ctx.app, path, channel.handle_verify, channel.handle_post)
+        return channel
+    first = next(iter(shared.values()))
+    if (first.settings.app_secret, first.settings.verify_token) != (channel.settings.app_secret, channel.settings.verify_token):
+        raise ChannelConfigError(f"channel {name}: shares the webhook path {path} with channel {first.name} but not its "
+                                 "app_secret and verify_token; one URL is one Meta app (give it its own `path`)")
+    if number in shared:
+        raise ChannelConfigError(f"channel {name}: phone_number_id {number} is already channel {shared[number].name}'s")
+    shared[number] = channel
+    channel.numbers = shared
     return channel

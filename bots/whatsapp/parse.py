@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
+from dataclasses import replace
 from typing import Any
 
 from bots.webhooks.intake import Item, MediaRef, raw_event
@@ -97,13 +98,28 @@ def _location_text(loc: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _leaves(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string or number in a JSON value with its dotted path (list indexes left out)."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v, path)]
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, (str, int, float)) and str(value).strip():
+        return [(path, str(value))]
+    return []
+
+
 def _contacts_text(contacts: list[Any]) -> str:
+    """One line per card with all of its text (names, phones, emails, addresses, org, urls,
+    birthday and anything Meta adds), so the policy sees everything the client shared."""
     lines = []
     for contact in contacts:
         card = _dict(contact)
-        name = _str(_dict(card.get("name")).get("formatted_name")) or "(no name)"
-        phones = ", ".join(_str(_dict(p).get("phone")) for p in _list(card.get("phones")) if _str(_dict(p).get("phone")))
-        lines.append(f"[contact] {name}" + (f" {phones}" if phones else ""))
+        name = _str(_dict(card.get("name")).get("formatted_name")).strip() or "(no name)"
+        rest = [f"{path}: {value}" for path, value in _leaves(card) if path != "name.formatted_name"]
+        lines.append(f"[contact] {name}" + (f"; {'; '.join(rest)}" if rest else ""))
     return "\n".join(lines) or "[contact]"
 
 
@@ -137,7 +153,8 @@ def _message(channel: str, body: bytes, msg: Any, names: dict[str, str], path: s
         media_id, mime = _str(obj.get("id")), _str(obj.get("mime_type")) or "application/octet-stream"
         if mtype in CAPTIONED:
             text = _str(obj.get("caption"))
-        media = (MediaRef(media_id, mime, media_name(mtype, media_id, mime, _str(obj.get("filename")))),)
+        media = (MediaRef(media_id, mime, media_name(mtype, media_id, mime, _str(obj.get("filename"))),
+                          declared_sha256=_str(obj.get("sha256"))),)
     elif mtype == "location":
         text = _location_text(_dict(m.get("location")))
     elif mtype == "contacts":
@@ -156,9 +173,11 @@ def _message(channel: str, body: bytes, msg: Any, names: dict[str, str], path: s
         detail = _error_text(m.get("errors"))
         subtype = _str(_dict(m.get("unsupported")).get("type"))
         text = "unsupported" + (f":{subtype}" if subtype else "") + (f" {detail}" if detail else "")
+        fields["notice"] = unsupported_notice(text)
     else:
         kind = "event"
         text = f"unknown message type {mtype!r}"[:200]
+        fields["notice"] = unsupported_notice(text)
     inbound = Inbound(
         channel=channel,
         platform_id=wamid,
@@ -171,6 +190,12 @@ def _message(channel: str, body: bytes, msg: Any, names: dict[str, str], path: s
         **fields,
     )
     return Item(inbound, media, touches_window=True)
+
+
+def unsupported_notice(what: str) -> str:
+    """What the employee is told when the client sent something WhatsApp does not pass on."""
+    return (f"The client sent a WhatsApp message that cannot be shown here ({what[:200]}), e.g. an edit "
+            "or a type WhatsApp does not give to businesses. Ask them to send it again.")
 
 
 def _status(channel: str, body: bytes, st: Any, path: str) -> Item:
@@ -223,15 +248,15 @@ def parse_webhook(channel: str, body: bytes) -> list[Item]:
                 _str(_dict(c).get("wa_id")): _str(_dict(_dict(c).get("profile")).get("name"))
                 for c in _list(value.get("contacts"))
             }
-            found = 0
+            account = _str(_dict(value.get("metadata")).get("phone_number_id")).strip()
+            found: list[Item] = []
             for mi, msg in enumerate(_list(value.get("messages"))):
-                items.append(_message(channel, body, msg, names, f"{path}.messages[{mi}]"))
-                found += 1
+                found.append(_message(channel, body, msg, names, f"{path}.messages[{mi}]"))
             for si, st in enumerate(_list(value.get("statuses"))):
-                items.append(_status(channel, body, st, f"{path}.statuses[{si}]"))
-                found += 1
+                found.append(_status(channel, body, st, f"{path}.statuses[{si}]"))
             if not found:
-                items.append(_odd(channel, body, path, "messages change without messages or statuses"))
+                found.append(_odd(channel, body, path, "messages change without messages or statuses"))
+            items += [replace(item, account=account) for item in found] if account else found
     if not items:
         items.append(Item(raw_event(channel, body, "notification without entries")))
     return items

@@ -18,6 +18,7 @@ from relay.evidence import (ExportFilter, SearchQuery, parse_formats, parse_time
                             write_export)
 from relay.evidence.keys import load_private_key, load_public_key
 from relay.evidence.packing import ZipError, pack_zip, unpack_zip
+from relay.evidence.verify import INTEGRITY_ONLY
 from relay.compliance.holds import load_state
 
 
@@ -149,6 +150,10 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+NOT_AUTHENTICATED_EXIT = 3
+"""verify-export's exit status when nothing is wrong but no trusted key was given (0 = verified, 1 = failed)."""
+
+
 def cmd_verify_export(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         key = load_public_key(a.public_key) if a.public_key else None
@@ -168,11 +173,14 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
             if report.ok:
                 print(f"ok: {report.events} events, {report.files} files, signature valid"
                       + (f", checkpoint seq {report.checkpoint_seq}" if report.checkpoint_seq else ""))
+            elif report.status == INTEGRITY_ONLY:
+                print(f"NOT AUTHENTICATED (integrity only): {report.events} events and {report.files} files match "
+                      "a manifest signed by a key nobody vouched for; this does not show the export is genuine")
             for p in report.problems:
                 print(f"FAIL {p}")
             for n in report.notes:
                 print(f"note: {n}")
-        return 0 if report.ok else 1
+        return 0 if report.ok else 1 if report.problems else NOT_AUTHENTICATED_EXIT
     return reporting(go)(args)
 
 

@@ -37,7 +37,7 @@ def scrub_content(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     key the record needs), not the client's display name."""
     out = dict(body)
     if kind == "message.received":
-        for key in ("text", "edits_platform", "reply_to_platform", "raw_inline"):
+        for key in ("text", "edits_platform", "reply_to_platform", "raw_inline", "decrypted_inline"):
             out.pop(key, None)
         out["attachments"] = _scrub_attachments(body.get("attachments"))
         for key in ("sender", "client"):
@@ -102,7 +102,7 @@ def body_digest(body: Any) -> str:
 
 
 def _blob_refs(body: dict[str, Any]) -> list[str]:
-    refs = [body.get("raw_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if isinstance(a, dict)]
+    refs = [body.get("raw_sha256"), body.get("decrypted_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if isinstance(a, dict)]
     out = body.get("out") or {}
     refs += [a.get("sha256") for a in out.get("attachments") or [] if isinstance(a, dict)]
     return [str(r) for r in refs if r]

@@ -3,6 +3,8 @@ checks and the CSRF check on every write, in one decorator every console route g
 
 from __future__ import annotations
 
+from html import escape
+
 import asyncio
 import logging
 import secrets
@@ -45,7 +47,7 @@ class Ctx:
         return list(self.form.get(name, ()))
 
     def page(self, title: str, body: str, **kw: Any) -> web.Response:
-        return page(title, body, who=self.reviewer, csrf=self.session.csrf, **kw)
+        return page(title, integrity_banner(self.console.relay) + body, who=self.reviewer, csrf=self.session.csrf, **kw)
 
     def refuse(self, message: str, status: int = 400) -> web.Response:
         return refusal(message, status, self.reviewer, self.session.csrf)
@@ -53,6 +55,18 @@ class Ctx:
     @property
     def csrf_field(self) -> str:
         return csrf_field(self.session.csrf)
+
+
+def integrity_banner(relay: Any) -> str:
+    """Every page says when a record check failed (scheduled journal verification, the WORM copy,
+    the archive feed): compliance must not learn of it only from /healthz."""
+    health = getattr(relay, "health", None)
+    failed = sorted((name, c) for name, c in (health.checks.items() if health is not None else ()) if not c.ok)
+    if not failed:
+        return ""
+    items = "".join(f"<li><strong>{escape(name)}</strong>: {escape(c.detail)}</li>" for name, c in failed)
+    return (f'<section class="error" role="alert" id="integrity-alert"><h2>Record integrity check failed</h2>'
+            f"<ul>{items}</ul><p>See the Dashboard and <code>relay journal verify --full</code>.</p></section>")
 
 
 def see_other(location: str) -> web.Response:

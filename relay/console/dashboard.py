@@ -5,6 +5,7 @@ it is aggregated in SQLite from the projections."""
 from __future__ import annotations
 
 import time
+from typing import Any
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -22,6 +23,18 @@ def _table(caption: str, head: tuple[str, ...], rows: list[tuple[object, ...]], 
     th = "".join(f"<th scope='col'>{e(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table id='{ident}'><caption>{e(caption)}</caption><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def checks_table(relay: Any) -> str:
+    """The record's own checks (journal verification, WORM copy, archive feed) as last reported."""
+    checks = sorted(relay.health.checks.items()) if getattr(relay, "health", None) is not None else []
+    if not checks:
+        return "<h2>Record checks</h2><p id='record-checks'>No check has run yet.</p>"
+    rows = "".join(f"<tr><th scope='row'>{e(name)}</th><td>{'passed' if c.ok else 'FAILED'}</td>"
+                   f"<td>{e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(c.at)))}</td><td>{e(c.detail)}</td></tr>"
+                   for name, c in checks)
+    return ("<h2>Record checks</h2><table id='record-checks'><thead><tr><th>check</th><th>result</th><th>when</th>"
+            f"<th>detail</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 @guarded()
@@ -72,7 +85,7 @@ async def dashboard_page(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         + stacked_columns("Messages per channel per day", days, series)
         + _table("Messages per channel per day", ("Day", *series), [(d, *[int(s[i]) for s in series.values()])
                                                                      for i, d in enumerate(days)], "per-day"))
-    return ctx.page("Dashboard", body, current="/console/dashboard")
+    return ctx.page("Dashboard", body + checks_table(ctx.console.relay), current="/console/dashboard")
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

@@ -7,6 +7,7 @@ names the covering journal checkpoint and is signed with the journal key.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from relay.evidence.outputs import Outputs
 from relay.evidence.plan import Plan
 from relay.evidence.scan import Scope, head_seq
 from relay.evidence.writers import blob_path, covering_checkpoint, safe_name, write_events, write_messages
+from relay.private_files import DIR_MODE, private_dir
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "blob_path", "checkpoint_record", "parse_formats", "safe_name",
            "write_export"]
@@ -72,7 +74,8 @@ class ExportResult:
 def _prepare(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty directory; choose a new export directory")
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
+    os.chmod(out, DIR_MODE)  # also an empty directory the user made: an export is the record
 
 
 async def write_export(reader: Reader, out: Path, flt: ExportFilter, key: Ed25519PrivateKey, *,

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from relay.evidence.keys import public_hex, public_key_from_text, KeyError_
+from relay.private_files import write_private
 
 MANIFEST = "manifest.json"
 FORMAT = "relay-export/v1"
@@ -55,7 +56,7 @@ def write_manifest(root: Path, key: Ed25519PrivateKey, meta: dict[str, Any],
     files = {rel: known.get(rel) or sha256_file(root / rel) for rel in list_files(root) if rel != MANIFEST}
     manifest = {**meta, "format": FORMAT, "public_key": public_hex(key), "files": files}
     manifest["signature"] = key.sign(canonical(manifest)).hex()
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_private(root / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest
 
 

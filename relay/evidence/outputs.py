@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from relay.private_files import open_private, private_dir
+
 
 class HashingWriter:
     """A binary file that feeds every chunk it writes to SHA-256; its digest is recorded on close."""
@@ -21,9 +23,9 @@ class HashingWriter:
         target = os.path.join(outputs.base, rel)  # not pathlib: it interns every path part for good
         folder = os.path.dirname(target)
         if folder not in outputs.folders:
-            os.makedirs(folder, exist_ok=True)
+            private_dir(Path(folder))
             outputs.folders.add(folder)
-        self._fh = open(target, "wb")
+        self._fh = os.fdopen(open_private(target, os.O_WRONLY | os.O_TRUNC), "wb")
         self._hash = hashlib.sha256()
 
     def write(self, data: bytes) -> None:

@@ -66,12 +66,39 @@ def _verdict(m: MessageRecord) -> str:
     for ts, d in m.decisions:
         out += (f"<div class='review'>review: <b>{escape(str(d.get('decision')))}</b> by {escape(str(d.get('reviewer')))}"
                 f" at {iso(ts)}" + (f": {escape(str(d.get('reason')))}" if d.get("reason") else "") + "</div>")
+    queued = {str(d.get("delivery_id")): d for _, kind, d in m.deliveries if kind == "delivery.queued"}
     for ts, kind, d in m.deliveries:
+        q = queued.get(str(d.get("delivery_id")))
         if kind == "message.delivered":
-            out += f"<div class='note'>delivered to {escape(str(d.get('channel')))} at {iso(ts)}</div>"
+            out += f"<div class='note delivery'>{_delivered(m, q, d)} at {iso(ts)}{_received_text(m, q)}</div>"
         elif kind == "delivery.failed" and d.get("permanent"):
-            out += f"<div class='note'>delivery failed at {iso(ts)}: {escape(str(d.get('reason')))}</div>"
+            what = "notice" if q is not None and (q.get("out") or {}).get("kind") == "notice" else "delivery"
+            out += f"<div class='note'>{what} failed at {iso(ts)}: {escape(str(d.get('reason')))}</div>"
     return out
+
+
+def _delivered(m: MessageRecord, queued: Mapping[str, Any] | None, d: Mapping[str, Any]) -> str:
+    """What reached whom: the message itself, or a notice sent because of it (e.g. a rejection)."""
+    channel = escape(str(d.get("channel")))
+    if queued is None:
+        return f"delivered to {channel}"
+    out = queued.get("out") or {}
+    to = queued.get("to") or {}
+    who = f" ({escape(str(to.get('user')))})" if to.get("user") else ""
+    if out.get("kind") == "notice":
+        why = " rejection" if m.action == "block" else ""
+        return f"<b>not this message</b>: a{why} notice was delivered to {channel}{who}"
+    return f"delivered to {channel}{who}"
+
+
+def _received_text(m: MessageRecord, queued: Mapping[str, Any] | None) -> str:
+    """The text the recipient got, when it is not the text above (redacted, disclaimed, a notice)."""
+    if queued is None or m.erased is not None:
+        return ""
+    text = (queued.get("out") or {}).get("text")
+    if not isinstance(text, str) or (text == m.text and (queued.get("out") or {}).get("kind") != "notice"):
+        return ""
+    return f", as received: <div class='text received'>{escape(text)}</div>"
 
 
 def highlighted(text: str, verdict: Mapping[str, Any] | None) -> str:

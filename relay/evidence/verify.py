@@ -35,8 +35,16 @@ def checkpoint_signature_ok(body: dict[str, Any]) -> bool:
     return True
 
 
+VERIFIED = "verified"
+INTEGRITY_ONLY = "integrity only, NOT authenticated"
+FAILED = "FAILED"
+
+
 @dataclass
 class ExportReport:
+    """`ok` only when nothing is wrong *and* the signature was checked against a key the
+    caller trusts: a manifest's own key proves nothing, since a forger signs with a fresh one."""
+
     ok: bool
     directory: str
     problems: list[str] = field(default_factory=list)
@@ -45,6 +53,8 @@ class ExportReport:
     events: int = 0
     key_pinned: bool = False
     checkpoint_seq: int | None = None
+    authenticated: bool = False
+    status: str = FAILED
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,7 +100,8 @@ def _check_events(root: Path, manifest: dict[str, Any], report: ExportReport) ->
                 report.problems.append(f"events.jsonl seq {seq}: erased body differs from what retention.erased seq {att['by']} recorded")
         body = ev.get("body") or {}
         if blobs_dir.is_dir() and seq not in erased:
-            refs = [body.get("raw_sha256")] + [a.get("sha256") for a in body.get("attachments") or [] if not a.get("refused")]
+            refs = [body.get("raw_sha256"), body.get("decrypted_sha256")] + [
+                a.get("sha256") for a in body.get("attachments") or [] if not a.get("refused")]
             for sha in filter(None, refs):
                 f = blobs_dir / str(sha)[:2] / str(sha)
                 if f.exists() and hashlib.sha256(f.read_bytes()).hexdigest() != sha:
@@ -131,8 +142,12 @@ def verify_export(root: Path, public_key: Ed25519PublicKey | None = None) -> Exp
     report.files = check.files_checked
     report.key_pinned = check.key_pinned
     if not check.key_pinned:
-        report.notes.append("no --public-key given: checked against the key named in the manifest itself")
+        report.notes.append("no --public-key given: the signature was checked only against the key the manifest "
+                            "names itself, which anyone can replace with a fresh one; pass the journal's "
+                            "keys/journal_ed25519.pub, obtained from a trusted source, to authenticate")
     if check.manifest is not None:
         _check_events(root, check.manifest, report)
-    report.ok = not report.problems
+    report.authenticated = check.key_pinned and not report.problems
+    report.ok = report.authenticated
+    report.status = VERIFIED if report.ok else FAILED if report.problems else INTEGRITY_ONLY
     return report

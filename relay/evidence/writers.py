@@ -20,6 +20,7 @@ from relay.evidence.outputs import Outputs
 from relay.evidence.plan import Plan, attachment_shas
 from relay.evidence.scan import Scope, scan
 from relay.evidence.transcript import render_transcript
+from relay.private_files import private_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -94,7 +95,7 @@ async def _message_files(reader: Reader, plan: Plan, outputs: Outputs, formats: 
     m = MessageRecord(str(ev.body.get("id")), ev.seq, ev.ts, ev.conversation or "", ev.body)
     erased = plan.erased(ev.seq) is not None
     if "jsonl" in formats and not erased:
-        for sha in [*attachment_shas(m), str(m.body.get("raw_sha256") or "")]:
+        for sha in [*attachment_shas(m), str(m.body.get("raw_sha256") or ""), str(m.body.get("decrypted_sha256") or "")]:
             if sha and not outputs.has(blob_path(sha)):
                 data = await reader.get_blob(sha)
                 if data is not None:
@@ -129,7 +130,7 @@ async def write_messages(reader: Reader, plan: Plan, outputs: Outputs, formats: 
     `index`, a row per message naming its file)."""
     eml, html = "eml" in formats, "html" in formats
     if html:
-        (outputs.root / "transcripts").mkdir(exist_ok=True)
+        private_dir(outputs.root / "transcripts")
     if not (eml or html or index):
         return
     done = 0

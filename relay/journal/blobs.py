@@ -8,6 +8,8 @@ import re
 import secrets
 from pathlib import Path
 
+from relay.private_files import FILE_MODE, private_dir
+
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -23,7 +25,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_durably(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Temp file, fsync, rename, fsync the directory: the file is whole or absent after a crash."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -67,9 +69,9 @@ class BlobStore:
             pass
         if not path.parent.is_dir():
             if not self.root.is_dir():
-                self.root.mkdir(parents=True, exist_ok=True)
+                private_dir(self.root)
                 fsync_dir(self.root.parent)
-            path.parent.mkdir(exist_ok=True)
+            private_dir(path.parent)
             fsync_dir(self.root)
         write_durably(path, data)
         return sha

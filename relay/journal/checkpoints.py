@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.journal.blobs import fsync_dir, write_durably
+from relay.private_files import private_dir
 
 
 def file_name(seq: int) -> str:
@@ -16,7 +17,7 @@ def file_name(seq: int) -> str:
 def write(directory: Path, record: dict[str, Any]) -> Path:
     """`record` = checkpoint body plus the checkpoint event's own `seq`, `hash` and `ts`."""
     if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         fsync_dir(directory.parent)
     path = directory / file_name(int(record["seq"]))
     write_durably(path, json.dumps(record, sort_keys=True, indent=1).encode())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from relay.journal.blobs import BlobStore, file_sha256, is_sha256
 from relay.journal.chain import canonical_json
 from relay.journal.journal import Journal
 from relay.journal.opening import JournalError
+from relay.private_files import DIR_MODE, open_private, private_dir, write_private
 from relay.journal.signing import KEY_NAME, load_public
 from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files
 
@@ -26,7 +27,8 @@ FORMAT = "relay-journal-export/1"
 def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise JournalError(f"{out} is not an empty directory; export needs a new or empty one")
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
+    os.chmod(out, DIR_MODE)
 
 
 async def export(journal: Journal, out: Path) -> dict[str, Any]:
@@ -40,7 +42,7 @@ async def export(journal: Journal, out: Path) -> dict[str, Any]:
     wanted: set[str] = set()
     count, head_seq, head_hash = 0, 0, ""
     checkpoint: dict[str, Any] | None = None
-    with open(events_path, "wb") as f:
+    with os.fdopen(open_private(events_path, os.O_WRONLY | os.O_TRUNC), "wb") as f:
         async for ev in journal.iter_events():
             line = (canonical_json(ev.to_dict()) + "\n").encode()
             f.write(line)
@@ -61,12 +63,12 @@ async def export(journal: Journal, out: Path) -> dict[str, Any]:
             missing.append(sha)
             continue
         dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        private_dir(dst.parent)
+        write_private(dst, src.read_bytes())
         files[rel] = file_sha256(dst)
     pub = journal.keys_dir / f"{KEY_NAME}.pub"
     if pub.exists():
-        shutil.copyfile(pub, out / f"{KEY_NAME}.pub")
+        write_private(out / f"{KEY_NAME}.pub", pub.read_bytes())
         files[f"{KEY_NAME}.pub"] = file_sha256(out / f"{KEY_NAME}.pub")
     rows = await journal.fetchall("SELECT value FROM meta WHERE key='hash'")
     manifest = {
@@ -79,7 +81,7 @@ async def export(journal: Journal, out: Path) -> dict[str, Any]:
         "missing_blobs": missing,
         "files": files,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    write_private(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest
 
 

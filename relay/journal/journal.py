@@ -25,6 +25,7 @@ from relay.journal.reads import JournalReads
 from relay.journal.witness import Witness
 from relay.journal.submitting import Submitting, _check_utf8  # noqa: F401  (bench_valid_input measures it)
 from relay.journal.writer import GroupCommitWriter, JournalStats, Unit
+from relay.private_files import create_private, private_dir, tighten_logged
 
 
 class Journal(Submitting, JournalReads, GroupCommitWriter):
@@ -91,8 +92,12 @@ class Journal(Submitting, JournalReads, GroupCommitWriter):
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} (check data_dir)")
         else:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(data_dir)
+            tighten_logged(data_dir)
+            if self.checkpoint_dir.is_dir() and data_dir.resolve() not in self.checkpoint_dir.resolve().parents:
+                tighten_logged(self.checkpoint_dir)
             self._lock = opening.take_writer_lock(data_dir / LOCK_NAME)
+            create_private(self.path)  # before SQLite: its -wal and -shm files copy this file's mode
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 self._head_seq, self._head_hash, self._since_cp = await opening.prepare_writer(

@@ -15,6 +15,11 @@ RECEIPT_DELIVERY = (
 )
 """(channel, platform id, "template:" + platform id) -> the delivery a receipt or status is about."""
 
+EARLY_RECEIPTS = (
+    "SELECT id, text FROM messages WHERE kind = 'event' AND reply_to = ? AND channel = ? AND seq < ? ORDER BY seq"
+)
+"""(message id of a platform id, channel, seq of its message.delivered) -> the receipts that came first."""
+
 LATEST_VERDICT = "SELECT e.body_json FROM messages m JOIN events e ON e.seq = m.verdict_seq WHERE m.id = ?"
 """message id -> its latest (live) policy.verdict body."""
 
@@ -108,6 +113,7 @@ LAST_CHECKPOINT = "SELECT MAX(seq) FROM events WHERE kind = 'checkpoint'"
 
 HOT_PATH: dict[str, str] = {
     "receipt delivery": RECEIPT_DELIVERY,
+    "early receipts": EARLY_RECEIPTS,
     "latest verdict": LATEST_VERDICT,
     "received event": RECEIVED_EVENT,
     "delivery exists": DELIVERY_EXISTS,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import fcntl
 import hmac
 import logging
+import os
 from pathlib import Path
 from typing import IO
 
 import aiosqlite
 
 from relay.journal import lookups, projections, schema
+from relay.private_files import open_private
 from relay.journal.chain import GENESIS
 
 log = logging.getLogger("relay.journal")
@@ -31,7 +33,7 @@ class JournalError(Exception):
 
 def take_writer_lock(path: Path) -> IO[bytes]:
     """One writer per journal: a second one would fork the chain (same seq, different events)."""
-    f = open(path, "a+b")
+    f = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+b")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -38,6 +38,7 @@ from relay.journal.submitting import Submitting
 from relay.journal.writer import GroupCommitWriter, JournalStats, Unit as _Unit
 from relay.journal.projections import Record, rows_to_events
 from relay.journal.verify import ChainVerifier, VerifyReport, blob_refs, erased_blobs, erased_tombstones, load_checkpoint_files
+from relay.private_files import private_dir, tighten_logged
 
 log = logging.getLogger("relay.journal")
 
@@ -233,6 +234,8 @@ class PgJournal(Submitting, GroupCommitWriter):
                     row = await conn.fetchrow("SELECT seq, hash, since_checkpoint FROM chain_head WHERE id=1")
                     self._head_seq, self._head_hash, self._since_cp = row["seq"], row["hash"], row["since_checkpoint"]
             else:
+                private_dir(self.data_dir)  # keys and checkpoint files: private to this user
+                tighten_logged(self.data_dir)
                 self._signing_key = await asyncio.to_thread(signing.load_or_create, self.keys_dir)
                 self._db = await self._connect_writer()
                 await self._prepare()

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS messages(
   action TEXT, rules_json TEXT, employee TEXT, erased INTEGER DEFAULT 0,
   UNIQUE(channel, platform_id));
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation, seq);
+CREATE INDEX IF NOT EXISTS messages_receipts ON messages(reply_to) WHERE kind = 'event';
 CREATE INDEX IF NOT EXISTS messages_text_trgm ON messages USING gin (text gin_trgm_ops);
 CREATE TABLE IF NOT EXISTS conversations(
   id TEXT PRIMARY KEY, client_channel TEXT, client_user TEXT, client_display TEXT,

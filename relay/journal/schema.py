@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS messages(
   UNIQUE(channel, platform_id));
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation, seq);
 CREATE INDEX IF NOT EXISTS messages_edits ON messages(edits) WHERE edits IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_receipts ON messages(reply_to) WHERE kind = 'event';
 CREATE TABLE IF NOT EXISTS conversations(
   id TEXT PRIMARY KEY, client_channel TEXT, client_user TEXT, client_display TEXT,
   employee TEXT, opened_seq INTEGER, last_seq INTEGER, first_outbound_seq INTEGER);

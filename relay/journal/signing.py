@@ -9,6 +9,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from relay.private_files import private_dir, write_private
+
 KEY_NAME = "journal_ed25519"
 
 
@@ -24,7 +26,7 @@ def load_or_create(keys_dir: Path) -> Ed25519PrivateKey:
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{private_path}: not an Ed25519 private key")
         return key
-    keys_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(keys_dir)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -37,7 +39,7 @@ def load_or_create(keys_dir: Path) -> Ed25519PrivateKey:
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    (keys_dir / f"{KEY_NAME}.pub").write_bytes(pub)
+    write_private(keys_dir / f"{KEY_NAME}.pub", pub)
     return key
 
 

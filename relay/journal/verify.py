@@ -75,13 +75,13 @@ class VerifyReport:
 
 
 def blob_refs(body: Any) -> list[str]:
-    """Digests an event names: `raw_sha256` and each stored attachment's `sha256`."""
+    """Digests an event names: `raw_sha256`, `decrypted_sha256` and each stored attachment's `sha256`."""
     if not isinstance(body, dict):
         return []
     refs: list[str] = []
-    raw = body.get("raw_sha256")
-    if raw:
-        refs.append(str(raw))
+    for key in ("raw_sha256", "decrypted_sha256"):
+        if body.get(key):
+            refs.append(str(body[key]))
     for att in body.get("attachments") or ():
         if isinstance(att, dict) and att.get("sha256") and not att.get("refused"):
             refs.append(str(att["sha256"]))

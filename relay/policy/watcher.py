@@ -2,12 +2,15 @@
 
 A change (file names, sizes, mtimes, inodes) triggers a load off the event loop; success
 replaces `current` in one assignment and awaits `on_loaded`; failure keeps the last good
-set, logs each problem and awaits `on_error` with the `file:line: reason` lines.
+set, logs each problem and awaits `on_error` with the `file:line: reason` lines. A file that
+changed while it was read (an editor still writing it) is such a failure too, retried at the
+next poll: a half-written file can be valid YAML with fewer rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -55,6 +58,31 @@ def fingerprint(directory: Path) -> Fingerprint:
     return tuple(sorted(entries))
 
 
+def changed_while_read(directory: Path, before: Fingerprint, loaded: PolicySet) -> list[str]:
+    """One line per file that is not what `loaded` was read from: its bytes differ from the
+    digest the set recorded, or its size, mtime or inode moved since `before` was taken."""
+    names: set[str] = set()
+    for rel, sha in loaded.files.items():
+        try:
+            if hashlib.sha256((directory / rel).read_bytes()).hexdigest() != sha:
+                names.add(rel)
+        except OSError:
+            names.add(rel)
+    after = fingerprint(directory)
+    if after != before:
+        names |= {e[0] for e in set(after) ^ set(before)}
+    return [f"{directory / name}: changed while it was read (a write in progress?); the last good set stays "
+            "active and the file is read again once it is complete" for name in sorted(names)]
+
+
+def rule_drop(previous: PolicySet | None, loaded: PolicySet) -> str:
+    """A warning when `loaded` has fewer rules than the set it replaces ('' otherwise)."""
+    if previous is None or len(loaded.rules) >= len(previous.rules):
+        return ""
+    return (f"rule count dropped from {len(previous.rules)} to {len(loaded.rules)}: if a policy file was cut off "
+            "or removed by mistake, restore it")
+
+
 class PolicyWatcher:
     """Keeps `current` at the newest valid policy set of `directory`."""
 
@@ -74,6 +102,8 @@ class PolicyWatcher:
         self._task: asyncio.Task[None] | None = None
         self.last_errors: list[str] = []
         self.last_reload: ReloadAttempt | None = None
+        self.last_warning = ""
+        """Set at each swap: the rule-count drop warning of the newest set ('' when none)."""
 
     @property
     def current(self) -> PolicySet:
@@ -85,12 +115,18 @@ class PolicyWatcher:
         """Load the set (raising PolicyLoadError if invalid), report it, then poll."""
         if self._task is not None:
             return
-        seen = await asyncio.to_thread(fingerprint, self.directory)
-        try:
-            loaded = await asyncio.to_thread(load_policy_dir, self.directory)
-        except PolicyLoadError as exc:
-            await self._report(exc.errors)
-            raise
+        for attempt in range(5):
+            seen = await asyncio.to_thread(fingerprint, self.directory)
+            try:
+                loaded = await asyncio.to_thread(load_policy_dir, self.directory)
+            except PolicyLoadError as exc:
+                await self._report(exc.errors)
+                raise
+            moved = await asyncio.to_thread(changed_while_read, self.directory, seen, loaded)
+            if not moved:
+                break
+            log.warning("policy files are being written; reading them again: %s", moved[0])
+            await asyncio.sleep(self.interval)
         self._seen = seen
         self._current = loaded
         self.last_reload = ReloadAttempt(time.time(), "loaded", loaded.version)
@@ -112,16 +148,22 @@ class PolicyWatcher:
         seen = await asyncio.to_thread(fingerprint, self.directory)
         if seen == self._seen:
             return False
-        self._seen = seen
         try:
             loaded = await asyncio.to_thread(load_policy_dir, self.directory)
         except PolicyLoadError as exc:
+            self._seen = seen
             await self._report(exc.errors)
             return False
+        moved = await asyncio.to_thread(changed_while_read, self.directory, seen, loaded)
+        if moved:  # `_seen` stays as it was, so the next poll reads the files again
+            await self._report(moved)
+            return False
+        self._seen = seen
         self.last_errors = []
         if self._current is not None and loaded.version == self._current.version:
             self.last_reload = ReloadAttempt(time.time(), "unchanged", loaded.version)
             return False
+        self.last_warning = rule_drop(self._current, loaded)  # logged and journaled by the relay's on_loaded
         self._current = loaded
         self.last_reload = ReloadAttempt(time.time(), "loaded", loaded.version)
         log.info("policy set %s loaded from %s (%d rules)", loaded.version[:12], self.directory, len(loaded.rules))
