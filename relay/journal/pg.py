@@ -472,21 +472,7 @@ class PgJournal(Submitting, GroupCommitWriter):
     # --- the writer task ----------------------------------------------------------------
 
     async def _commit_next(self) -> None:
-        units: list[_Unit] = []
-        size = 0
-        while self._queue:
-            unit = self._queue[0]
-            if unit.rebuild and units:
-                break
-            n = len(unit.items) or 1
-            if units and size + n > self._max_batch:
-                break
-            units.append(self._queue.popleft())
-            size += n
-            if unit.rebuild:
-                break
-        force = self._checkpoint_due
-        self._checkpoint_due = False
+        units, force = self._take_batch()
         try:
             results, record = await self._commit_retrying(units, force)
         except Exception as exc:

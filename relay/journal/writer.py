@@ -138,7 +138,9 @@ class GroupCommitWriter:
                     unit.future.set_exception(JournalError(f"journal writer stopped: {type(exc).__name__}"))
             raise
 
-    async def _commit_next(self) -> None:
+    def _take_batch(self) -> tuple[list[Unit], bool]:
+        """The next group commit: queued units up to `max_batch` items (a rebuild alone), and
+        whether it must write a checkpoint. Shared by both backends' writers."""
         units: list[Unit] = []
         size = 0
         while self._queue:
@@ -154,6 +156,10 @@ class GroupCommitWriter:
                 break
         force = self._checkpoint_due
         self._checkpoint_due = False
+        return units, force
+
+    async def _commit_next(self) -> None:
+        units, force = self._take_batch()
         # aiosqlite runs every call on its connection thread; the whole batch goes as one
         # call so the per-event cost is SQL, not thread hops (aiosqlite's `_execute`).
         assert self._db is not None
